@@ -1,0 +1,51 @@
+# k8sailor: `make run` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all run test unit lint proto proto-python controlplane cluster cluster-down bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Generated code is committed; this regenerates it, and CI fails when that changes anything.
+proto: proto-python
+
+proto-python: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. \
+		proto/k8sailor/v1/exposure.proto
+
+# Builds kube-apiserver and etcd from source once; later runs reuse ~/.cache/k8sailor.
+controlplane: $(STAMP)
+	$(PY) -m tests.controlplane build
+
+cluster: controlplane
+	@$(PY) -m tests.controlplane up
+
+cluster-down: $(STAMP)
+	@$(PY) -m tests.controlplane down
+
+test: controlplane
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""Fixtures shared by every tier: the real control plane and a fresh namespace per test.
+
+By default the session builds (once, cached) and starts its own etcd + kube-apiserver on
+127.0.0.1 and stops it when the run ends, fails or is interrupted. Set
+K8SAILOR_TEST_KUBECONFIG=/path/to/kubeconfig to run against an existing cluster instead; the
+tests then only create and delete namespaces named k8sailor-test-*.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from tests.controlplane import NODE_PORT_RANGE, running
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What a test needs to know about the cluster it runs against."""
+
+    kubeconfig: Path
+    local: bool  # started by this run: the service CIDR and node-port range are ours
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    external = os.environ.get("K8SAILOR_TEST_KUBECONFIG")
+    if external:
+        yield Cluster(kubeconfig=Path(external), local=False)
+        return
+    with running(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield Cluster(kubeconfig=plane.kubeconfig, local=True)
+
+
+@pytest.fixture(scope="session")
+def node_port_range() -> str:
+    return NODE_PORT_RANGE
+
+
+@pytest.fixture(scope="session")
+async def api_client(cluster: Cluster) -> AsyncIterator[client.ApiClient]:
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    async with api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(api_client: client.ApiClient) -> AsyncIterator[str]:
+    """A namespace of the test's own. Without a controller-manager a deleted namespace stays
+    Terminating, which is harmless: names are unique per test."""
+    name = f"k8sailor-test-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(api_client)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    # Node ports are cluster-wide and no namespace controller runs here to free them, so
+    # delete the Services first: later tests can then use the same node ports again.
+    services = await core.list_namespaced_service(name)
+    for service in services.items:
+        await core.delete_namespaced_service(service.metadata.name, name)
+    await core.delete_namespace(name)
