@@ -1,0 +1,22 @@
+"""The k8sailor Python client.
+
+async with connect("127.0.0.1:50051") as k8sailor:
+    async for result in k8sailor.create_services("web", ["80:8088", "#80:80"]):
+        print(result.index, result.outcome.name, result.service_name)
+"""
+
+from client.connection import Client, Outcome, Port, RequestFailed, Result, connect
+from k8sailor.v1.exposure_pb2 import Protocol, ServicePort, ServiceSpec, ServiceType
+
+__all__ = [
+    "Client",
+    "Outcome",
+    "Port",
+    "Protocol",
+    "RequestFailed",
+    "Result",
+    "ServicePort",
+    "ServiceSpec",
+    "ServiceType",
+    "connect",
+]

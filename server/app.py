@@ -1,0 +1,94 @@
+"""The grpc.aio server: built the same way for tests and for `k8sailor-server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import grpc
+
+# grpc_health.v1.health re-exports this as `aio`, but not in a way mypy --strict accepts.
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from kubernetes_asyncio import client
+
+from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
+from server.exposer import Exposer, Settings
+from server.kube import Kube
+from server.servicer import ExposureServicer
+
+log = logging.getLogger("k8sailor.server")
+
+SERVICE_NAME: str = exposure_pb2.DESCRIPTOR.services_by_name["ExposureService"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:50051"
+    max_in_flight: int = 32
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    port: int
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new RPCs, and give in-flight ones `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(api: client.ApiClient, config: ServerConfig) -> RunningServer:
+    """Start serving on config.listen (port 0 picks a free one; see RunningServer.port)."""
+    kube = Kube(api, max_in_flight=config.max_in_flight)
+    server = grpc.aio.server()
+    exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
+        ExposureServicer(Exposer(kube, config.settings)), server
+    )
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )  # fmt: skip
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server=server, health=health_servicer, port=port)
+
+
+@asynccontextmanager
+async def serving(
+    api: client.ApiClient, config: ServerConfig, grace: float = 5.0
+) -> AsyncIterator[RunningServer]:
+    running = await start_server(api, config)
+    try:
+        yield running
+    finally:
+        await running.stop(grace)
+
+
+async def serve_until_signalled(api: client.ApiClient, config: ServerConfig, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with serving(api, config, grace) as running:
+        host = config.listen.rsplit(":", 1)[0]
+        log.info("k8sailor serving %s on %s:%d", SERVICE_NAME, host, running.port)
+        await stop.wait()
+        log.info("signal received: draining for up to %.1f s", grace)
+    log.info("stopped")

@@ -1,0 +1,328 @@
+"""One CreateServices request, from rules to per-rule results, with no gRPC in sight.
+
+The flow: check the request, parse every rule, read the Deployment once, build every manifest,
+then create the Services concurrently and yield each rule's result the moment it is known.
+Each rule runs in its own coroutine that turns every failure into a RuleResult, so one bad rule
+never cancels the others, and every rule gets exactly one result, even when the caller's
+deadline passes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
+from server.kube import Kube
+from server.manifests import Deployment, DeploymentError, build_services, owned_by, same_service
+from server.rules import (
+    DEFAULT_NODE_PORTS,
+    NodePortRange,
+    PortRule,
+    Protocol,
+    RuleError,
+    ServiceRule,
+    check_rule,
+    parse_rule,
+)
+
+log = logging.getLogger(__name__)
+
+# Kubernetes' own limits (apimachinery validation): namespaces are DNS-1123 labels and
+# Deployment names DNS-1123 subdomains.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+# Results for rules still running are written this long before the caller's deadline, so
+# they reach the caller before its own deadline closes the stream.
+_DEADLINE_MARGIN_S = 0.05
+
+
+class Outcome(enum.Enum):
+    CREATED = "CREATED"
+    UNCHANGED = "UNCHANGED"
+    INVALID = "INVALID"
+    CONFLICT = "CONFLICT"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """What became of one rule; ports are as the cluster has them, node ports filled in."""
+
+    index: int
+    rule: str
+    outcome: Outcome
+    service_name: str = ""
+    cluster_ip: str = ""
+    ports: tuple[PortRule, ...] = ()
+    error: str = ""
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.CREATED, Outcome.UNCHANGED)
+
+
+class RequestError(Exception):
+    """The request as a whole cannot be served; no rule was attempted."""
+
+
+class BadRequest(RequestError):
+    """Empty, oversized, or naming an impossible namespace or Deployment."""
+
+
+class DeploymentNotFound(RequestError):
+    pass
+
+
+class DeploymentUnusable(RequestError):
+    """The Deployment exists but cannot be exposed (e.g. a selector without matchLabels)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    max_rules: int = 256
+    node_ports: NodePortRange = DEFAULT_NODE_PORTS
+
+
+@dataclass(frozen=True, slots=True)
+class ExposeRequest:
+    """A request in domain terms: each rule is compact text, a structured rule still to be
+    checked, or the RuleError that turning its protobuf spec into a rule already raised."""
+
+    namespace: str
+    deployment: str
+    rules: Sequence[str | ServiceRule | RuleError]
+    dry_run: bool = False
+
+
+class Exposer:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self._kube = kube
+        self._settings = settings
+
+    def check(self, request: ExposeRequest) -> None:
+        """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
+        namespace, deployment, count = request.namespace, request.deployment, len(request.rules)
+        if len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace):
+            raise BadRequest(
+                f"namespace {namespace!r} is not a valid namespace name (a lowercase DNS-1123 "
+                "label: at most 63 characters, a-z, 0-9 and '-', starting and ending with a "
+                "letter or digit)"
+            )
+        if not deployment:
+            raise BadRequest("deployment is required")
+        if len(deployment) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(deployment):
+            raise BadRequest(
+                f"deployment {deployment!r} is not a valid Deployment name (a lowercase "
+                "DNS-1123 subdomain of at most 253 characters)"
+            )
+        if count == 0:
+            raise BadRequest("no rules: send at least one rule")
+        if count > self._settings.max_rules:
+            raise BadRequest(
+                f"{count} rules is more than this server accepts in one request "
+                f"({self._settings.max_rules}); split them over several requests"
+            )
+
+    async def expose(
+        self, request: ExposeRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[RuleResult, None]:
+        """Yield one result per rule as each is known. deadline is in loop.time() terms.
+
+        Raises RequestError or KubeError (before the first result) for request-level failures.
+        Close the generator (contextlib.aclosing) to cancel what is still running.
+        """
+        self.check(request)
+        loop = asyncio.get_running_loop()
+        parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
+        texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
+        deployment = await self._read_deployment(request, _remaining(loop, deadline))
+        manifests = build_services(parsed, deployment, texts)
+
+        tasks: dict[asyncio.Task[RuleResult], tuple[int, str, str]] = {}
+        try:
+            for index, manifest in enumerate(manifests):
+                if isinstance(manifest, RuleError):
+                    yield _invalid(manifest)
+                    continue
+                coroutine = self._create(request, index, texts[index], manifest, deadline=deadline)
+                tasks[asyncio.create_task(coroutine)] = (
+                    index,
+                    texts[index],
+                    manifest["metadata"]["name"],
+                )
+            pending: set[asyncio.Task[RuleResult]] = set(tasks)
+            while pending:
+                timeout = None if deadline is None else deadline - loop.time() - _DEADLINE_MARGIN_S
+                if timeout is not None and timeout <= 0:
+                    break
+                done, pending = await asyncio.wait(
+                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    yield task.result()
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                index, text, name = tasks[task]
+                yield RuleResult(
+                    index=index,
+                    rule=text,
+                    outcome=Outcome.FAILED,
+                    service_name=name,
+                    error="deadline exceeded before the API server answered; the Service may "
+                    "or may not exist: send the request again to find out (it is idempotent)",
+                    reason="DeadlineExceeded",
+                )
+        finally:
+            # No task outlives the request, whether it ended, failed or was cancelled.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _parse(self, index: int, rule: str | ServiceRule | RuleError) -> ServiceRule | RuleError:
+        try:
+            if isinstance(rule, str):
+                return parse_rule(rule, index, self._settings.node_ports)
+            if isinstance(rule, ServiceRule):
+                return check_rule(rule, index, self._settings.node_ports)
+        except RuleError as error:
+            return error
+        return rule
+
+    async def _read_deployment(self, request: ExposeRequest, timeout: float | None) -> Deployment:
+        try:
+            raw = await self._kube.read_deployment(
+                request.namespace, request.deployment, timeout=timeout
+            )
+        except KubeNotFound as error:
+            raise DeploymentNotFound(
+                f'Deployment "{request.deployment}" not found in namespace '
+                f'"{request.namespace}" ({error.message})'
+            ) from error
+        try:
+            return Deployment.from_manifest(raw)
+        except DeploymentError as error:
+            raise DeploymentUnusable(str(error)) from error
+
+    async def _create(
+        self,
+        request: ExposeRequest,
+        index: int,
+        text: str,
+        manifest: Mapping[str, Any],
+        *,
+        deadline: float | None,
+    ) -> RuleResult:
+        name: str = manifest["metadata"]["name"]
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                created = await self._kube.create_service(
+                    request.namespace,
+                    manifest,
+                    dry_run=request.dry_run,
+                    timeout=_remaining(loop, deadline),
+                )
+                return _from_service(index, text, Outcome.CREATED, created)
+            except KubeAlreadyExists:
+                existing = await self._kube.read_service(
+                    request.namespace, name, timeout=_remaining(loop, deadline)
+                )
+            except KubeInvalid as invalid:
+                # Allocation is checked before names, so sending a NodePort rule again is
+                # refused with "port already allocated" (by our own Service) rather than
+                # AlreadyExists: look for that Service before calling the rule invalid.
+                try:
+                    existing = await self._kube.read_service(
+                        request.namespace, name, timeout=_remaining(loop, deadline)
+                    )
+                except KubeNotFound:
+                    return RuleResult(
+                        index, text, Outcome.INVALID, name,
+                        error=invalid.message, reason=invalid.reason,
+                    )  # fmt: skip
+            uid = manifest["metadata"]["ownerReferences"][0]["uid"]
+            if same_service(existing, manifest):
+                return _from_service(index, text, Outcome.UNCHANGED, existing)
+            if owned_by(existing, uid):
+                problem = (
+                    f'Service "{name}" already exists for this Deployment with a different '
+                    f"spec; it was left untouched: delete it first, or choose another name "
+                    f"with name=..."
+                )
+            else:
+                problem = (
+                    f'Service "{name}" already exists and does not belong to Deployment '
+                    f'"{request.deployment}"; it was left untouched: choose another name '
+                    f"with name=..."
+                )
+            return RuleResult(
+                index, text, Outcome.CONFLICT, name, error=problem, reason="AlreadyExists"
+            )
+        except KubeInvalid as error:
+            return RuleResult(
+                index, text, Outcome.INVALID, name, error=error.message, reason=error.reason
+            )
+        except KubeError as error:
+            return RuleResult(
+                index, text, Outcome.FAILED, name, error=error.message, reason=error.reason
+            )
+        except Exception as error:  # a bug of ours must still give this rule its one result
+            log.exception("rule %d %r failed unexpectedly", index, text)
+            return RuleResult(
+                index,
+                text,
+                Outcome.FAILED,
+                name,
+                error=f"internal error: {type(error).__name__}: {error}",
+                reason="InternalError",
+            )
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(deadline - loop.time(), 0.001)
+
+
+def _invalid(error: RuleError) -> RuleResult:
+    return RuleResult(
+        index=error.index,
+        rule=error.text,
+        outcome=Outcome.INVALID,
+        error=str(error),
+        reason="RuleInvalid",
+    )
+
+
+def _from_service(
+    index: int, text: str, outcome: Outcome, service: Mapping[str, Any]
+) -> RuleResult:
+    spec = service.get("spec") or {}
+    ports = tuple(
+        PortRule(
+            port=int(port["port"]),
+            target_port=port.get("targetPort", port["port"]),
+            protocol=Protocol(port.get("protocol", "TCP")),
+            node_port=port.get("nodePort"),
+            app_protocol=port.get("appProtocol"),
+            name=port.get("name"),
+        )
+        for port in spec.get("ports") or ()
+    )
+    return RuleResult(
+        index=index,
+        rule=text,
+        outcome=outcome,
+        service_name=str(service.get("metadata", {}).get("name", "")),
+        cluster_ip=str(spec.get("clusterIP") or ""),
+        ports=ports,
+    )

@@ -1,0 +1,105 @@
+"""The only module that talks to Kubernetes.
+
+It speaks plain JSON dicts in the API server's own camelCase shape, both ways: manifests are
+built as dicts by server.manifests, and answers are read with `_preload_content=False` and
+json-decoded, because kubernetes_asyncio's model classes cost more CPU per object than the
+whole rest of a request. Every failure leaves this module as a server.errors.KubeError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from server.errors import KubeError, from_api_exception, from_response, from_transport
+
+Json = dict[str, Any]
+
+
+class Kube:
+    """Reads Deployments and creates Services, with a bound on calls in flight.
+
+    The bound is process-wide (one Kube per process, shared by every request) so that a burst
+    of large requests queues here instead of piling onto the API server, whose priority and
+    fairness would otherwise answer with 429s.
+    """
+
+    def __init__(self, api: client.ApiClient, *, max_in_flight: int) -> None:
+        self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
+        return await self._call(
+            self._apps.read_namespaced_deployment, name, namespace, timeout=timeout
+        )
+
+    async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json:
+        return await self._call(
+            self._core.read_namespaced_service, name, namespace, timeout=timeout
+        )
+
+    async def create_service(
+        self, namespace: str, manifest: Mapping[str, Any], *, dry_run: bool, timeout: float | None
+    ) -> Json:
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(
+            self._core.create_namespaced_service, namespace, manifest, timeout=timeout, **extra
+        )
+
+    async def _call(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        *args: Any,
+        timeout: float | None,
+        **kwargs: Any,
+    ) -> Json:
+        async with self._slots:
+            try:
+                response = await method(
+                    *args, _preload_content=False, _request_timeout=timeout, **kwargs
+                )
+                async with response:
+                    status: int = response.status
+                    body: bytes = await response.read()
+            except ApiException as error:
+                raise from_api_exception(error) from error
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                raise from_transport(error) from error
+        if not 200 <= status < 300:
+            raise from_response(status, body)
+        try:
+            decoded = json.loads(body)
+        except ValueError as error:
+            raise KubeError(f"unreadable answer from the API server: {body[:200]!r}") from error
+        if not isinstance(decoded, dict):
+            raise KubeError(f"unexpected answer from the API server: {body[:200]!r}")
+        return decoded
+
+
+async def load_api_client(
+    kubeconfig: str | None, context: str | None, *, pool_size: int
+) -> client.ApiClient:
+    """An ApiClient for the cluster the caller means.
+
+    An explicit --kubeconfig or $KUBECONFIG wins; inside a pod without either, the in-cluster
+    service account; otherwise ~/.kube/config, as kubectl does.
+    """
+    configuration = client.Configuration()
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    if kubeconfig is None and "KUBECONFIG" not in os.environ and in_cluster:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    # Enough pooled connections for every call the semaphore lets through at once.
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)

@@ -1,0 +1,220 @@
+"""gRPC glue: protobuf in, domain (server.exposer) in the middle, protobuf and status codes out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+
+import grpc
+from google.protobuf import text_format
+
+from k8sailor.v1 import exposure_pb2 as pb
+from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
+from server.errors import KubeError, KubeForbidden, KubeUnavailable
+from server.exposer import (
+    BadRequest,
+    DeploymentNotFound,
+    DeploymentUnusable,
+    Exposer,
+    ExposeRequest,
+    Outcome,
+    RequestError,
+    RuleResult,
+)
+from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
+
+log = logging.getLogger("k8sailor.requests")
+
+_TYPES = {
+    pb.SERVICE_TYPE_CLUSTER_IP: ServiceType.CLUSTER_IP,
+    pb.SERVICE_TYPE_HEADLESS: ServiceType.HEADLESS,
+    pb.SERVICE_TYPE_NODE_PORT: ServiceType.NODE_PORT,
+    pb.SERVICE_TYPE_LOAD_BALANCER: ServiceType.LOAD_BALANCER,
+    pb.SERVICE_TYPE_EXTERNAL_NAME: ServiceType.EXTERNAL_NAME,
+}
+# Kubernetes defaults a port's protocol to TCP, and so do we.
+_PROTOCOLS = {
+    pb.PROTOCOL_UNSPECIFIED: Protocol.TCP,
+    pb.PROTOCOL_TCP: Protocol.TCP,
+    pb.PROTOCOL_UDP: Protocol.UDP,
+    pb.PROTOCOL_SCTP: Protocol.SCTP,
+}
+_PROTOCOLS_TO_PB = {
+    Protocol.TCP: pb.PROTOCOL_TCP,
+    Protocol.UDP: pb.PROTOCOL_UDP,
+    Protocol.SCTP: pb.PROTOCOL_SCTP,
+}
+_OUTCOMES = {
+    Outcome.CREATED: pb.OUTCOME_CREATED,
+    Outcome.UNCHANGED: pb.OUTCOME_UNCHANGED,
+    Outcome.INVALID: pb.OUTCOME_INVALID,
+    Outcome.CONFLICT: pb.OUTCOME_CONFLICT,
+    Outcome.FAILED: pb.OUTCOME_FAILED,
+}
+
+
+def rule_from_proto(index: int, rule: pb.Rule) -> str | ServiceRule | RuleError:
+    which = rule.WhichOneof("rule")
+    if which == "raw":
+        return rule.raw
+    if which == "spec":
+        return spec_to_rule(index, rule.spec)
+    return RuleError(index, "", "rule", None, "the rule is empty: set either raw or spec")
+
+
+def spec_to_rule(index: int, spec: pb.ServiceSpec) -> ServiceRule | RuleError:
+    """The structured form in domain terms; checking it is server.rules.check_rule's job."""
+    text = "{" + text_format.MessageToString(spec, as_one_line=True) + "}"
+    type_ = _TYPES.get(spec.type)
+    if type_ is None:
+        known = ", ".join(pb.ServiceType.Name(value) for value in _TYPES)
+        return RuleError(index, text, "type", None, f"type must be one of {known}")
+    ports = []
+    for position, port in enumerate(spec.ports):
+        protocol = _PROTOCOLS.get(port.protocol)
+        if protocol is None:
+            return RuleError(index, text, f"ports[{position}].protocol", None, "unknown protocol")
+        which = port.WhichOneof("target_port")
+        target: int | str = (
+            port.target_port_name
+            if which == "target_port_name"
+            else port.target_port_number
+            if which == "target_port_number"
+            else port.port
+        )
+        ports.append(
+            PortRule(
+                port=port.port,
+                target_port=target,
+                protocol=protocol,
+                node_port=port.node_port or None,
+                app_protocol=port.app_protocol or None,
+                name=port.name or None,
+            )
+        )
+    return ServiceRule(
+        type=type_,
+        ports=tuple(ports),
+        name=spec.name or None,
+        external_name=spec.external_name or None,
+    )
+
+
+def port_to_proto(port: PortRule) -> pb.ServicePort:
+    message = pb.ServicePort(
+        name=port.name or "",
+        port=port.port,
+        node_port=port.node_port or 0,
+        protocol=_PROTOCOLS_TO_PB[port.protocol],
+        app_protocol=port.app_protocol or "",
+    )
+    if isinstance(port.target_port, str):
+        message.target_port_name = port.target_port
+    else:
+        message.target_port_number = port.target_port
+    return message
+
+
+def result_to_proto(result: RuleResult) -> pb.CreateServicesResponse:
+    return pb.CreateServicesResponse(
+        index=result.index,
+        rule=result.rule,
+        outcome=_OUTCOMES[result.outcome],
+        service_name=result.service_name,
+        cluster_ip=result.cluster_ip,
+        ports=[port_to_proto(port) for port in result.ports],
+        error=result.error,
+        reason=result.reason,
+    )
+
+
+def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status for a request-level failure."""
+    if isinstance(error, BadRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, DeploymentNotFound):
+        return grpc.StatusCode.NOT_FOUND, str(error)
+    if isinstance(error, DeploymentUnusable):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
+    if isinstance(error, KubeForbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, f"the API server refused: {error.message}"
+    if isinstance(error, KubeUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, error.message
+    if isinstance(error, KubeError):
+        return grpc.StatusCode.INTERNAL, f"the API server failed: {error.message}"
+    return grpc.StatusCode.INTERNAL, str(error)
+
+
+class ExposureServicer(pb_grpc.ExposureServiceServicer):
+    def __init__(self, exposer: Exposer) -> None:
+        self._exposer = exposer
+
+    # The handler writes through context.write() rather than being an async generator, so that
+    # leaving the `async with` closes the exposer's generator - and cancels its tasks - at once
+    # when the caller goes away; the generated stub only models the generator form.
+    async def CreateServices(  # type: ignore[override]  # noqa: N802 - the RPC's name
+        self,
+        request: pb.CreateServicesRequest,
+        context: grpc.aio.ServicerContext[pb.CreateServicesRequest, pb.CreateServicesResponse],
+    ) -> None:
+        started = time.monotonic()
+        domain = ExposeRequest(
+            namespace=request.namespace or "default",
+            deployment=request.deployment,
+            rules=[rule_from_proto(index, rule) for index, rule in enumerate(request.rules)],
+            dry_run=request.dry_run,
+        )
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        results: list[RuleResult] = []
+        status, message = grpc.StatusCode.OK, ""
+        try:
+            async with contextlib.aclosing(self._exposer.expose(domain, deadline=deadline)) as run:
+                async for result in run:
+                    results.append(result)
+                    await context.write(result_to_proto(result))
+        except (RequestError, KubeError) as error:
+            status, message = status_for(error)
+        except asyncio.CancelledError:
+            status, message = grpc.StatusCode.CANCELLED, "the caller went away"
+            raise
+        finally:
+            _log_request(domain, results, status, message, time.monotonic() - started)
+        if status is not grpc.StatusCode.OK:
+            await context.abort(status, message)
+
+
+def _log_request(
+    request: ExposeRequest,
+    results: list[RuleResult],
+    status: grpc.StatusCode,
+    message: str,
+    seconds: float,
+) -> None:
+    """One structured line per request: who asked for what, and what became of each rule."""
+    counts = Counter(result.outcome.value for result in results)
+    line = {
+        "event": "CreateServices",
+        "namespace": request.namespace,
+        "deployment": request.deployment,
+        "rules": len(request.rules),
+        "dry_run": request.dry_run,
+        "status": status.name,
+        "message": message,
+        "ms": round(seconds * 1000, 1),
+        "outcomes": dict(counts),
+        "results": [
+            {
+                "index": result.index,
+                "outcome": result.outcome.value,
+                "service": result.service_name,
+                **({"reason": result.reason} if result.reason else {}),
+            }
+            for result in sorted(results, key=lambda result: result.index)
+        ],
+    }
+    log.info(json.dumps(line, separators=(",", ":")))
