@@ -36,6 +36,10 @@ cluster: controlplane
 cluster-down: $(STAMP)
 	@$(PY) -m tests.controlplane down
 
+# The local control plane (unless $KUBECONFIG is set), a demo Deployment, and the server.
+run: controlplane
+	@$(PY) -m scripts.run_local
+
 test: controlplane
 	$(PY) -m pytest
 

@@ -68,11 +68,9 @@ def format_json(result: Result) -> str:
 
 
 async def expose(args: argparse.Namespace, out: TextIO) -> int:
-    failed = 0
+    failed = printed = 0
     try:
         async with connect(args.server) as client:
-            if not args.json:
-                print(format_header(), file=out, flush=True)
             async for result in client.create_services(
                 args.deployment,
                 args.rules,
@@ -80,6 +78,9 @@ async def expose(args: argparse.Namespace, out: TextIO) -> int:
                 dry_run=args.dry_run,
                 timeout=args.timeout,
             ):
+                if not args.json and printed == 0:
+                    print(format_header(), file=out, flush=True)
+                printed += 1
                 failed += not result.ok
                 print(
                     format_json(result) if args.json else format_row(result), file=out, flush=True
