@@ -182,6 +182,9 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         except asyncio.CancelledError:
             status, message = grpc.StatusCode.CANCELLED, "the caller went away"
             raise
+        except Exception as error:  # a bug of ours: logged in full, reported in one sentence
+            log.exception("CreateServices failed unexpectedly")
+            status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
         finally:
             _log_request(domain, results, status, message, time.monotonic() - started)
         if status is not grpc.StatusCode.OK:

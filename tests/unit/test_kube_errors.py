@@ -1,0 +1,224 @@
+"""What the API server says on failure, and what k8sailor makes of it.
+
+The real API server can't be made to answer 500, 503 or drop a connection on demand, so these
+cases run against a small aiohttp server on 127.0.0.1 that answers as the API server does
+(a metav1.Status body). The adapter is exercised over real HTTP, not by patching the client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from client import Outcome, RequestFailed, connect
+from server.app import ServerConfig, serving
+from server.errors import (
+    KubeAlreadyExists,
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    KubeServerError,
+    KubeUnavailable,
+)
+from server.kube import Kube
+from tests import objects
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+class FakeApiServer:
+    """Answers each path with whatever the test set; 404 with a Status body otherwise."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            body = status_body(404, "NotFound", f"{request.path} not found")
+            return web.json_response(body, status=404)
+        return await handler(request)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeApiServer, client.ApiClient]]:
+    fake = FakeApiServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
+    try:
+        yield fake, api
+    finally:
+        await api.close()
+        await runner.cleanup()
+
+
+def answer(code: int, reason: str, message: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response(status_body(code, reason, message), status=code)
+
+    return handler
+
+
+async def drop(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.close()  # the connection goes away without an answer
+    return web.Response()
+
+
+SERVICES = "/api/v1/namespaces/ns/services"
+DEPLOYMENT = "/apis/apps/v1/namespaces/ns/deployments/web"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "kind"),
+    [
+        (400, "BadRequest", KubeInvalid),
+        (401, "Unauthorized", KubeForbidden),
+        (403, "Forbidden", KubeForbidden),
+        (404, "NotFound", KubeNotFound),
+        (409, "AlreadyExists", KubeAlreadyExists),
+        (409, "Conflict", KubeConflict),
+        (422, "Invalid", KubeInvalid),
+        (429, "TooManyRequests", KubeUnavailable),
+        (500, "InternalError", KubeServerError),
+        (503, "ServiceUnavailable", KubeUnavailable),
+        (504, "Timeout", KubeUnavailable),
+    ],
+)
+async def test_each_status_becomes_our_error_with_the_servers_words(
+    fake: tuple[FakeApiServer, client.ApiClient], code: int, reason: str, kind: type[KubeError]
+) -> None:
+    server, api = fake
+    server.routes["POST", SERVICES] = answer(code, reason, f"the server says {code}")
+    with pytest.raises(KubeError) as raised:
+        await Kube(api, max_in_flight=4).create_service("ns", {}, dry_run=False, timeout=5)
+    assert type(raised.value) is kind
+    assert (raised.value.status, raised.value.reason) == (code, reason)
+    assert raised.value.message == f"the server says {code}"
+
+
+async def test_an_answer_without_a_status_body_keeps_the_text(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=502, text="bad gateway from a proxy")
+
+    server.routes["POST", SERVICES] = plain
+    with pytest.raises(KubeServerError, match="HTTP 502: bad gateway from a proxy"):
+        await Kube(api, max_in_flight=4).create_service("ns", {}, dry_run=False, timeout=5)
+
+
+async def test_a_dropped_connection_is_unavailable(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    server.routes["GET", DEPLOYMENT] = drop
+    with pytest.raises(KubeUnavailable, match="API server unreachable"):
+        await Kube(api, max_in_flight=4).read_deployment("ns", "web", timeout=5)
+
+
+async def test_dry_run_is_sent_as_dry_run_all(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    seen: list[str] = []
+
+    async def created(request: web.Request) -> web.StreamResponse:
+        seen.append(request.query_string)
+        return web.json_response(await request.json(), status=201)
+
+    server.routes["POST", SERVICES] = created
+    kube = Kube(api, max_in_flight=4)
+    manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}
+    assert await kube.create_service("ns", manifest, dry_run=True, timeout=5) == manifest
+    assert await kube.create_service("ns", manifest, dry_run=False, timeout=5) == manifest
+    assert seen == ["dryRun=All", ""]
+
+
+async def serve_deployment(request: web.Request) -> web.StreamResponse:
+    body = client.ApiClient().sanitize_for_serialization(
+        objects.deployment("web", {"app": "web"}, [("http", 8088, "TCP")])
+    )
+    body["metadata"].update(namespace="ns", uid="0b5a3e0c-0000-4000-8000-000000000001")
+    return web.Response(text=json.dumps(body), content_type="application/json")
+
+
+async def test_a_500_on_one_create_fails_that_rule_only(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    server.routes["GET", DEPLOYMENT] = serve_deployment
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body["metadata"]["name"] == "broken":
+            return web.json_response(status_body(500, "InternalError", "etcd hiccup"), status=500)
+        body["spec"]["clusterIP"] = "10.96.0.10"
+        return web.json_response(body, status=201)
+
+    server.routes["POST", SERVICES] = create
+    async with (
+        serving(api, ServerConfig(listen="127.0.0.1:0")) as running,
+        connect(f"127.0.0.1:{running.port}") as k8sailor,
+    ):
+        results = [
+            r async for r in k8sailor.create_services("web", ["80", "broken=81"], namespace="ns")
+        ]
+    by_index = {result.index: result for result in results}
+    assert by_index[0].outcome is Outcome.CREATED
+    assert by_index[0].cluster_ip == "10.96.0.10"
+    assert by_index[1].outcome is Outcome.FAILED
+    assert (by_index[1].error, by_index[1].reason) == ("etcd hiccup", "InternalError")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (403, "Forbidden", grpc.StatusCode.PERMISSION_DENIED),
+        (503, "ServiceUnavailable", grpc.StatusCode.UNAVAILABLE),
+        (500, "InternalError", grpc.StatusCode.INTERNAL),
+    ],
+)
+async def test_reading_the_deployment_fails_the_request_with_the_fitting_status(
+    fake: tuple[FakeApiServer, client.ApiClient],
+    code: int,
+    reason: str,
+    expected: grpc.StatusCode,
+) -> None:
+    server, api = fake
+    server.routes["GET", DEPLOYMENT] = answer(code, reason, "no deployments for you")
+    async with (
+        serving(api, ServerConfig(listen="127.0.0.1:0")) as running,
+        connect(f"127.0.0.1:{running.port}") as k8sailor,
+    ):
+        with pytest.raises(RequestFailed) as raised:
+            _ = [r async for r in k8sailor.create_services("web", ["80"], namespace="ns")]
+    assert raised.value.code is expected
+    assert "no deployments for you" in raised.value.details
