@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test unit lint proto proto-python controlplane cluster cluster-down bench clean
+.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench clean
 
 all: test
 
@@ -18,13 +18,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Generated code is committed; this regenerates it, and CI fails when that changes anything.
-proto: proto-python
+proto: proto-python proto-go
 
 proto-python: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
 		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
 		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. \
 		proto/k8sailor/v1/exposure.proto
+
+# Go stubs in client/go, with pinned protoc-gen-go and protoc-gen-go-grpc (installed on first use).
+proto-go: $(STAMP)
+	client/go/scripts/generate.sh
 
 # Builds kube-apiserver and etcd from source once; later runs reuse ~/.cache/k8sailor.
 controlplane: $(STAMP)
@@ -50,6 +54,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The Go client: gofmt, vet, its own tests; buf lint and buf breaking on proto/.
+lint-go:
+	@unformatted="$$(cd client/go && gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w needed in client/go: $$unformatted" >&2; exit 1; fi
+	cd client/go && go vet ./... && go test ./...
+	client/go/scripts/buf-check.sh
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
