@@ -144,7 +144,10 @@ class Exposer:
         parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
         texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
         deployment = await self._read_deployment(request, _remaining(loop, deadline))
-        manifests = build_services(parsed, deployment, texts)
+        # Errors found while building point at the caller's own text (columns), or at field
+        # paths for structured specs (None).
+        written = [rule if isinstance(rule, str) else None for rule in request.rules]
+        manifests = build_services(parsed, deployment, written)
 
         tasks: dict[asyncio.Task[RuleResult], tuple[int, str, str]] = {}
         try:

@@ -53,6 +53,7 @@ MANAGED_BY_VALUE: Final = "k8sailor"
 RULE_ANNOTATION: Final = "k8sailor.io/rule"
 #: The apiserver's limit on the total size of an object's annotations (keys plus values).
 MAX_ANNOTATIONS_BYTES: Final = 256 * 1024
+_MAX_RULE_CHARS: Final = MAX_ANNOTATIONS_BYTES - len(RULE_ANNOTATION)  # rules are ASCII
 
 _EXTERNAL_NAME: Final = ServiceType.EXTERNAL_NAME
 _HEADLESS: Final = ServiceType.HEADLESS
@@ -88,6 +89,18 @@ class Deployment:
     uid: str
     selector: Mapping[str, str] = field(hash=False)
     container_ports: tuple[ContainerPort, ...] = ()
+    # Per rule type: the derived Service name and, if it is not a valid DNS-1035 label, why.
+    # Depends on the name alone, so it is worked out once here rather than for every rule.
+    _derived_names: Mapping[ServiceType, tuple[str, str | None]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        derived = {}
+        for rtype, suffix in NAME_SUFFIX.items():
+            name = self.name + suffix
+            derived[rtype] = (name, dns1035_label_problem(name))
+        object.__setattr__(self, "_derived_names", derived)
 
     @classmethod
     def from_manifest(cls, obj: Mapping[str, Any]) -> Deployment:
@@ -227,20 +240,19 @@ def build_service(
     rtype = rule.type
     name = rule.name
     if name is None:
-        name = deployment.name + NAME_SUFFIX[rtype]
-        problem = dns1035_label_problem(name)
+        name, problem = deployment._derived_names[rtype]
         if problem is not None:
             raise _error(
                 rule,
                 index,
                 text,
                 "name",
-                f'the Service name {name!r} derived from deployment "{deployment.name}" is not '
+                f'the Service name "{name}" derived from deployment "{deployment.name}" is not '
                 f"a valid DNS-1035 label: it {problem}; give the rule a name, as in "
                 f"my-service={rule.canonical()}",
             )
     canonical = rule.canonical()
-    if len(canonical) + len(RULE_ANNOTATION) > MAX_ANNOTATIONS_BYTES:
+    if len(canonical) > _MAX_RULE_CHARS:
         raise _error(
             rule,
             index,
@@ -253,13 +265,15 @@ def build_service(
     if rtype is _EXTERNAL_NAME:
         spec: dict[str, Any] = {"type": "ExternalName", "externalName": rule.external_name}
     else:
-        ports = []
-        for i, (p, port_name) in enumerate(zip(rule.ports, port_names(rule), strict=True)):
+        rule_ports = rule.ports
+        if len(rule_ports) == 1:
+            # The common case, without port_names() and its bookkeeping.
+            p = rule_ports[0]
             target = p.target_port
-            if isinstance(target, str):
-                _check_named_target(rule, deployment, index, text, i, target, p.protocol)
+            if target.__class__ is str:
+                _check_named_target(rule, deployment, index, text, 0)
             port: dict[str, Any] = {
-                "name": port_name,
+                "name": p.name or f"{p.port}-{target}",
                 "protocol": _PROTOCOL_TEXT[p.protocol],
                 "port": p.port,
                 "targetPort": target,
@@ -268,10 +282,29 @@ def build_service(
                 port["nodePort"] = p.node_port
             if p.app_protocol is not None:
                 port["appProtocol"] = p.app_protocol
-            ports.append(port)
+            ports = [port]
+        else:
+            ports = []
+            names = port_names(rule)
+            for i in range(len(rule_ports)):
+                p = rule_ports[i]
+                target = p.target_port
+                if target.__class__ is str:
+                    _check_named_target(rule, deployment, index, text, i)
+                port = {
+                    "name": names[i],
+                    "protocol": _PROTOCOL_TEXT[p.protocol],
+                    "port": p.port,
+                    "targetPort": target,
+                }
+                if p.node_port is not None:
+                    port["nodePort"] = p.node_port
+                if p.app_protocol is not None:
+                    port["appProtocol"] = p.app_protocol
+                ports.append(port)
         spec = {
             "type": KUBE_SERVICE_TYPE[rtype],
-            "selector": dict(deployment.selector),
+            "selector": {**deployment.selector},
             "ports": ports,
         }
         if rtype is _HEADLESS:
@@ -302,16 +335,12 @@ def build_service(
 
 
 def _check_named_target(
-    rule: ServiceRule,
-    deployment: Deployment,
-    index: int,
-    text: str | None,
-    i: int,
-    target: str,
-    protocol: Protocol,
+    rule: ServiceRule, deployment: Deployment, index: int, text: str | None, i: int
 ) -> None:
     """A named target port resolves per pod, by name and protocol; one the Deployment's pods
     do not have would leave the Service without endpoints, silently. Refuse it now."""
+    port = rule.ports[i]
+    target, protocol = port.target_port, port.protocol
     other_protocols = []
     for cp in deployment.container_ports:
         if cp.name == target:
@@ -320,9 +349,9 @@ def _check_named_target(
             other_protocols.append(cp.protocol.value)
     if other_protocols:
         message = (
-            f'target port "{target}" of deployment "{deployment.name}" is '
+            f'container port "{target}" of deployment "{deployment.name}" is '
             f"{'/'.join(sorted(set(other_protocols)))}, not {protocol.value}; "
-            f"write the protocol, as in {target}/{other_protocols[0].lower()}"
+            f"give the protocol, as in {port.port}:{target}/{other_protocols[0].lower()}"
         )
     else:
         named = sorted(

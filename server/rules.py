@@ -15,7 +15,8 @@ earlier Go tool are documented in ``docs/rules.md``.
 
 Speed matters here (the target is 200k rules/s for parse + build on one core), which explains
 a few choices: str-valued enums (they hash and compare at C speed), possessive regexes that never
-backtrack, and private constructors that fill the frozen dataclasses' slots directly.
+backtrack, a fast path for the common spellings (checked against the general parser by the
+tests), and private builders for the frozen dataclasses (see _PortRuleBuilder).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -114,8 +114,11 @@ _TYPE_WORDS: Final[dict[ServiceType, str]] = {
     _EXTERNAL_NAME: "an ExternalName (@) rule",
 }
 
-_TRANSPORTS: Final[dict[str, Protocol]] = {"tcp": Protocol.TCP, "udp": Protocol.UDP}
-_TRANSPORTS["sctp"] = Protocol.SCTP
+_TRANSPORTS: Final[dict[str, Protocol]] = {
+    "tcp": Protocol.TCP,
+    "udp": Protocol.UDP,
+    "sctp": Protocol.SCTP,
+}
 _TRANSPORT_SUFFIX: Final[dict[Protocol, str]] = {
     Protocol.TCP: "",
     Protocol.UDP: "/udp",
@@ -236,7 +239,7 @@ class ServiceRule:
                 text = head + prefix + ports[0].canonical()
             else:
                 text = head + prefix + ",".join([p.canonical() for p in ports])
-        _set_canonical(self, text)
+        object.__setattr__(self, "_canonical", text)
         return text
 
 
@@ -295,7 +298,7 @@ _LOWER_ALNUM_DASH: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 def _bad_char(value: str, allowed: frozenset[str]) -> str | None:
     for ch in value:
         if ch not in allowed:
-            if ch.isupper():
+            if "A" <= ch <= "Z":
                 return "must be lowercase"
             return f"contains {_show(ch)}; only a-z, 0-9 and '-' are allowed"
     return None
@@ -358,7 +361,7 @@ def _subdomain_problem(value: str) -> str | None:
         return f"is {len(value)} characters long, more than 253"
     for ch in value:
         if ch not in _SUBDOMAIN_CHARS:
-            if ch.isupper():
+            if "A" <= ch <= "Z":
                 return "must be lowercase"
             return f"contains {_show(ch)}; only a-z, 0-9, '-' and '.' are allowed"
     return "must be dot-separated parts that start and end with a letter or digit"
@@ -397,36 +400,36 @@ def _normalize_app_protocol(value: str) -> str:
     return _K8S_APP_PROTOCOLS.get(low, low)
 
 
+def _one_edit_variants(word: str, alphabet: str) -> set[str]:
+    """Every string one insertion, deletion, substitution or adjacent swap away from word."""
+    variants: set[str] = set()
+    for i in range(len(word) + 1):
+        variants.update(word[:i] + ch + word[i:] for ch in alphabet)
+    for i in range(len(word)):
+        variants.add(word[:i] + word[i + 1 :])
+        variants.update(word[:i] + ch + word[i + 1 :] for ch in alphabet)
+    for i in range(len(word) - 1):
+        variants.add(word[:i] + word[i + 1] + word[i] + word[i + 2 :])
+    return variants
+
+
+# Near misses of the transports, over the characters an app protocol name may hold (anything
+# else is refused as an invalid app protocol anyway). Precomputed: a lookup on the hot path.
+_NEAR_TRANSPORTS: Final[dict[str, str]] = {
+    variant: transport
+    for transport in ("sctp", "udp", "tcp")
+    for variant in _one_edit_variants(transport, "abcdefghijklmnopqrstuvwxyz0123456789-_.")
+    if variant not in _TRANSPORTS
+}
+
+
 def _near_transport(word: str) -> str | None:
-    """The transport that ``word`` is one typo away from (``upd`` -> ``udp``), if any.
+    """The transport that lowercase ``word`` is one typo away from (``upd`` -> ``udp``).
 
     Anything after '/' that is not a transport is read as an application protocol on TCP, so
     without this guard ``80/upd`` would silently become TCP with appProtocol ``upd``.
     """
-    if not 2 <= len(word) <= 5:
-        return None
-    for transport in ("tcp", "udp", "sctp"):
-        if word != transport and _one_edit_apart(word, transport):
-            return transport
-    return None
-
-
-def _one_edit_apart(a: str, b: str) -> bool:
-    """True when one insertion, deletion, substitution or adjacent swap turns a into b."""
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diff) == 1:
-            return True
-        return (
-            len(diff) == 2
-            and diff[1] == diff[0] + 1
-            and a[diff[0]] == b[diff[1]]
-            and a[diff[1]] == b[diff[0]]
-        )
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+    return _NEAR_TRANSPORTS.get(word)
 
 
 def _render_protocol(protocol: Protocol, app: str | None) -> str:
@@ -533,18 +536,19 @@ def port_names(rule: ServiceRule) -> tuple[str, ...]:
     if len(ports) == 1:
         p = ports[0]
         return (p.name if p.name is not None else f"{p.port}-{p.target_port}",)
-    counts: dict[int, int] = {}
-    for p in ports:
-        counts[p.port] = counts.get(p.port, 0) + 1
-    names = []
-    for p in ports:
-        if p.name is not None:
-            names.append(p.name)
-        elif counts[p.port] > 1:
-            names.append(f"{p.port}-{p.target_port}-{str(p.protocol).lower()}")
-        else:
-            names.append(f"{p.port}-{p.target_port}")
-    return tuple(names)
+    numbers = [p.port for p in ports]
+    if len(set(numbers)) == len(numbers):
+        # No port number used twice: no protocol suffixes needed.
+        return tuple(p.name if p.name is not None else f"{p.port}-{p.target_port}" for p in ports)
+    shared = {n for n in numbers if numbers.count(n) > 1}
+    return tuple(
+        p.name
+        if p.name is not None
+        else f"{p.port}-{p.target_port}-{str(p.protocol).lower()}"
+        if p.port in shared
+        else f"{p.port}-{p.target_port}"
+        for p in ports
+    )
 
 
 def _port_names_problem(rule: ServiceRule) -> tuple[int, _Problem] | None:
@@ -577,28 +581,68 @@ _PORT_SPEC: Final = (
 _PORT_RE: Final = re.compile(_PORT_SPEC + r"\s*+(,|\Z)")
 _PORT_PREFIX_RE: Final = re.compile(_PORT_SPEC)
 _WS_RE: Final = re.compile(r"\s*+")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    """The first non-whitespace position at or after pos."""
+    m = _WS_RE.match(text, pos)
+    return m.end() if m is not None else pos
+
+
 _TOKEN_RE: Final = re.compile(_TOKEN)
 _STRUCTURE: Final = frozenset(":/,()=#!^@")
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
-    """The raw setter of a slot, which bypasses a frozen dataclass's __setattr__ guard."""
-    setter: Callable[[object, object], None] = vars(cls)[name].__set__
-    return setter
+class _PortRuleBuilder:
+    """Makes PortRule objects at a third of the cost of PortRule(...).
+
+    A frozen dataclass's __init__ goes through object.__setattr__ for every field, which
+    dominated the parser's profile. This class has the very same slots but plain attribute
+    stores; the finished object then takes PortRule as its class (CPython allows __class__
+    assignment between classes of identical layout) and is from then on an ordinary, frozen,
+    PortRule. Checked at import time below, and by the tests.
+    """
+
+    __slots__ = PortRule.__slots__
+
+    def __init__(
+        self,
+        port: int,
+        target_port: int | str,
+        protocol: Protocol,
+        node_port: int | None,
+        app_protocol: str | None,
+        name: str | None,
+    ) -> None:
+        self.port = port
+        self.target_port = target_port
+        self.protocol = protocol
+        self.node_port = node_port
+        self.app_protocol = app_protocol
+        self.name = name
 
 
-_new = object.__new__
-_set_port = _slot_setter(PortRule, "port")
-_set_target = _slot_setter(PortRule, "target_port")
-_set_protocol = _slot_setter(PortRule, "protocol")
-_set_node = _slot_setter(PortRule, "node_port")
-_set_app = _slot_setter(PortRule, "app_protocol")
-_set_port_name = _slot_setter(PortRule, "name")
-_set_type = _slot_setter(ServiceRule, "type")
-_set_ports = _slot_setter(ServiceRule, "ports")
-_set_rule_name = _slot_setter(ServiceRule, "name")
-_set_external = _slot_setter(ServiceRule, "external_name")
-_set_canonical = _slot_setter(ServiceRule, "_canonical")
+class _ServiceRuleBuilder:
+    """Makes ServiceRule objects, as _PortRuleBuilder makes PortRules."""
+
+    __slots__ = ServiceRule.__slots__
+
+    def __init__(
+        self,
+        type: ServiceType,
+        ports: tuple[PortRule, ...],
+        name: str | None,
+        external_name: str | None,
+        canonical: str | None,
+    ) -> None:
+        self.type = type
+        self.ports = ports
+        self.name = name
+        self.external_name = external_name
+        self._canonical = canonical
+
+
+_new: Final = object.__new__
 
 
 def _make_port(
@@ -609,16 +653,9 @@ def _make_port(
     app: str | None,
     name: str | None,
 ) -> PortRule:
-    # Same object as PortRule(...), at half the cost: a frozen dataclass's __init__ goes
-    # through object.__setattr__ for every field, which dominates the parser's profile.
-    p: PortRule = _new(PortRule)
-    _set_port(p, port)
-    _set_target(p, target)
-    _set_protocol(p, protocol)
-    _set_node(p, node)
-    _set_app(p, app)
-    _set_port_name(p, name)
-    return p
+    p = _PortRuleBuilder(port, target, protocol, node, app, name)
+    p.__class__ = PortRule  # type: ignore[assignment]
+    return p  # type: ignore[return-value]
 
 
 def _make_rule(
@@ -628,13 +665,16 @@ def _make_rule(
     external: str | None,
     canonical: str | None = None,
 ) -> ServiceRule:
-    r: ServiceRule = _new(ServiceRule)
-    _set_type(r, rtype)
-    _set_ports(r, ports)
-    _set_rule_name(r, name)
-    _set_external(r, external)
-    _set_canonical(r, canonical)
-    return r
+    r = _ServiceRuleBuilder(rtype, ports, name, external, canonical)
+    r.__class__ = ServiceRule  # type: ignore[assignment]
+    return r  # type: ignore[return-value]
+
+
+# Fail at import, not later, if the dataclasses and their builders ever drift apart.
+if _make_rule(_CLUSTER_IP, (_make_port(1, 2, _TCP, None, None, None),), None, None) != (
+    ServiceRule(_CLUSTER_IP, (PortRule(1, 2),))
+):  # pragma: no cover
+    raise ImportError("server.rules: the rule builders do not match the dataclasses")
 
 
 def _text_error(index: int, text: str, offset: int, message: str) -> RuleError:
@@ -679,23 +719,22 @@ def _number(token: str) -> int | None:
     return None
 
 
-# The common shapes, written without spaces: [name=][#!^]PORT[:TARGET][/transport] and
-# [name=][!^]NODE:PORT:TARGET[/transport], numbers without leading zeros. Names are matched
-# as exactly what is valid. Anything else, including every invalid rule, takes the general
-# path, which is the reference (the tests check that both agree).
-_NUM: Final = r"[1-9][0-9]{0,4}"
-_FAST_RE: Final = re.compile(
-    r"(?:([a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)=)?([#!^]?)"
-    rf"(?:({_NUM}):({_NUM}):({_NUM}|[a-z0-9][-a-z0-9]{{0,14}})|({_NUM})(?::({_NUM}|[a-z0-9][-a-z0-9]{{0,14}}))?)"
-    r"(?:/(udp|sctp|tcp))?"
+# The common shapes, written without spaces: [name=][#!^]PORT[:TARGET][/proto[/app]] and
+# [name=][!^]NODE:PORT:TARGET[...], numbers without leading zeros. Tokens are matched loosely
+# and checked in code (cheaper than exact regexes). Whatever the fast path is unsure of,
+# including every invalid rule, goes to the general path, which is the reference: the tests
+# check that both give the same result.
+_FAST_NAME: Final = r"(?:([a-z][-a-z0-9]{0,62})=)?"
+_FAST_PORT: Final = (
+    r"([1-9][0-9]{0,4}+)(?::([-a-z0-9]{1,15}+))?(?::([-a-z0-9]{1,15}+))?"
+    r"(?:/([a-z][-a-z0-9]{0,14}+)(?:/([a-z][-a-z0-9]{0,14}+))?)?"
 )
+_FAST_RE: Final = re.compile(_FAST_NAME + r"([#!^]?)" + _FAST_PORT)
+# Several ports: the head, then each port in turn (re cannot capture repeated groups).
+_FAST_MULTI_RE: Final = re.compile(_FAST_NAME + r"([#!^]?)(?=[^,]++(?:,[^,]++)++\Z)")
+_FAST_PORT_RE: Final = re.compile(_FAST_PORT + r"(?:,|\Z)")
+_FAST_EXTERNAL_RE: Final = re.compile(_FAST_NAME + r"@([a-z0-9][-a-z0-9.]{0,252})")
 _FAST_TYPE: Final[dict[str, ServiceType]] = {"": _CLUSTER_IP, **_PREFIX_TYPE}
-_FAST_PROTOCOL: Final[dict[str | None, Protocol]] = {
-    None: Protocol.TCP,
-    "tcp": Protocol.TCP,
-    "udp": Protocol.UDP,
-    "sctp": Protocol.SCTP,
-}
 
 
 def parse_rule(
@@ -707,48 +746,135 @@ def parse_rule(
     """
     m = _FAST_RE.fullmatch(text)
     if m is not None:
-        # Inlined on purpose: this path is most of the parser's time.
-        name, prefix, node_token, port_token, target_token, port_token2, target_token2, proto = (
-            m.groups()
-        )
-        rtype = _FAST_TYPE[prefix]
-        ok = True
-        node: int | None = None
-        if node_token is not None:
-            node = int(node_token)
-            ok = (rtype is _NODE_PORT or rtype is _LOAD_BALANCER) and (
-                node_ports.low <= node <= node_ports.high
-            )
-        else:
-            port_token = port_token2
-            target_token = target_token2
-        port = int(port_token)
-        target: int | str = port
-        if target_token is not None:
-            if target_token.isdigit():
-                target = int(target_token)
-                ok = ok and target_token[0] != "0" and target <= 65535
-            else:
-                target = target_token
-                ok = ok and _IANA_RE.fullmatch(target_token) is not None
-        if ok and port <= 65535 and rtype is not _EXTERNAL_NAME:
-            p: PortRule = _new(PortRule)
-            _set_port(p, port)
-            _set_target(p, target)
-            _set_protocol(p, _FAST_PROTOCOL[proto])
-            _set_node(p, node)
-            _set_app(p, None)
-            _set_port_name(p, None)
-            r: ServiceRule = _new(ServiceRule)
-            _set_type(r, rtype)
-            _set_ports(r, (p,))
-            _set_rule_name(r, name)
-            _set_external(r, None)
-            # Canonical unless it spelled out the default /tcp or wrote 80:80 for 80.
-            canonical = proto != "tcp" and (node is not None or target != port)
-            _set_canonical(r, text if canonical else None)
-            return r
+        name, prefix, first, second, third, proto, app = m.groups()
+        if name is None or name[-1] != "-":
+            rtype = _FAST_TYPE[prefix]
+            p = _fast_port(first, second, third, proto, app, rtype, node_ports)
+            if p is not None:
+                # The text is canonical unless it spelled out /tcp or wrote 80:80 for 80.
+                canonical = proto != "tcp" and (
+                    second is None or third is not None or p.target_port != p.port
+                )
+                r = _new(_ServiceRuleBuilder)
+                r.type = rtype
+                r.ports = (p,)
+                r.name = name
+                r.external_name = None
+                r._canonical = text if canonical else None
+                r.__class__ = ServiceRule  # type: ignore[assignment]
+                return r  # type: ignore[return-value]
+    elif "," in text:
+        rule = _parse_fast_multi(text, node_ports)
+        if rule is not None:
+            return rule
+    elif "@" in text:
+        m = _FAST_EXTERNAL_RE.fullmatch(text)
+        if m is not None and _DNS1123_SUBDOMAIN_RE.fullmatch(m[2]):
+            name = m[1]
+            if name is None or name[-1] != "-":
+                return _make_rule(_EXTERNAL_NAME, (), name, m[2], text)
     return _parse_general(text, index, node_ports)
+
+
+def _fast_port(
+    first: str,
+    second: Any,
+    third: str | None,
+    proto: str | None,
+    app: str | None,
+    rtype: ServiceType,
+    node_ports: NodePortRange,
+) -> PortRule | None:
+    """The port matched by _FAST_PORT (its five groups first); or None if it needs the
+    general path's judgement (which then refuses it, or accepts an unusual spelling)."""
+    node: int | None = None
+    if third is None:
+        port = int(first)
+        target_token = second
+    else:
+        # NODE:PORT:TARGET
+        if not (rtype is _NODE_PORT or rtype is _LOAD_BALANCER):
+            return None
+        node = int(first)
+        if not node_ports.low <= node <= node_ports.high:
+            return None
+        if not second.isdigit() or second[0] == "0" or len(second) > 5:
+            return None
+        port = int(second)
+        target_token = third
+    if port > 65535:
+        return None
+    target: int | str = port
+    if target_token is not None:
+        if target_token.isdigit():
+            if target_token[0] == "0" or len(target_token) > 5:
+                return None
+            target = int(target_token)
+            if target > 65535:
+                return None
+        elif _IANA_RE.fullmatch(target_token) is None:
+            return None
+        else:
+            target = target_token
+    protocol = _TCP
+    if proto is not None:
+        transport = _TRANSPORTS.get(proto)
+        if transport is None:
+            # An app protocol on TCP; a second part would be a typo or a prefix: general path.
+            if app is not None:
+                return None
+            app = proto
+        else:
+            protocol = transport
+        if app is not None:
+            if app[-1] == "-" or app in _NEAR_TRANSPORTS or app in _TRANSPORTS:
+                return None
+            app = _K8S_APP_PROTOCOLS.get(app, app)
+    # Attribute stores on a bare object: cheaper still than calling _PortRuleBuilder.
+    p = _new(_PortRuleBuilder)
+    p.port = port
+    p.target_port = target
+    p.protocol = protocol
+    p.node_port = node
+    p.app_protocol = app
+    p.name = None
+    p.__class__ = PortRule  # type: ignore[assignment]
+    return p  # type: ignore[return-value]
+
+
+def _parse_fast_multi(text: str, node_ports: NodePortRange) -> ServiceRule | None:
+    """Several simple ports, or None for the general path to take over."""
+    head = _FAST_MULTI_RE.match(text)
+    if head is None:
+        return None
+    name = head[1]
+    if name is not None and name[-1] == "-":
+        return None
+    rtype = _FAST_TYPE[head[2]]
+    ports: list[PortRule] = []
+    canonical = True
+    pos = head.end()
+    n = len(text)
+    match = _FAST_PORT_RE.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            return None
+        first, second, third, proto, app = m.groups()
+        p = _fast_port(first, second, third, proto, app, rtype, node_ports)
+        if p is None:
+            return None
+        for q in ports:
+            # Clashes (see _PortSet) are left to the general path to explain.
+            if (q.port == p.port and q.protocol is p.protocol) or (
+                p.node_port is not None and q.node_port == p.node_port and q.port != p.port
+            ):
+                return None
+        if proto == "tcp" or (third is None and second is not None and p.target_port == p.port):
+            canonical = False
+        ports.append(p)
+        pos = m.end()
+    return _make_rule(rtype, tuple(ports), name, None, text if canonical else None)
 
 
 def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceRule:
@@ -759,7 +885,7 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
     if eq >= 0:
         name = _parse_name(text, eq, index)
         pos = eq + 1
-    pos = _WS_RE.match(text, pos).end()  # type: ignore[union-attr]
+    pos = _skip_ws(text, pos)
     if pos == n:
         if name is None:
             raise _text_error(index, text, 0, "the rule is empty")
@@ -769,7 +895,7 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
         rtype = _CLUSTER_IP
     else:
         prefix_at = pos
-        pos = _WS_RE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        pos = _skip_ws(text, pos + 1)
         if pos < n and text[pos] in _PREFIX_TYPE:
             raise _text_error(
                 index,
@@ -840,6 +966,7 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
                         "too many '/'; write [/TRANSPORT][/APP-PROTOCOL], "
                         "as in 53/udp or 80/grpc or 80/tcp/example.com/proto",
                     )
+                app = proto if app2 is None else f"{proto}/{app2}"
                 near = _near_transport(proto.lower())
                 if near is not None:
                     raise _text_error(
@@ -847,9 +974,8 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
                         text,
                         m.start(4),
                         f"unknown protocol {_show(proto)}; did you mean {near}? (to use it as "
-                        f"an app protocol on TCP, write tcp/{proto})",
+                        f"an app protocol on TCP, write tcp/{app})",
                     )
-                app = proto if app2 is None else f"{proto}/{app2}"
             if app is not None:
                 app = _normalize_app_protocol(app)
 
@@ -947,10 +1073,13 @@ def _parse_external_name(
 
 
 def _external_name_problem(host: str) -> str | None:
-    # Like the apiserver, allow one trailing dot (a fully qualified name).
-    problem = _subdomain_problem(host[:-1] if host.endswith(".") else host)
+    problem = _subdomain_problem(host)
     if problem is None:
         return None
+    if host.endswith(".") and _subdomain_problem(host[:-1]) is None:
+        # The apiserver would take it, kubectl create service would not; the dot adds nothing
+        # to a CNAME target, so refuse it plainly rather than store two spellings of one name.
+        problem = f"must not end with '.'; write {host[:-1]}"
     return f"external name {_show(host)} is not a lowercase DNS-1123 subdomain: it {problem}"
 
 
@@ -959,7 +1088,7 @@ def _syntax_error(text: str, pos: int, index: int) -> RuleError:
     fit and say what was expected there instead."""
     n = len(text)
     m = _PORT_PREFIX_RE.match(text, pos)
-    stop = _WS_RE.match(text, m.end() if m is not None else pos).end()  # type: ignore[union-attr]
+    stop = _skip_ws(text, m.end() if m is not None else pos)
     if stop >= n:
         # Only reachable with nothing at all where a port should be.
         before = text.rstrip()
@@ -968,7 +1097,9 @@ def _syntax_error(text: str, pos: int, index: int) -> RuleError:
             index, text, max(last, 0), f"nothing follows '{before[-1:]}'; expected a port"
         )
     ch = text[stop]
-    after = _WS_RE.match(text, stop + 1).end()  # type: ignore[union-attr]
+    if m is None and ch in ":/(":
+        return _text_error(index, text, stop, f"expected a port number before '{ch}'")
+    after = _skip_ws(text, stop + 1)
     next_is_token = after < n and text[after] not in _STRUCTURE and not text[after].isspace()
     if ch == ":":
         if m is not None and next_is_token:
@@ -1026,10 +1157,10 @@ def locate(text: str, field: str) -> int | None:
         pos = eq + 1
     elif field == "name":
         return None
-    pos = _WS_RE.match(text, pos).end()  # type: ignore[union-attr]
+    pos = _skip_ws(text, pos)
     if pos < n and text[pos] in _PREFIX_TYPE:
         if text[pos] == "@":
-            pos = _WS_RE.match(text, pos + 1).end()  # type: ignore[union-attr]
+            pos = _skip_ws(text, pos + 1)
             return pos + 1 if field == "external_name" and pos < n else None
         pos += 1
     wanted, dot, port_field = field.partition("].")

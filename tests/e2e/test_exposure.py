@@ -270,3 +270,22 @@ async def test_an_identity_without_rights_is_permission_denied(
             _ = [result async for result in c.create_services("web", ["80"], namespace=namespace)]
     assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
     assert "forbidden" in raised.value.details
+
+
+async def test_errors_found_while_building_point_into_what_the_caller_wrote(
+    k8sailor: Client, namespace: str, deployment: dict[str, Any]
+) -> None:
+    spec = ServiceSpec(
+        type=ServiceType.SERVICE_TYPE_CLUSTER_IP,
+        name="api",
+        ports=[ServicePort(port=80, target_port_name="metrics")],
+    )
+    results = await collect(k8sailor, namespace, ["  x = 81 : nope ", spec])
+    by_index = {result.index: result for result in results}
+    assert by_index[0].outcome is Outcome.INVALID
+    # Column 12 is where "nope" starts in the text as sent, spaces and all.
+    assert by_index[0].error.startswith('rule 0 "  x = 81 : nope ", column 12: ')
+    assert 'no container port named "nope"' in by_index[0].error
+    assert by_index[1].outcome is Outcome.INVALID
+    assert ", ports[0].target_port: " in by_index[1].error
+    assert "its named ports are dns (UDP), grpc (TCP), http (TCP)" in by_index[1].error
