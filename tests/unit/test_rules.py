@@ -9,7 +9,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from server import rules
 from server.rules import (
     DEFAULT_NODE_PORTS,
     NodePortRange,
@@ -23,6 +22,7 @@ from server.rules import (
     parse_rule,
     port_names,
 )
+from server.rules.grammar import _parse_general
 from tests.unit.conftest import relaxed, rule_like_text, service_rules
 
 CI = ServiceType.CLUSTER_IP
@@ -704,7 +704,7 @@ def test_any_text_parses_or_raises_rule_error_only(text: str) -> None:
 )
 def test_fast_path_agrees_with_general_parser(text: str) -> None:
     fast = _outcome(parse_rule, text)
-    general = _outcome(rules._parse_general, text)
+    general = _outcome(_parse_general, text)
     assert fast == general
     if isinstance(fast, ServiceRule):
         assert isinstance(general, ServiceRule)

@@ -1,0 +1,70 @@
+"""Service rules: compact text and structured specs become one validated model.
+
+This package is pure: no I/O, no grpc, no kubernetes imports. It turns what a caller wrote
+(``"80:8088"``, ``"admin=!31234:80:8088"``, ``"@db.example.com"``, or the same thing as a
+structured spec) into a :class:`ServiceRule`, or refuses it with a :class:`RuleError` that names
+the rule, the column (or field) and the problem in a sentence.
+
+Validation mirrors the kube-apiserver's own checks for the fields a rule controls (regexes and
+limits as in ``k8s.io/apimachinery/pkg/util/validation`` and ``ValidateService``), so that a rule
+accepted here is not refused later by the apiserver, except for what only the cluster knows (a
+node port already taken, a custom node port range we were not told about).
+
+The grammar, the error list and the differences from ``kubectl create service`` and from the
+earlier Go tool are documented in ``docs/rules.md``.
+
+Speed matters here (the target is 200k rules/s for parse + build on one core), which explains
+a few choices: str-valued enums (they hash and compare at C speed), possessive regexes that never
+backtrack, a fast path for the common spellings (checked against the general parser by the
+tests), and private builders for the frozen dataclasses (see model._PortRuleBuilder).
+
+The modules, each importing only those above it:
+
+- :mod:`.model`: the Service types and protocols, the dataclasses and their canonical text,
+  the node port range, :class:`RuleError`.
+- :mod:`.names`: name checks as the apiserver does them (DNS labels and subdomains, IANA service
+  names, app protocols).
+- :mod:`.ports`: checks of one port and of the ports of one rule together; Service port names.
+- :mod:`.grammar`: the general text parser (the reference), its syntax errors, :func:`locate`.
+- :mod:`.text`: :func:`parse_rule`, a fast path for the common spellings before the grammar.
+- :mod:`.specs`: :func:`check_rule`, the same checks for rules built from structured specs.
+
+Other code imports the public names from this package; only tests reach into the modules
+for private helpers.
+"""
+
+from server.rules.grammar import locate
+from server.rules.model import (
+    DEFAULT_NODE_PORTS,
+    KUBE_SERVICE_TYPE,
+    NAME_SUFFIX,
+    TYPE_PREFIX,
+    NodePortRange,
+    PortRule,
+    Protocol,
+    RuleError,
+    ServiceRule,
+    ServiceType,
+)
+from server.rules.names import dns1035_label_problem
+from server.rules.ports import port_names
+from server.rules.specs import check_rule
+from server.rules.text import parse_rule
+
+__all__ = [
+    "DEFAULT_NODE_PORTS",
+    "KUBE_SERVICE_TYPE",
+    "NAME_SUFFIX",
+    "TYPE_PREFIX",
+    "NodePortRange",
+    "PortRule",
+    "Protocol",
+    "RuleError",
+    "ServiceRule",
+    "ServiceType",
+    "check_rule",
+    "dns1035_label_problem",
+    "locate",
+    "parse_rule",
+    "port_names",
+]

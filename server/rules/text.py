@@ -1,0 +1,175 @@
+"""Text rules: :func:`parse_rule`, with a fast path for the common spellings.
+
+Most rules callers send are short and already canonical (``80:8080``, ``!31234:80:8080``,
+``web=#80``, ``@db.example.com``), and the parse + build target (200k rules/s on one core)
+calls for reading those with a few anchored regexes and building the model directly. Whatever
+the fast path is unsure of, including every invalid rule, goes to the general parser in
+:mod:`.grammar`, which is the reference: the tests check that both give the same result.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from server.rules.grammar import _parse_general
+from server.rules.model import (
+    _CLUSTER_IP,
+    _EXTERNAL_NAME,
+    _K8S_APP_PROTOCOLS,
+    _LOAD_BALANCER,
+    _NEAR_TRANSPORTS,
+    _NODE_PORT,
+    _PREFIX_TYPE,
+    _TCP,
+    _TRANSPORTS,
+    DEFAULT_NODE_PORTS,
+    NodePortRange,
+    PortRule,
+    ServiceRule,
+    ServiceType,
+    _make_port,
+    _make_rule,
+)
+from server.rules.names import _DNS1123_SUBDOMAIN_RE, _IANA_RE
+
+# The common shapes, written without spaces: [name=][#!^]PORT[:TARGET][/proto[/app]] and
+# [name=][!^]NODE:PORT:TARGET[...], numbers without leading zeros. Tokens are matched loosely
+# and checked in code (cheaper than exact regexes). Whatever the fast path is unsure of,
+# including every invalid rule, goes to the general path, which is the reference: the tests
+# check that both give the same result.
+_FAST_NAME: Final = r"(?:([a-z][-a-z0-9]{0,62})=)?"
+_FAST_PORT: Final = (
+    r"([1-9][0-9]{0,4}+)(?::([-a-z0-9]{1,15}+))?(?::([-a-z0-9]{1,15}+))?"
+    r"(?:/([a-z][-a-z0-9]{0,14}+)(?:/([a-z][-a-z0-9]{0,14}+))?)?"
+)
+_FAST_RE: Final = re.compile(_FAST_NAME + r"([#!^]?)" + _FAST_PORT)
+# Several ports: the head, then each port in turn (re cannot capture repeated groups).
+_FAST_MULTI_RE: Final = re.compile(_FAST_NAME + r"([#!^]?)(?=[^,]++(?:,[^,]++)++\Z)")
+_FAST_PORT_RE: Final = re.compile(_FAST_PORT + r"(?:,|\Z)")
+_FAST_EXTERNAL_RE: Final = re.compile(_FAST_NAME + r"@([a-z0-9][-a-z0-9.]{0,252})")
+_FAST_TYPE: Final[dict[str, ServiceType]] = {"": _CLUSTER_IP, **_PREFIX_TYPE}
+
+
+def parse_rule(
+    text: str, index: int, node_ports: NodePortRange = DEFAULT_NODE_PORTS
+) -> ServiceRule:
+    """Parse one text rule into a validated :class:`ServiceRule`, or raise :class:`RuleError`.
+
+    ``index`` is the rule's position in the request; it only appears in errors.
+    """
+    m = _FAST_RE.fullmatch(text)
+    if m is not None:
+        name, prefix, first, second, third, proto, app = m.groups()
+        if name is None or name[-1] != "-":
+            rtype = _FAST_TYPE[prefix]
+            p = _fast_port(first, second, third, proto, app, rtype, node_ports)
+            if p is not None:
+                # The text is canonical unless it spelled out /tcp or wrote 80:80 for 80.
+                canonical = proto != "tcp" and (
+                    second is None or third is not None or p.target_port != p.port
+                )
+                return _make_rule(rtype, (p,), name, None, text if canonical else None)
+    elif "," in text:
+        rule = _parse_fast_multi(text, node_ports)
+        if rule is not None:
+            return rule
+    elif "@" in text:
+        m = _FAST_EXTERNAL_RE.fullmatch(text)
+        if m is not None and _DNS1123_SUBDOMAIN_RE.fullmatch(m[2]):
+            name = m[1]
+            if name is None or name[-1] != "-":
+                return _make_rule(_EXTERNAL_NAME, (), name, m[2], text)
+    return _parse_general(text, index, node_ports)
+
+
+def _fast_port(
+    first: str,
+    second: Any,
+    third: str | None,
+    proto: str | None,
+    app: str | None,
+    rtype: ServiceType,
+    node_ports: NodePortRange,
+) -> PortRule | None:
+    """The port matched by _FAST_PORT (its five groups first); or None if it needs the
+    general path's judgement (which then refuses it, or accepts an unusual spelling)."""
+    node: int | None = None
+    if third is None:
+        port = int(first)
+        target_token = second
+    else:
+        # NODE:PORT:TARGET
+        if not (rtype is _NODE_PORT or rtype is _LOAD_BALANCER):
+            return None
+        node = int(first)
+        if not node_ports.low <= node <= node_ports.high:
+            return None
+        if not second.isdigit() or second[0] == "0" or len(second) > 5:
+            return None
+        port = int(second)
+        target_token = third
+    if port > 65535:
+        return None
+    target: int | str = port
+    if target_token is not None:
+        if target_token.isdigit():
+            if target_token[0] == "0" or len(target_token) > 5:
+                return None
+            target = int(target_token)
+            if target > 65535:
+                return None
+        elif _IANA_RE.fullmatch(target_token) is None:
+            return None
+        else:
+            target = target_token
+    protocol = _TCP
+    if proto is not None:
+        transport = _TRANSPORTS.get(proto)
+        if transport is None:
+            # An app protocol on TCP; a second part would be a typo or a prefix: general path.
+            if app is not None:
+                return None
+            app = proto
+        else:
+            protocol = transport
+        if app is not None:
+            if app[-1] == "-" or app in _NEAR_TRANSPORTS or app in _TRANSPORTS:
+                return None
+            app = _K8S_APP_PROTOCOLS.get(app, app)
+    return _make_port(port, target, protocol, node, app, None)
+
+
+def _parse_fast_multi(text: str, node_ports: NodePortRange) -> ServiceRule | None:
+    """Several simple ports, or None for the general path to take over."""
+    head = _FAST_MULTI_RE.match(text)
+    if head is None:
+        return None
+    name = head[1]
+    if name is not None and name[-1] == "-":
+        return None
+    rtype = _FAST_TYPE[head[2]]
+    ports: list[PortRule] = []
+    canonical = True
+    pos = head.end()
+    n = len(text)
+    match = _FAST_PORT_RE.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            return None
+        first, second, third, proto, app = m.groups()
+        p = _fast_port(first, second, third, proto, app, rtype, node_ports)
+        if p is None:
+            return None
+        for q in ports:
+            # Clashes (see _PortSet) are left to the general path to explain.
+            if (q.port == p.port and q.protocol is p.protocol) or (
+                p.node_port is not None and q.node_port == p.node_port and q.port != p.port
+            ):
+                return None
+        if proto == "tcp" or (third is None and second is not None and p.target_port == p.port):
+            canonical = False
+        ports.append(p)
+        pos = m.end()
+    return _make_rule(rtype, tuple(ports), name, None, text if canonical else None)
