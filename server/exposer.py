@@ -38,9 +38,12 @@ log = logging.getLogger(__name__)
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
-# Results for rules still running are written this long before the caller's deadline, so
-# they reach the caller before its own deadline closes the stream.
-_DEADLINE_MARGIN_S = 0.05
+
+def _deadline_margin(budget: float) -> float:
+    """How long before the caller's deadline to stop waiting and write the unfinished rules'
+    results, so they reach the caller before its deadline closes the stream: a tenth of the
+    time the request was given, at least 50 ms (a busy host) and at most half a second."""
+    return min(max(budget * 0.1, 0.05), 0.5)
 
 
 class Outcome(enum.Enum):
@@ -141,6 +144,7 @@ class Exposer:
         """
         self.check(request)
         loop = asyncio.get_running_loop()
+        started = loop.time()
         parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
         texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
         deployment = await self._read_deployment(request, _remaining(loop, deadline))
@@ -149,27 +153,42 @@ class Exposer:
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
         manifests = build_services(parsed, deployment, written)
 
+        give_up = None if deadline is None else deadline - _deadline_margin(deadline - started)
         tasks: dict[asyncio.Task[RuleResult], tuple[int, str, str]] = {}
+        # Each task puts itself here when done: one callback per task, where asyncio.wait()
+        # on the pending set after every result costs O(N) per result, O(N^2) per request.
+        finished: asyncio.Queue[asyncio.Task[RuleResult]] = asyncio.Queue()
         try:
             for index, manifest in enumerate(manifests):
                 if isinstance(manifest, RuleError):
                     yield _invalid(manifest)
                     continue
                 coroutine = self._create(request, index, texts[index], manifest, deadline=deadline)
-                tasks[asyncio.create_task(coroutine)] = (
-                    index,
-                    texts[index],
-                    manifest["metadata"]["name"],
-                )
-            pending: set[asyncio.Task[RuleResult]] = set(tasks)
+                task = asyncio.create_task(coroutine)
+                task.add_done_callback(finished.put_nowait)
+                tasks[task] = (index, texts[index], manifest["metadata"]["name"])
+            pending = set(tasks)
             while pending:
-                timeout = None if deadline is None else deadline - loop.time() - _DEADLINE_MARGIN_S
-                if timeout is not None and timeout <= 0:
-                    break
-                done, pending = await asyncio.wait(
-                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
+                if finished.empty():
+                    timeout = None
+                    if give_up is not None:
+                        timeout = give_up - loop.time()
+                        if timeout <= 0:
+                            break
+                    try:
+                        async with asyncio.timeout(timeout):
+                            task = await finished.get()
+                    except TimeoutError:
+                        break
+                else:
+                    task = finished.get_nowait()
+                pending.discard(task)
+                yield task.result()
+            # Rules that finished while we stopped waiting still get their real result.
+            while not finished.empty():
+                task = finished.get_nowait()
+                if task in pending:
+                    pending.discard(task)
                     yield task.result()
             for task in pending:
                 task.cancel()

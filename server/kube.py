@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -102,4 +104,20 @@ async def load_api_client(
         )
     # Enough pooled connections for every call the semaphore lets through at once.
     configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
+    if configuration.proxy is None:
+        configuration.proxy = _env_proxy(configuration.host)
+    api = client.ApiClient(configuration)
+    # kubernetes_asyncio opens its aiohttp session with trust_env=True, so aiohttp looks for
+    # ~/.netrc and the proxy variables in a worker thread before every single request: two
+    # thread hops per API call. The proxy is resolved once, above; the Kubernetes credentials
+    # are the client certificate or token, never netrc.
+    api.rest_client.pool_manager._trust_env = False
+    return api
+
+
+def _env_proxy(server: str | None) -> str | None:
+    """The proxy the environment (HTTPS_PROXY, NO_PROXY, ...) sets for the API server, if any."""
+    url = urllib.parse.urlsplit(server or "")
+    if url.hostname is None or urllib.request.proxy_bypass(url.hostname):
+        return None
+    return urllib.request.getproxies().get(url.scheme)

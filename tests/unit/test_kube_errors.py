@@ -7,6 +7,7 @@ cases run against a small aiohttp server on 127.0.0.1 that answers as the API se
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -50,6 +51,8 @@ class FakeApiServer:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
+        # Set at teardown, so handlers that hang on purpose let the server shut down.
+        self.released = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         handler = self.routes.get((request.method, request.path))
@@ -73,6 +76,7 @@ async def fake() -> AsyncIterator[tuple[FakeApiServer, client.ApiClient]]:
     try:
         yield fake, api
     finally:
+        fake.released.set()
         await api.close()
         await runner.cleanup()
 
@@ -222,3 +226,38 @@ async def test_reading_the_deployment_fails_the_request_with_the_fitting_status(
             _ = [r async for r in k8sailor.create_services("web", ["80"], namespace="ns")]
     assert raised.value.code is expected
     assert "no deployments for you" in raised.value.details
+
+
+async def test_the_caller_deadline_fails_the_unanswered_rules_and_leaves_no_task(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    # Only a fake can be made to never answer: the "slow" Services hang until cancelled.
+    server, api = fake
+    server.routes["GET", DEPLOYMENT] = serve_deployment
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body["metadata"]["name"].startswith("slow"):
+            await server.released.wait()
+        return web.json_response(body, status=201)
+
+    server.routes["POST", SERVICES] = create
+    rules = ["80", "slow-a=81", "slow-b=82"]
+    async with (
+        serving(api, ServerConfig(listen="127.0.0.1:0")) as running,
+        connect(f"127.0.0.1:{running.port}") as k8sailor,
+    ):
+        results = [
+            r async for r in k8sailor.create_services("web", rules, namespace="ns", timeout=1.0)
+        ]
+        still_running = [
+            task for task in asyncio.all_tasks() if "Exposer._create" in repr(task.get_coro())
+        ]
+    assert still_running == []
+    by_index = {result.index: result for result in results}
+    assert sorted(by_index) == [0, 1, 2]
+    assert by_index[0].outcome is Outcome.CREATED
+    for index in (1, 2):
+        assert by_index[index].outcome is Outcome.FAILED
+        assert by_index[index].reason == "DeadlineExceeded"
+        assert by_index[index].error.startswith("deadline exceeded before the API server answered")
