@@ -47,6 +47,10 @@ run: controlplane
 test: controlplane
 	$(PY) -m pytest
 
+# Not part of `make test`: timings belong in figures, not in assertions. Results: bench/results/.
+bench: controlplane
+	$(PY) -m bench.bench_services
+
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
