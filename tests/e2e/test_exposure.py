@@ -18,10 +18,9 @@ from client import (
     ServicePort,
     ServiceSpec,
     ServiceType,
-    connect,
 )
-from server.app import ServerConfig, serving
 from tests.e2e.conftest import SELECTOR
+from tests.servers import k8sailor_over
 
 FOUR_RULES = ["80:8088", "#80:80", "!31234:80:8088", "@www.example.com"]
 
@@ -220,8 +219,7 @@ async def test_an_unreachable_api_server_is_unavailable(
     configuration = client.Configuration(host="https://127.0.0.1:9")  # nothing listens on 9
     async with (
         client.ApiClient(configuration) as unreachable,
-        serving(unreachable, ServerConfig(listen="127.0.0.1:0")) as running,
-        connect(f"127.0.0.1:{running.port}") as c,
+        k8sailor_over(unreachable) as c,
     ):
         with pytest.raises(RequestFailed) as raised:
             _ = [result async for result in c.create_services("web", ["80"], namespace=namespace)]
@@ -239,8 +237,7 @@ async def test_an_identity_without_rights_is_permission_denied(
     nobody.set_default_header("Impersonate-User", "k8sailor-test-nobody")
     async with (
         nobody,
-        serving(nobody, ServerConfig(listen="127.0.0.1:0")) as running,
-        connect(f"127.0.0.1:{running.port}") as c,
+        k8sailor_over(nobody) as c,
     ):
         with pytest.raises(RequestFailed) as raised:
             _ = [result async for result in c.create_services("web", ["80"], namespace=namespace)]

@@ -17,8 +17,7 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from client import Outcome, RequestFailed, connect
-from server.app import ServerConfig, serving
+from client import Outcome, RequestFailed
 from server.errors import (
     KubeAlreadyExists,
     KubeConflict,
@@ -31,6 +30,7 @@ from server.errors import (
 )
 from server.kube import Kube
 from tests import objects
+from tests.servers import k8sailor_over
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -188,10 +188,7 @@ async def test_a_500_on_one_create_fails_that_rule_only(
         return web.json_response(body, status=201)
 
     server.routes["POST", SERVICES] = create
-    async with (
-        serving(api, ServerConfig(listen="127.0.0.1:0")) as running,
-        connect(f"127.0.0.1:{running.port}") as k8sailor,
-    ):
+    async with k8sailor_over(api) as k8sailor:
         results = [
             r async for r in k8sailor.create_services("web", ["80", "broken=81"], namespace="ns")
         ]
@@ -218,10 +215,7 @@ async def test_reading_the_deployment_fails_the_request_with_the_fitting_status(
 ) -> None:
     server, api = fake
     server.routes["GET", DEPLOYMENT] = answer(code, reason, "no deployments for you")
-    async with (
-        serving(api, ServerConfig(listen="127.0.0.1:0")) as running,
-        connect(f"127.0.0.1:{running.port}") as k8sailor,
-    ):
+    async with k8sailor_over(api) as k8sailor:
         with pytest.raises(RequestFailed) as raised:
             _ = [r async for r in k8sailor.create_services("web", ["80"], namespace="ns")]
     assert raised.value.code is expected
@@ -243,10 +237,7 @@ async def test_the_caller_deadline_fails_the_unanswered_rules_and_leaves_no_task
 
     server.routes["POST", SERVICES] = create
     rules = ["80", "slow-a=81", "slow-b=82"]
-    async with (
-        serving(api, ServerConfig(listen="127.0.0.1:0")) as running,
-        connect(f"127.0.0.1:{running.port}") as k8sailor,
-    ):
+    async with k8sailor_over(api) as k8sailor:
         results = [
             r async for r in k8sailor.create_services("web", rules, namespace="ns", timeout=1.0)
         ]
