@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +27,12 @@ from server.rules import (
     RuleError,
     ServiceRule,
     check_rule,
+    dns1123_label_problem,
+    dns1123_subdomain_problem,
     parse_rule,
 )
 
 log = logging.getLogger(__name__)
-
-# Kubernetes' own limits (apimachinery validation): namespaces are DNS-1123 labels and
-# Deployment names DNS-1123 subdomains.
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _deadline_margin(budget: float) -> float:
@@ -113,18 +109,19 @@ class Exposer:
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
         namespace, deployment, count = request.namespace, request.deployment, len(request.rules)
-        if len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace):
+        problem = dns1123_label_problem(namespace)
+        if problem is not None:
             raise BadRequest(
                 f"namespace {namespace!r} is not a valid namespace name (a lowercase DNS-1123 "
-                "label: at most 63 characters, a-z, 0-9 and '-', starting and ending with a "
-                "letter or digit)"
+                f"label): it {problem}"
             )
         if not deployment:
             raise BadRequest("deployment is required")
-        if len(deployment) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(deployment):
+        problem = dns1123_subdomain_problem(deployment)
+        if problem is not None:
             raise BadRequest(
                 f"deployment {deployment!r} is not a valid Deployment name (a lowercase "
-                "DNS-1123 subdomain of at most 253 characters)"
+                f"DNS-1123 subdomain): it {problem}"
             )
         if count == 0:
             raise BadRequest("no rules: send at least one rule")
@@ -254,23 +251,16 @@ class Exposer:
                     timeout=_remaining(loop, deadline),
                 )
                 return _from_service(index, text, Outcome.CREATED, created)
-            except KubeAlreadyExists:
-                existing = await self._kube.read_service(
-                    request.namespace, name, timeout=_remaining(loop, deadline)
-                )
-            except KubeInvalid as invalid:
-                # Allocation is checked before names, so sending a NodePort rule again is
-                # refused with "port already allocated" (by our own Service) rather than
-                # AlreadyExists: look for that Service before calling the rule invalid.
+            except (KubeAlreadyExists, KubeInvalid) as refused:
+                # The name may be taken. Allocation is checked before names, so sending a
+                # NodePort rule again is refused as "port already allocated" (by our own
+                # Service) rather than AlreadyExists: either way, look at that Service.
                 try:
                     existing = await self._kube.read_service(
                         request.namespace, name, timeout=_remaining(loop, deadline)
                     )
                 except KubeNotFound:
-                    return RuleResult(
-                        index, text, Outcome.INVALID, name,
-                        error=invalid.message, reason=invalid.reason,
-                    )  # fmt: skip
+                    raise refused from None
             uid = manifest["metadata"]["ownerReferences"][0]["uid"]
             if same_service(existing, manifest):
                 return _from_service(index, text, Outcome.UNCHANGED, existing)

@@ -34,6 +34,14 @@ class Kube:
     """
 
     def __init__(self, api: client.ApiClient, *, max_in_flight: int) -> None:
+        rest = api.rest_client
+        # kubernetes_asyncio opens its aiohttp session with trust_env=True, so aiohttp looks
+        # for ~/.netrc and the proxy variables in a worker thread before every single request:
+        # two thread hops per API call. Resolve the proxy once instead; the Kubernetes
+        # credentials are the client certificate or token, never netrc.
+        if rest.proxy is None:
+            rest.proxy = _env_proxy(api.configuration.host)
+        rest.pool_manager._trust_env = False
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -104,15 +112,7 @@ async def load_api_client(
         )
     # Enough pooled connections for every call the semaphore lets through at once.
     configuration.connection_pool_maxsize = pool_size
-    if configuration.proxy is None:
-        configuration.proxy = _env_proxy(configuration.host)
-    api = client.ApiClient(configuration)
-    # kubernetes_asyncio opens its aiohttp session with trust_env=True, so aiohttp looks for
-    # ~/.netrc and the proxy variables in a worker thread before every single request: two
-    # thread hops per API call. The proxy is resolved once, above; the Kubernetes credentials
-    # are the client certificate or token, never netrc.
-    api.rest_client.pool_manager._trust_env = False
-    return api
+    return client.ApiClient(configuration)
 
 
 def _env_proxy(server: str | None) -> str | None:

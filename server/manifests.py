@@ -266,14 +266,15 @@ def build_service(
         spec: dict[str, Any] = {"type": "ExternalName", "externalName": rule.external_name}
     else:
         rule_ports = rule.ports
-        if len(rule_ports) == 1:
-            # The common case, without port_names() and its bookkeeping.
-            p = rule_ports[0]
+        names = port_names(rule)
+        ports = []
+        for i in range(len(rule_ports)):
+            p = rule_ports[i]
             target = p.target_port
             if target.__class__ is str:
-                _check_named_target(rule, deployment, index, text, 0)
+                _check_named_target(rule, deployment, index, text, i)
             port: dict[str, Any] = {
-                "name": p.name or f"{p.port}-{target}",
+                "name": names[i],
                 "protocol": _PROTOCOL_TEXT[p.protocol],
                 "port": p.port,
                 "targetPort": target,
@@ -282,26 +283,7 @@ def build_service(
                 port["nodePort"] = p.node_port
             if p.app_protocol is not None:
                 port["appProtocol"] = p.app_protocol
-            ports = [port]
-        else:
-            ports = []
-            names = port_names(rule)
-            for i in range(len(rule_ports)):
-                p = rule_ports[i]
-                target = p.target_port
-                if target.__class__ is str:
-                    _check_named_target(rule, deployment, index, text, i)
-                port = {
-                    "name": names[i],
-                    "protocol": _PROTOCOL_TEXT[p.protocol],
-                    "port": p.port,
-                    "targetPort": target,
-                }
-                if p.node_port is not None:
-                    port["nodePort"] = p.node_port
-                if p.app_protocol is not None:
-                    port["appProtocol"] = p.app_protocol
-                ports.append(port)
+            ports.append(port)
         spec = {
             "type": KUBE_SERVICE_TYPE[rtype],
             "selector": {**deployment.selector},

@@ -66,18 +66,24 @@ def rule_from_proto(index: int, rule: pb.Rule) -> str | ServiceRule | RuleError:
     return RuleError(index, "", "rule", None, "the rule is empty: set either raw or spec")
 
 
+def _spec_text(spec: pb.ServiceSpec) -> str:
+    """A spec that is not even a rule yet, shown as its fields, for errors only."""
+    return "{" + text_format.MessageToString(spec, as_one_line=True) + "}"
+
+
 def spec_to_rule(index: int, spec: pb.ServiceSpec) -> ServiceRule | RuleError:
     """The structured form in domain terms; checking it is server.rules.check_rule's job."""
-    text = "{" + text_format.MessageToString(spec, as_one_line=True) + "}"
     type_ = _TYPES.get(spec.type)
     if type_ is None:
         known = ", ".join(pb.ServiceType.Name(value) for value in _TYPES)
-        return RuleError(index, text, "type", None, f"type must be one of {known}")
+        return RuleError(index, _spec_text(spec), "type", None, f"type must be one of {known}")
     ports = []
     for position, port in enumerate(spec.ports):
         protocol = _PROTOCOLS.get(port.protocol)
         if protocol is None:
-            return RuleError(index, text, f"ports[{position}].protocol", None, "unknown protocol")
+            return RuleError(
+                index, _spec_text(spec), f"ports[{position}].protocol", None, "unknown protocol"
+            )
         which = port.WhichOneof("target_port")
         target: int | str = (
             port.target_port_name

@@ -46,7 +46,11 @@ from server.rules.model import (
     ServiceRule,
     ServiceType,
 )
-from server.rules.names import dns1035_label_problem
+from server.rules.names import (
+    dns1035_label_problem,
+    dns1123_label_problem,
+    dns1123_subdomain_problem,
+)
 from server.rules.ports import port_names
 from server.rules.specs import check_rule
 from server.rules.text import parse_rule
@@ -64,6 +68,8 @@ __all__ = [
     "ServiceType",
     "check_rule",
     "dns1035_label_problem",
+    "dns1123_label_problem",
+    "dns1123_subdomain_problem",
     "locate",
     "parse_rule",
     "port_names",

@@ -45,7 +45,7 @@ def dns1035_label_problem(value: str) -> str | None:
     return _label_problem(value, first_letter=True)
 
 
-def _dns1123_label_problem(value: str) -> str | None:
+def dns1123_label_problem(value: str) -> str | None:
     if len(value) <= 63 and _DNS1123_LABEL_RE.fullmatch(value):
         return None
     return _label_problem(value, first_letter=False)
@@ -85,7 +85,7 @@ def _iana_problem(value: str) -> str | None:
 _SUBDOMAIN_CHARS: Final = _LOWER_ALNUM_DASH | {"."}
 
 
-def _subdomain_problem(value: str) -> str | None:
+def dns1123_subdomain_problem(value: str) -> str | None:
     """Why ``value`` is not a lowercase DNS-1123 subdomain, or None."""
     if len(value) <= 253 and _DNS1123_SUBDOMAIN_RE.fullmatch(value):
         return None
@@ -109,7 +109,7 @@ def _app_protocol_problem(value: str) -> str | None:
             return "may contain at most one '/'"
         if not prefix:
             return "has an empty prefix before '/'"
-        problem = _subdomain_problem(prefix)
+        problem = dns1123_subdomain_problem(prefix)
         if problem is not None:
             return f"has a prefix that is not a DNS subdomain: it {problem}"
     if not name:
@@ -136,10 +136,10 @@ def _normalize_app_protocol(value: str) -> str:
 
 def _external_name_problem(host: str) -> str | None:
     """The whole sentence for a host that cannot be an ExternalName target, or None."""
-    problem = _subdomain_problem(host)
+    problem = dns1123_subdomain_problem(host)
     if problem is None:
         return None
-    if host.endswith(".") and _subdomain_problem(host[:-1]) is None:
+    if host.endswith(".") and dns1123_subdomain_problem(host[:-1]) is None:
         # The apiserver would take it, kubectl create service would not; the dot adds nothing
         # to a CNAME target, so refuse it plainly rather than store two spellings of one name.
         problem = f"must not end with '.'; write {host[:-1]}"

@@ -23,7 +23,7 @@ from server.rules.model import (
     ServiceType,
     _show,
 )
-from server.rules.names import _app_protocol_problem, _dns1123_label_problem, _iana_problem
+from server.rules.names import _app_protocol_problem, _iana_problem, dns1123_label_problem
 
 _Problem = tuple[str, str]
 
@@ -59,7 +59,7 @@ def _port_problem(rtype: ServiceType, p: PortRule, node_ports: NodePortRange) ->
         if problem is not None:
             return ("app_protocol", f"app protocol {_show(app)} is not valid: it {problem}")
     if p.name is not None:
-        problem = _dns1123_label_problem(p.name)
+        problem = dns1123_label_problem(p.name)
         if problem is not None:
             return (
                 "name",
