@@ -19,7 +19,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests import objects
 from tests.controlplane import ControlPlaneError
-from tests.controlplane.__main__ import DEFAULT_DIR, _load, up
+from tests.controlplane.__main__ import DEFAULT_DIR, ensure_running
 
 DEMO = "demo"
 TRY_RULES = ["80:8088", "#80:80", "!31234:80:8088", "@www.example.com"]
@@ -31,10 +31,8 @@ def _kubeconfig() -> str:
     if configured:
         print(f"# using the cluster of KUBECONFIG={configured}", file=sys.stderr)
         return configured
-    if up(DEFAULT_DIR) != 0:
-        raise ControlPlaneError("the local control plane did not start")
-    plane = _load(DEFAULT_DIR)
-    assert plane is not None
+    plane = ensure_running(DEFAULT_DIR)
+    print(f"export KUBECONFIG={plane.kubeconfig}")
     return str(plane.kubeconfig)
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,6 +284,17 @@ def _wait_ready(
     )
 
 
+def _launch(
+    argv: list[str], log: Path, preexec: Callable[[], None] | None
+) -> subprocess.Popen[bytes]:
+    """Start one binary in a session of its own, its output in log (the child keeps the file
+    open; this process does not need to)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec
+        )
+
+
 def start(
     data_dir: Path, *, tie_to_parent: bool, node_port_range: str = NODE_PORT_RANGE
 ) -> RunningControlPlane:
@@ -303,7 +314,7 @@ def start(
     processes: list[subprocess.Popen[bytes]] = []
     try:
         etcd_log = data_dir / "etcd.log"
-        etcd = subprocess.Popen(
+        etcd = _launch(
             [
                 str(binaries.etcd),
                 "--name=k8sailor",
@@ -317,16 +328,14 @@ def start(
                 "--unsafe-no-fsync",
                 "--log-level=warn",
             ],
-            stdout=etcd_log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=preexec,
+            etcd_log,
+            preexec,
         )
         processes.append(etcd)
         _wait_ready(f"http://127.0.0.1:{etcd_client}/health", None, etcd, etcd_log)
 
         apiserver_log = data_dir / "kube-apiserver.log"
-        apiserver = subprocess.Popen(
+        apiserver = _launch(
             [
                 str(binaries.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{etcd_client}",
@@ -348,10 +357,8 @@ def start(
                 "--endpoint-reconciler-type=none",
                 "--v=0",
             ],
-            stdout=apiserver_log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=preexec,
+            apiserver_log,
+            preexec,
         )
         processes.append(apiserver)
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
@@ -390,9 +397,8 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
         if not _is_ours(pid) or _is_zombie(pid):
+            # Reap it if it is our child; else its parent (or init) will.
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             return

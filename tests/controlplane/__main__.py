@@ -36,22 +36,27 @@ def _load(data_dir: Path) -> RunningControlPlane | None:
         return None
 
 
-def up(data_dir: Path) -> int:
+def ensure_running(data_dir: Path) -> RunningControlPlane:
+    """The control plane recorded in data_dir if both its processes live, else a new one."""
     plane = _load(data_dir)
     if plane is not None and is_alive(plane):
         print(f"# control plane already running at {plane.server}", file=sys.stderr)
-    else:
-        if plane is not None:
-            stop(plane)  # one of the pair died: do not leave the other behind
-        plane = start(data_dir, tie_to_parent=False)
-        _state_file(data_dir).write_text(plane.to_json() + "\n")
-        rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in plane.rss_mib().items())
-        print(
-            f"# kube-apiserver {kubernetes_version()} ready at {plane.server} "
-            f"in {plane.startup_seconds:.1f} s (RSS {rss}); logs in {data_dir}",
-            file=sys.stderr,
-        )
-    print(f"export KUBECONFIG={plane.kubeconfig}")
+        return plane
+    if plane is not None:
+        stop(plane)  # one of the pair died: do not leave the other behind
+    plane = start(data_dir, tie_to_parent=False)
+    _state_file(data_dir).write_text(plane.to_json() + "\n")
+    rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in plane.rss_mib().items())
+    print(
+        f"# kube-apiserver {kubernetes_version()} ready at {plane.server} "
+        f"in {plane.startup_seconds:.1f} s (RSS {rss}); logs in {data_dir}",
+        file=sys.stderr,
+    )
+    return plane
+
+
+def up(data_dir: Path) -> int:
+    print(f"export KUBECONFIG={ensure_running(data_dir).kubeconfig}")
     return 0
 
 
