@@ -60,7 +60,14 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from client import Client, Outcome, RequestFailed, connect
-from server.manifests import ContainerPort, Deployment, build_services
+from server.manifests import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    RULE_ANNOTATION,
+    ContainerPort,
+    Deployment,
+    build_services,
+)
 from server.rules import Protocol, parse_rule
 from tests import objects
 from tests.controlplane import (
@@ -78,7 +85,6 @@ RAW = "raw"
 ONE = "k8sailor_1req"
 SPREAD = "k8sailor_creq"
 KUBECTL = "kubectl"
-PATHS = (RAW, ONE, SPREAD, KUBECTL)
 LABELS = {
     RAW: "raw kubernetes_asyncio",
     ONE: "k8sailor, 1 request",
@@ -89,8 +95,6 @@ LABELS = {
 DEPLOYMENT = "web"
 SELECTOR = {"app": "web"}
 PORT, TARGET = 80, 8080
-MANAGED_BY = {"app.kubernetes.io/managed-by": "k8sailor"}
-RULE_ANNOTATION = "k8sailor.io/rule"
 
 # Deleting between rounds, with its own ApiClient so that it warms no connection of a path.
 CLEANUP_CONCURRENCY = 32
@@ -190,7 +194,7 @@ def to_run(
         rss_after_mib=rss[1],
         first_error=sample.errors[0] if sample.errors else "",
         cpu_ms_per_service={
-            who: 1000 * seconds / len(lat) for who, seconds in (cpu_seconds or {}).items() if lat
+            who: 1000 * spent / len(lat) for who, spent in (cpu_seconds or {}).items() if lat
         },
     )
 
@@ -236,7 +240,7 @@ def raw_body(name: str, uid: str) -> Any:
         kind="Service",
         metadata=kube.V1ObjectMeta(
             name=name,
-            labels=dict(MANAGED_BY),
+            labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE},
             annotations={RULE_ANNOTATION: f"{name}={PORT}:{TARGET}"},
             owner_references=[
                 kube.V1OwnerReference(
@@ -384,9 +388,6 @@ async def delete_leftovers(core: Any, namespace: str) -> int:
 @dataclass
 class ServerProcess:
     process: asyncio.subprocess.Process
-    target: str
-    concurrency: int | None
-    log: Path
     client: Client
 
     def rss(self) -> float:
@@ -420,21 +421,20 @@ async def server_process(
     """k8sailor-server in its own process (its RSS is its own, and it shares no event loop or
     GIL with the benchmark), logging at its default level to a file. With `source`, the
     server package of that directory runs instead of this checkout's (to measure a patch)."""
-    target = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    target = f"127.0.0.1:{port}"
     executable = BIN / "k8sailor-server"
     env = dict(os.environ)
-    if source is not None:
-        command = [sys.executable, "-m", "server"]
-        env["PYTHONPATH"] = str(source)
-    elif executable.exists():
+    if source is None and executable.exists():
         command = [str(executable)]
     else:
         command = [sys.executable, "-m", "server"]
-    command += ["--listen", target, "--kubeconfig", str(kubeconfig)]
-    command += ["--max-rules", str(MAX_RULES)]
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    command += ["--listen", target, "--kubeconfig", str(kubeconfig), "--max-rules", str(MAX_RULES)]
     if concurrency is not None:
         command += ["--max-concurrency", str(concurrency)]
-    log = log_dir / f"k8sailor-server-{concurrency or 'default'}-{target.rsplit(':')[1]}.log"
+    log = log_dir / f"k8sailor-server-{concurrency or 'default'}-{port}.log"
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             *command, cwd=source or REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
@@ -442,7 +442,7 @@ async def server_process(
     try:
         await _wait_serving(target, process, log)
         async with connect(target) as k8sailor:
-            yield ServerProcess(process, target, concurrency, log, k8sailor)
+            yield ServerProcess(process, k8sailor)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -534,13 +534,24 @@ class Bench:
         """Open the connections a path will use at concurrency c (TLS handshakes, HTTP/2
         settings) before its block is timed; aiohttp closes idle ones after 15 s."""
         names = self.names.fresh(1 if path == KUBECTL else max(2 * c, 4))
-        if path == RAW:
-            await run_raw(raw_core, self.namespace, self.uid, names, c)
-        elif path in (ONE, SPREAD):
-            await run_k8sailor(server.client, self.namespace, names, 1)
-        else:
-            await run_kubectl(self._kubectl(), self.kubectl_env(), self.namespace, names)
+        await self._create(path, names, c, 1, raw_core, server)
         await delete_services(admin, self.namespace, names)
+
+    async def _create(
+        self,
+        path: str,
+        names: Sequence[str],
+        c: int,
+        requests: int,
+        raw_core: Any,
+        server: ServerProcess,
+    ) -> Sample:
+        """Create `names` by `path`: c raw workers, `requests` k8sailor requests, or kubectl."""
+        if path == RAW:
+            return await run_raw(raw_core, self.namespace, self.uid, names, c)
+        if path == KUBECTL:
+            return await run_kubectl(self._kubectl(), self.kubectl_env(), self.namespace, names)
+        return await run_k8sailor(server.client, self.namespace, names, requests)
 
     def _kubectl(self) -> str:
         found = BIN / "kubectl"
@@ -556,13 +567,8 @@ class Bench:
         if k8sailor:
             watched["server"] = server.process.pid
         meter = CpuMeter(watched)
-        if path == RAW:
-            sample = await run_raw(raw_core, self.namespace, self.uid, names, c)
-        elif path in (ONE, SPREAD):
-            requests = 1 if path == ONE else min(c, n)
-            sample = await run_k8sailor(server.client, self.namespace, names, requests)
-        else:
-            sample = await run_kubectl(self._kubectl(), self.kubectl_env(), self.namespace, names)
+        requests = min(c, n) if path == SPREAD else 1
+        sample = await self._create(path, names, c, requests, raw_core, server)
         cpu = meter.spent()
         rss_after = server.rss() if k8sailor else None
         c_run = 1 if path == KUBECTL else c
@@ -581,14 +587,16 @@ class Bench:
             await self._warm(path, c, raw_core, admin, server)
         rss_before = server.rss()
         rounds = self.plan.rounds[n]
+        mine: list[Run] = []
         for round_ in range(rounds):
             turn = round_ % len(paths)
             for path in paths[turn:] + paths[:turn]:
                 run, names = await asyncio.wait_for(
                     self._one(path, n, c, round_, raw_core, server), RUN_TIMEOUT_S
                 )
-                self.runs.append(run)
+                mine.append(run)
                 await delete_services(admin, self.namespace, names)
+        self.runs += mine
         leftovers = await delete_leftovers(admin, self.namespace)
         rss_after = server.rss()
         self.blocks.append(
@@ -603,7 +611,6 @@ class Bench:
                 "seconds": time.perf_counter() - started,
             }
         )
-        mine = [r for r in self.runs if r.n == n and (r.c == c or r.path == KUBECTL)]
         rates = ", ".join(
             f"{path} {median_of([r for r in mine if r.path == path], 'rate') or 0:.0f}/s"
             for path in paths
@@ -776,8 +783,11 @@ def summarise(
         for c in plan.concurrencies:
             block = next((b for b in blocks if b["n"] == n and b["c"] == c), {})
             row: dict[str, Any] = {"n": n, "c": c, "kubectl_reference_n": kubectl_n}
-            for path in (RAW, ONE, SPREAD):
-                chosen = [r for r in runs if r.path == path and r.n == n and r.c == c]
+            chosen_by_path = {
+                path: [r for r in runs if r.path == path and r.n == n and r.c == c]
+                for path in (RAW, ONE, SPREAD)
+            }
+            for path, chosen in chosen_by_path.items():
                 row[path] = {
                     "rounds": len(chosen),
                     "rate": median_of(chosen, "rate"),
@@ -788,21 +798,19 @@ def summarise(
                     "first_s": median_of(chosen, "first_s"),
                     "seconds": median_of(chosen, "seconds"),
                     "errors": sum(r.errors for r in chosen),
-                    "cpu_ms_per_service": _median_cpu(chosen),
+                    "cpu_ms_per_service": _median_cpu([r.cpu_ms_per_service for r in chosen]),
                 }
             row[KUBECTL] = {"rate": kubectl_rate}
             raw = row[RAW]["rate"]
-            raw_by_round = {
-                r.round: r.rate for r in runs if r.path == RAW and r.n == n and r.c == c
-            }
+            raw_by_round = {r.round: r.rate for r in chosen_by_path[RAW]}
             for path in (ONE, SPREAD):
                 rate = row[path]["rate"]
                 # Against raw: the median of each round's ratio, the two runs of a round being
                 # next to each other in time, so slow drifts in the machine's load cancel out.
                 per_round = [
                     r.rate / raw_by_round[r.round]
-                    for r in runs
-                    if r.path == path and r.n == n and r.c == c and raw_by_round.get(r.round)
+                    for r in chosen_by_path[path]
+                    if raw_by_round.get(r.round)
                 ]
                 row[f"{path}_vs_raw"] = statistics.median(per_round) if per_round else None
                 row[f"{path}_vs_raw_of_medians"] = rate / raw if rate and raw else None
@@ -813,19 +821,10 @@ def summarise(
     return rows
 
 
-def _median_cpu(runs: Sequence[Run]) -> dict[str, float]:
-    who = sorted({key for run in runs for key in run.cpu_ms_per_service})
-    return {
-        key: statistics.median(
-            r.cpu_ms_per_service[key] for r in runs if key in r.cpu_ms_per_service
-        )
-        for key in who
-    }
-
-
-def _median_cpu_json(runs: Sequence[dict[str, Any]], who: str) -> float | None:
-    values = [r["cpu_ms_per_service"][who] for r in runs if who in r["cpu_ms_per_service"]]
-    return statistics.median(values) if values else None
+def _median_cpu(per_run: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per process, the median of the runs' CPU ms per Service."""
+    who = sorted({key for cpu in per_run for key in cpu})
+    return {key: statistics.median(cpu[key] for cpu in per_run if key in cpu) for key in who}
 
 
 def _busy_warning(machine: dict[str, Any]) -> list[str]:
@@ -934,6 +933,7 @@ def markdown(result: dict[str, Any]) -> str:
     memory = result.get("memory") or {}
     if memory:
         one_request = memory["one_request"]
+        server_cpu = _median_cpu([r["cpu_ms_per_service"] for r in one_request]).get("server")
         lines += [
             "",
             f"Memory: one server (default --max-concurrency) created "
@@ -953,7 +953,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"ms, p50 / p99 "
             f"{_ms(statistics.median(r['p50_s'] for r in one_request if r['p50_s']))} / "
             f"{_ms(statistics.median(r['p99_s'] for r in one_request if r['p99_s']))} ms, "
-            f"server CPU {_num(_median_cpu_json(one_request, 'server'), 2)} ms per Service.",
+            f"server CPU {_num(server_cpu, 2)} ms per Service.",
         ]
     parse = result.get("parse_build") or {}
     own = parse.get("this_request") or {}
@@ -982,22 +982,18 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     biggest = max(row["n"] for row in rows)
     bulk = [row for row in rows if row["n"] == biggest]
     out = []
-    for path in (ONE, SPREAD):
-        ratios = [(row["c"], row[f"{path}_vs_raw"]) for row in bulk if row[f"{path}_vs_raw"]]
-        if ratios:
-            out.append(
-                f"{LABELS[path]} vs raw at N={biggest} (≥ {TARGET_VS_RAW}x): "
-                + _per_c(ratios, TARGET_VS_RAW, "{:.2f}x")
-            )
-    for path in (ONE, SPREAD):
-        ratios = [
-            (row["c"], row[f"{path}_vs_kubectl"]) for row in bulk if row[f"{path}_vs_kubectl"]
-        ]
-        if ratios:
-            out.append(
-                f"{LABELS[path]} vs kubectl at N={biggest} (≥ {TARGET_VS_KUBECTL:.0f}x): "
-                + _per_c(ratios, TARGET_VS_KUBECTL, "{:.1f}x")
-            )
+    for against, target, style in (
+        ("raw", TARGET_VS_RAW, "{:.2f}x"),
+        ("kubectl", TARGET_VS_KUBECTL, "{:.1f}x"),
+    ):
+        for path in (ONE, SPREAD):
+            key = f"{path}_vs_{against}"
+            ratios = [(row["c"], row[key]) for row in bulk if row[key]]
+            if ratios:
+                out.append(
+                    f"{LABELS[path]} vs {against} at N={biggest} (≥ {target:g}x): "
+                    + _per_c(ratios, target, style)
+                )
     early = [
         (row["n"], row["c"], row[ONE]["first_s"], row[ONE]["seconds"])
         for row in rows
@@ -1007,9 +1003,8 @@ def verdicts(result: dict[str, Any]) -> list[str]:
         met = all(first < last for _, _, first, last in early)
         worst = max(first / last for _, _, first, last in early)
         out.append(
-            f"first result before the last Service is created (1 request, N > 1): "
-            f"{'met' if met else 'missed'} in every block (first result at ≤ {worst:.0%} "
-            "of the request's time)"
+            "first result before the last Service is created (1 request, N > 1): met in "
+            f"every block (first result at ≤ {worst:.0%} of the request's time)"
             if met
             else f"first result before the last Service: missed (worst {worst:.0%})"
         )

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,18 @@ async def k8sailor_go(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
-async def expose(
-    k8sailor_go: Path, target: str, namespace: str, *args: str, timeout: float = RUN_TIMEOUT
-) -> Finished:
-    return await run(
-        k8sailor_go, "--server", target, "-n", namespace, "web", *args, timeout=timeout
-    )
+Expose = Callable[..., Awaitable[Finished]]
+
+
+@pytest.fixture
+def expose(k8sailor_go: Path, target: str, namespace: str) -> Expose:
+    """k8sailor-go on the Deployment "web" of the test's namespace, against the test's server:
+    `await expose(*args)`."""
+
+    def expose(*args: str) -> Awaitable[Finished]:
+        return run(k8sailor_go, "--server", target, "-n", namespace, "web", *args)
+
+    return expose
 
 
 async def services(api_client: client.ApiClient, namespace: str) -> dict[str, Any]:
@@ -110,13 +117,9 @@ async def services(api_client: client.ApiClient, namespace: str) -> dict[str, An
 
 
 async def test_four_rules_print_four_created_rows_and_create_four_services(
-    k8sailor_go: Path,
-    target: str,
-    api_client: client.ApiClient,
-    namespace: str,
-    deployment: dict[str, Any],
+    expose: Expose, api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    finished = await expose(k8sailor_go, target, namespace, *FOUR_RULES)
+    finished = await expose(*FOUR_RULES)
 
     assert finished.code == 0, finished
     rows = finished.rows()
@@ -158,12 +161,12 @@ async def test_four_rules_print_four_created_rows_and_create_four_services(
 
 
 async def test_the_same_rules_again_are_all_unchanged(
-    k8sailor_go: Path, target: str, namespace: str, deployment: dict[str, Any]
+    expose: Expose, deployment: dict[str, Any]
 ) -> None:
-    first = await expose(k8sailor_go, target, namespace, *FOUR_RULES)
+    first = await expose(*FOUR_RULES)
     assert first.code == 0, first
 
-    again = await expose(k8sailor_go, target, namespace, *FOUR_RULES)
+    again = await expose(*FOUR_RULES)
 
     assert again.code == 0, again
     rows = again.rows()
@@ -175,15 +178,9 @@ async def test_the_same_rules_again_are_all_unchanged(
 
 
 async def test_a_structured_spec_with_udp_and_a_named_target_port_as_json(
-    k8sailor_go: Path,
-    target: str,
-    api_client: client.ApiClient,
-    namespace: str,
-    deployment: dict[str, Any],
+    expose: Expose, api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    finished = await expose(
-        k8sailor_go, target, namespace, "--json", "--spec", json.dumps(RESOLVER)
-    )
+    finished = await expose("--json", "--spec", json.dumps(RESOLVER))
 
     assert finished.code == 0, finished
     (line,) = finished.out.splitlines()
@@ -203,13 +200,9 @@ async def test_a_structured_spec_with_udp_and_a_named_target_port_as_json(
 
 
 async def test_a_failing_rule_is_reported_the_others_created_and_exit_1(
-    k8sailor_go: Path,
-    target: str,
-    api_client: client.ApiClient,
-    namespace: str,
-    deployment: dict[str, Any],
+    expose: Expose, api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    finished = await expose(k8sailor_go, target, namespace, "80:8088", "!99999:80:8088")
+    finished = await expose("80:8088", "!99999:80:8088")
 
     assert finished.code == 1, finished
     rows = finished.rows()
@@ -220,23 +213,17 @@ async def test_a_failing_rule_is_reported_the_others_created_and_exit_1(
 
 
 async def test_a_dry_run_reports_created_and_creates_nothing(
-    k8sailor_go: Path,
-    target: str,
-    api_client: client.ApiClient,
-    namespace: str,
-    deployment: dict[str, Any],
+    expose: Expose, api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    finished = await expose(k8sailor_go, target, namespace, "--dry-run", "80:8088")
+    finished = await expose("--dry-run", "80:8088")
 
     assert finished.code == 0, finished
     assert finished.rows()[0][1:3] == ["CREATED", "web"]
     assert await services(api_client, namespace) == {}
 
 
-async def test_a_missing_deployment_exits_2_with_not_found(
-    k8sailor_go: Path, target: str, namespace: str
-) -> None:
-    finished = await expose(k8sailor_go, target, namespace, "80:8088")
+async def test_a_missing_deployment_exits_2_with_not_found(expose: Expose) -> None:
+    finished = await expose("80:8088")
 
     assert finished.code == 2, finished
     assert finished.err.startswith("k8sailor-go: NOT_FOUND: "), finished.err
@@ -248,7 +235,9 @@ async def test_an_unreachable_server_exits_2_with_unavailable(
     k8sailor_go: Path, namespace: str
 ) -> None:
     nobody = f"127.0.0.1:{free_port()}"
-    finished = await expose(k8sailor_go, nobody, namespace, "--timeout", "10s", "80")
+    finished = await run(
+        k8sailor_go, "--server", nobody, "-n", namespace, "web", "--timeout", "10s", "80"
+    )
 
     assert finished.code == 2, finished
     assert finished.err.startswith("k8sailor-go: UNAVAILABLE: "), finished.err
