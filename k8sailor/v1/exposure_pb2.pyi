@@ -101,6 +101,16 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     """The name is taken by a Service that is not ours or not equal; it was left untouched."""
     OUTCOME_FAILED: _Outcome.ValueType  # 5
     """Anything else, such as the API server failing or the deadline passing; see error."""
+    OUTCOME_DENIED: _Outcome.ValueType  # 6
+    """The caller may not do this to a Service of this type; see error for the
+    missing permission. Nothing was changed.
+    """
+    OUTCOME_UPDATED: _Outcome.ValueType  # 7
+    """An existing Service was changed to match the rule; see changes."""
+    OUTCOME_DELETED: _Outcome.ValueType  # 8
+    """The Service was deleted (or, for a dry run, would be)."""
+    OUTCOME_NOT_FOUND: _Outcome.ValueType  # 9
+    """There is no Service of that name."""
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
     """Outcome is what became of one rule."""
@@ -117,6 +127,16 @@ OUTCOME_CONFLICT: Outcome.ValueType  # 4
 """The name is taken by a Service that is not ours or not equal; it was left untouched."""
 OUTCOME_FAILED: Outcome.ValueType  # 5
 """Anything else, such as the API server failing or the deadline passing; see error."""
+OUTCOME_DENIED: Outcome.ValueType  # 6
+"""The caller may not do this to a Service of this type; see error for the
+missing permission. Nothing was changed.
+"""
+OUTCOME_UPDATED: Outcome.ValueType  # 7
+"""An existing Service was changed to match the rule; see changes."""
+OUTCOME_DELETED: Outcome.ValueType  # 8
+"""The Service was deleted (or, for a dry run, would be)."""
+OUTCOME_NOT_FOUND: Outcome.ValueType  # 9
+"""There is no Service of that name."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final

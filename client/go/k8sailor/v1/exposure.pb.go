@@ -161,6 +161,15 @@ const (
 	Outcome_OUTCOME_CONFLICT Outcome = 4
 	// Anything else, such as the API server failing or the deadline passing; see error.
 	Outcome_OUTCOME_FAILED Outcome = 5
+	// The caller may not do this to a Service of this type; see error for the
+	// missing permission. Nothing was changed.
+	Outcome_OUTCOME_DENIED Outcome = 6
+	// An existing Service was changed to match the rule; see changes.
+	Outcome_OUTCOME_UPDATED Outcome = 7
+	// The Service was deleted (or, for a dry run, would be).
+	Outcome_OUTCOME_DELETED Outcome = 8
+	// There is no Service of that name.
+	Outcome_OUTCOME_NOT_FOUND Outcome = 9
 )
 
 // Enum value maps for Outcome.
@@ -172,6 +181,10 @@ var (
 		3: "OUTCOME_INVALID",
 		4: "OUTCOME_CONFLICT",
 		5: "OUTCOME_FAILED",
+		6: "OUTCOME_DENIED",
+		7: "OUTCOME_UPDATED",
+		8: "OUTCOME_DELETED",
+		9: "OUTCOME_NOT_FOUND",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED": 0,
@@ -180,6 +193,10 @@ var (
 		"OUTCOME_INVALID":     3,
 		"OUTCOME_CONFLICT":    4,
 		"OUTCOME_FAILED":      5,
+		"OUTCOME_DENIED":      6,
+		"OUTCOME_UPDATED":     7,
+		"OUTCOME_DELETED":     8,
+		"OUTCOME_NOT_FOUND":   9,
 	}
 )
 
@@ -738,14 +755,18 @@ const file_k8sailor_v1_exposure_proto_rawDesc = "" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
 	"\fPROTOCOL_UDP\x10\x02\x12\x11\n" +
-	"\rPROTOCOL_SCTP\x10\x03*\x8d\x01\n" +
+	"\rPROTOCOL_SCTP\x10\x03*\xe2\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_CREATED\x10\x01\x12\x15\n" +
 	"\x11OUTCOME_UNCHANGED\x10\x02\x12\x13\n" +
 	"\x0fOUTCOME_INVALID\x10\x03\x12\x14\n" +
 	"\x10OUTCOME_CONFLICT\x10\x04\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x052n\n" +
+	"\x0eOUTCOME_FAILED\x10\x05\x12\x12\n" +
+	"\x0eOUTCOME_DENIED\x10\x06\x12\x13\n" +
+	"\x0fOUTCOME_UPDATED\x10\a\x12\x13\n" +
+	"\x0fOUTCOME_DELETED\x10\b\x12\x15\n" +
+	"\x11OUTCOME_NOT_FOUND\x10\t2n\n" +
 	"\x0fExposureService\x12[\n" +
 	"\x0eCreateServices\x12\".k8sailor.v1.CreateServicesRequest\x1a#.k8sailor.v1.CreateServicesResponse0\x01B?Z=github.com/k8sailor/k8sailor/client/go/k8sailor/v1;k8sailorv1b\x06proto3"
 
