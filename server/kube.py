@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from kubernetes_asyncio import client, config
@@ -25,6 +26,36 @@ from server.errors import KubeError, from_api_exception, from_response, from_tra
 Json = dict[str, Any]
 
 
+class CallObserver(Protocol):
+    """Told about every API call as it happens: metrics, tracing and tests plug in here.
+
+    One attempt is one call_started and one call_finished; a call that is tried again also
+    gets call_retried (with why) before its next attempt. verb is the Kubernetes verb (get,
+    list, watch, create, patch, delete), resource the plural ("services"), code the HTTP
+    status as text, or "error"/"timeout" when no answer came. Methods must not block or raise:
+    they run on the request's path.
+    """
+
+    def call_started(self, verb: str, resource: str) -> None: ...
+
+    def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None: ...
+
+    def call_retried(self, verb: str, resource: str, reason: str) -> None: ...
+
+
+class NoObserver:
+    """The default CallObserver: notices nothing."""
+
+    def call_started(self, verb: str, resource: str) -> None:
+        pass
+
+    def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        pass
+
+    def call_retried(self, verb: str, resource: str, reason: str) -> None:
+        pass
+
+
 class Kube:
     """Reads Deployments and creates Services, with a bound on calls in flight.
 
@@ -33,7 +64,13 @@ class Kube:
     fairness would otherwise answer with 429s.
     """
 
-    def __init__(self, api: client.ApiClient, *, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        max_in_flight: int,
+        observer: CallObserver | None = None,
+    ) -> None:
         rest = api.rest_client
         # kubernetes_asyncio opens its aiohttp session with trust_env=True, so aiohttp looks
         # for ~/.netrc and the proxy variables in a worker thread before every single request:
@@ -45,15 +82,21 @@ class Kube:
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._observer: CallObserver = observer or NoObserver()
 
     async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
         return await self._call(
-            self._apps.read_namespaced_deployment, name, namespace, timeout=timeout
+            "get",
+            "deployments",
+            self._apps.read_namespaced_deployment,
+            name,
+            namespace,
+            timeout=timeout,
         )
 
     async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json:
         return await self._call(
-            self._core.read_namespaced_service, name, namespace, timeout=timeout
+            "get", "services", self._core.read_namespaced_service, name, namespace, timeout=timeout
         )
 
     async def create_service(
@@ -61,28 +104,46 @@ class Kube:
     ) -> Json:
         extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         return await self._call(
-            self._core.create_namespaced_service, namespace, manifest, timeout=timeout, **extra
+            "create",
+            "services",
+            self._core.create_namespaced_service,
+            namespace,
+            manifest,
+            timeout=timeout,
+            **extra,
         )
 
     async def _call(
         self,
+        verb: str,
+        resource: str,
         method: Callable[..., Awaitable[Any]],
         *args: Any,
         timeout: float | None,
         **kwargs: Any,
     ) -> Json:
         async with self._slots:
+            self._observer.call_started(verb, resource)
+            started = time.monotonic()
+            code = "error"
             try:
                 response = await method(
                     *args, _preload_content=False, _request_timeout=timeout, **kwargs
                 )
                 async with response:
                     status: int = response.status
+                    code = str(status)
                     body: bytes = await response.read()
             except ApiException as error:
+                code = str(error.status) if error.status else "error"
                 raise from_api_exception(error) from error
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+                code = "timeout"
                 raise from_transport(error) from error
+            except (aiohttp.ClientError, OSError) as error:
+                raise from_transport(error) from error
+            finally:
+                self._observer.call_finished(verb, resource, code, time.monotonic() - started)
         if not 200 <= status < 300:
             raise from_response(status, body)
         try:
