@@ -14,7 +14,7 @@ import os
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -81,6 +81,8 @@ class Kube:
         rest.pool_manager._trust_env = False
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
+        self._authentication = client.AuthenticationV1Api(api)
+        self._authorization = client.AuthorizationV1Api(api)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._observer: CallObserver = observer or NoObserver()
 
@@ -153,6 +155,41 @@ class Kube:
         if not isinstance(decoded, dict):
             raise KubeError(f"unexpected answer from the API server: {body[:200]!r}")
         return decoded
+
+    # Reviews for server.auth: who a bearer token belongs to, and what a caller may do. Both
+    # are creates that store nothing; k8sailor's identity needs `create` on each resource.
+
+    async def create_token_review(
+        self, token: str, audiences: Sequence[str], *, timeout: float | None
+    ) -> Json:
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": list(audiences)},
+        }
+        return await self._call(
+            "create",
+            "tokenreviews",
+            self._authentication.create_token_review,
+            body,
+            timeout=timeout,
+        )
+
+    async def create_subject_access_review(
+        self, spec: Mapping[str, Any], *, timeout: float | None
+    ) -> Json:
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": dict(spec),
+        }
+        return await self._call(
+            "create",
+            "subjectaccessreviews",
+            self._authorization.create_subject_access_review,
+            body,
+            timeout=timeout,
+        )
 
 
 async def load_api_client(
