@@ -1,0 +1,135 @@
+"""What a caller may do, asked of the API server with SubjectAccessReviews.
+
+Kubernetes RBAC is the policy: k8sailor asks whether the caller may
+
+    verb: create   group: k8sailor.io   resource: services   subresource: <type>
+    namespace: <the request's namespace>   name: <the Deployment>
+
+for each Service type a request uses, and grants exactly what the cluster says. The resource
+exists only in RBAC rules (no CRD is needed: RBAC matches names, it does not look them up).
+
+Answers are remembered per caller, namespace, Deployment and type: an allow for `allowed_ttl`
+seconds (60 by default, so a revoked RoleBinding stops working within a minute) and a denial
+for `denied_ttl` (10, so a new grant is honoured within seconds), as kube-apiserver's webhook
+authorizer does with longer defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from server.auth.cache import ReviewCache, Timed
+from server.auth.errors import AuthUnavailable
+from server.auth.identity import Caller
+from server.errors import KubeError
+from server.kube import Kube
+from server.rules import ServiceType
+
+API_GROUP = "k8sailor.io"
+RESOURCE = "services"
+VERB = "create"
+
+SUBRESOURCES: dict[ServiceType, str] = {
+    ServiceType.CLUSTER_IP: "clusterip",
+    ServiceType.HEADLESS: "headless",
+    ServiceType.NODE_PORT: "nodeport",
+    ServiceType.LOAD_BALANCER: "loadbalancer",
+    ServiceType.EXTERNAL_NAME: "externalname",
+}
+
+
+def permission(type_: ServiceType, namespace: str, deployment: str) -> str:
+    """The permission a rule of this type needs, as a person would grant it."""
+    return (
+        f"{VERB} {RESOURCE}/{SUBRESOURCES[type_]} in API group {API_GROUP} in namespace "
+        f'"{namespace}" (resourceName "{deployment}")'
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str = ""  # the authorizer's own words, when it gave any
+
+
+_Key = tuple[str, tuple[str, ...], str, tuple[tuple[str, tuple[str, ...]], ...], str, str, str]
+
+
+class AccessReviewer:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        allowed_ttl: float = 60.0,
+        denied_ttl: float = 10.0,
+        timeout: float = 10.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._kube = kube
+        self._allowed_ttl = allowed_ttl
+        self._denied_ttl = denied_ttl
+        self._timeout = timeout
+        self.cache: ReviewCache[_Key, Decision] = (
+            ReviewCache(max_entries=max_entries)
+            if clock is None
+            else ReviewCache(max_entries=max_entries, clock=clock)
+        )
+
+    async def decide(
+        self, caller: Caller, namespace: str, deployment: str, types: Iterable[ServiceType]
+    ) -> dict[ServiceType, Decision]:
+        """One decision per type, the reviews that are not cached made concurrently."""
+        wanted = sorted(set(types))
+        decisions = await asyncio.gather(
+            *(self._decide(caller, namespace, deployment, type_) for type_ in wanted)
+        )
+        return dict(zip(wanted, decisions, strict=True))
+
+    async def _decide(
+        self, caller: Caller, namespace: str, deployment: str, type_: ServiceType
+    ) -> Decision:
+        extra = tuple(sorted((key, tuple(values)) for key, values in caller.extra.items()))
+        subresource = SUBRESOURCES[type_]
+        key: _Key = (
+            caller.user, caller.groups, caller.uid, extra, namespace, deployment, subresource
+        )  # fmt: skip
+        return await self.cache.get(
+            key, lambda: self._review(caller, namespace, deployment, subresource)
+        )
+
+    async def _review(
+        self, caller: Caller, namespace: str, deployment: str, subresource: str
+    ) -> Timed[Decision]:
+        spec: dict[str, Any] = {
+            "user": caller.user,
+            "groups": list(caller.groups),
+            "resourceAttributes": {
+                "namespace": namespace,
+                "verb": VERB,
+                "group": API_GROUP,
+                "resource": RESOURCE,
+                "subresource": subresource,
+                "name": deployment,
+            },
+        }
+        if caller.uid:
+            spec["uid"] = caller.uid
+        if caller.extra:
+            spec["extra"] = {key: list(values) for key, values in caller.extra.items()}
+        try:
+            review = await self._kube.create_subject_access_review(spec, timeout=self._timeout)
+        except KubeError as error:
+            raise AuthUnavailable(
+                f"the API server could not be asked what {caller.user} may do: {error.message}"
+            ) from error
+        status: dict[str, Any] = review.get("status") or {}
+        # Anything but an explicit allow is a denial: an authorizer with no opinion, or one
+        # that failed (evaluationError), grants nothing.
+        allowed = status.get("allowed") is True and status.get("denied") is not True
+        reason = str(status.get("reason") or status.get("evaluationError") or "")
+        ttl = self._allowed_ttl if allowed else self._denied_ttl
+        return Timed(Decision(allowed=allowed, reason=reason), ttl)

@@ -1,0 +1,190 @@
+"""Who is calling and what it may do, for the servicer: the only part of server.auth that
+knows gRPC.
+
+The servicer asks `authenticate(context)` first, before it looks at the request, and then
+`permissions(...)` with the Service types the request uses; the answer goes to the exposer as
+plain data (server.exposer.Permissions). A caller allowed none of those types is refused here
+(Forbidden), before anything in the cluster is read.
+
+Identity, the first that applies (see the README):
+  1. a client certificate verified against --client-ca-file: its SPIFFE ID, else CN and O;
+  2. `authorization: Bearer <token>` metadata over TLS, checked with a TokenReview;
+  3. with --trust-forwarded-client-cert, the SPIFFE URI of x-forwarded-client-cert, from a
+     loopback peer (the mesh sidecar in our pod) only.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import urllib.parse
+from collections.abc import Collection
+from typing import Any
+
+import grpc
+
+from server.auth.access import AccessReviewer, permission
+from server.auth.errors import Forbidden, Unauthenticated
+from server.auth.identity import (
+    ANONYMOUS,
+    Caller,
+    IdentityError,
+    Method,
+    forwarded_client_uri,
+    from_certificate,
+    from_spiffe_id,
+)
+from server.auth.settings import Authorization, AuthSettings
+from server.auth.tokens import TokenReviewer
+from server.exposer import Permissions
+from server.kube import Kube
+from server.rules import ServiceType
+
+FORWARDED_CLIENT_CERT = "x-forwarded-client-cert"
+# Forwarded headers longer than this are refused before they are parsed (Envoy's element for
+# one client is a few hundred bytes, more with Cert= or Chain= which we do not use).
+MAX_FORWARDED_BYTES = 16384
+
+
+class AccessControl:
+    def __init__(self, kube: Kube, settings: AuthSettings) -> None:
+        self._required = settings.mode is Authorization.RBAC
+        self._tls = settings.tls
+        self._mutual = settings.client_ca_file is not None
+        self._trust_forwarded = settings.trust_forwarded_client_cert
+        self._audiences = settings.token_audiences
+        self.tokens = TokenReviewer(kube, settings.token_audiences, max_ttl=settings.token_ttl)
+        self.access = AccessReviewer(
+            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl
+        )
+
+    @property
+    def authorizing(self) -> bool:
+        """Whether calls are authorized (and so must be authenticated)."""
+        return self._required
+
+    async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The caller, or Unauthenticated (only when authorization needs an identity)."""
+        try:
+            return await self._authenticate(context)
+        except IdentityError as error:
+            raise Unauthenticated(str(error)) from error
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        auth = context.auth_context()
+        if not self._required:
+            # Nothing is decided by identity: name the caller in the log if it is easy.
+            try:
+                pems = list(auth.get("x509_pem_cert", ()))
+                return (_certificate_caller(pems[0]) if pems else None) or ANONYMOUS
+            except IdentityError:
+                return ANONYMOUS
+        for pem in list(auth.get("x509_pem_cert", ()))[:1]:
+            caller = _certificate_caller(pem)
+            if caller is not None:
+                return caller
+        metadata = context.invocation_metadata() or ()
+        tokens = [_text(value) for key, value in metadata if key == "authorization"]
+        encrypted = _tls(auth)
+        if len(tokens) > 1:
+            raise Unauthenticated("more than one authorization header: send exactly one")
+        if tokens and encrypted:
+            scheme, _, token = tokens[0].partition(" ")
+            if scheme.lower() != "bearer":
+                raise Unauthenticated(
+                    f"authorization metadata must be 'Bearer <token>', not {scheme[:20]!r} ..."
+                )
+            return await self.tokens.review(token.strip())
+        if self._trust_forwarded:
+            forwarded = [_text(value) for key, value in metadata if key == FORWARDED_CLIENT_CERT]
+            if forwarded and _is_loopback_peer(context.peer()):
+                return _forwarded_caller(",".join(forwarded))
+        raise Unauthenticated(self._expected(token_refused=bool(tokens) and not encrypted))
+
+    def _expected(self, *, token_refused: bool) -> str:
+        ways = []
+        if self._mutual:
+            ways.append("a client certificate from the client CA (a SPIFFE ID, or CN and O)")
+        if self._tls:
+            audiences = ", ".join(self._audiences)
+            ways.append(
+                f"'authorization: Bearer <token>' metadata with a Kubernetes token for "
+                f"audience {audiences}"
+            )
+        if self._trust_forwarded:
+            ways.append("an x-forwarded-client-cert header from the mesh sidecar (loopback)")
+        message = "this server needs to know who is calling: send " + ", or ".join(ways)
+        if token_refused:
+            message += "; a bearer token was sent over plaintext and ignored (TLS only)"
+        return message
+
+    async def permissions(
+        self, caller: Caller, namespace: str, deployment: str, types: Collection[ServiceType]
+    ) -> Permissions | None:
+        """What the caller may create here; None when authorization is off.
+
+        Raises Forbidden when the request uses Service types and the caller may create none of
+        them, and AuthUnavailable when the API server could not be asked.
+        """
+        if not self._required:
+            return None
+        if not types:
+            return Permissions(denied={})
+        decisions = await self.access.decide(caller, namespace, deployment, types)
+        denied = {
+            type_: f"{caller.user} may not {permission(type_, namespace, deployment)}"
+            for type_, decision in decisions.items()
+            if not decision.allowed
+        }
+        if len(denied) == len(decisions):
+            needed = "; ".join(permission(type_, namespace, deployment) for type_ in decisions)
+            raise Forbidden(
+                f"{caller.user} may create none of the Service types this request asks for: "
+                f"it needs {needed}"
+            )
+        return Permissions(denied=denied)
+
+
+@functools.lru_cache(maxsize=1024)
+def _certificate_caller(pem: bytes) -> Caller | None:
+    """Parsing a certificate costs more than a whole cached authorization: callers reuse
+    theirs across calls, so remember the last few hundred."""
+    return from_certificate(pem)
+
+
+def _forwarded_caller(header: str) -> Caller:
+    if len(header) > MAX_FORWARDED_BYTES:
+        raise Unauthenticated(
+            f"x-forwarded-client-cert is {len(header)} bytes, more than {MAX_FORWARDED_BYTES}"
+        )
+    uri = forwarded_client_uri(header)
+    caller = from_spiffe_id(uri, Method.FORWARDED) if uri else None
+    if caller is None:
+        raise Unauthenticated(
+            f"x-forwarded-client-cert names no Kubernetes SPIFFE ID "
+            f"(spiffe://<trust-domain>/ns/<namespace>/sa/<name>): URI={uri!r}"
+        )
+    return caller
+
+
+def _tls(auth: dict[str, list[bytes]] | Any) -> bool:
+    return b"ssl" in auth.get("transport_security_type", ())
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _is_loopback_peer(peer: str) -> bool:
+    """Whether a gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000") is loopback."""
+    kind, _, address = urllib.parse.unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
