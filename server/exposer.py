@@ -26,6 +26,7 @@ from server.rules import (
     Protocol,
     RuleError,
     ServiceRule,
+    ServiceType,
     check_rule,
     dns1123_label_problem,
     dns1123_subdomain_problem,
@@ -48,6 +49,7 @@ class Outcome(enum.Enum):
     INVALID = "INVALID"
     CONFLICT = "CONFLICT"
     FAILED = "FAILED"
+    DENIED = "DENIED"  # the caller may not create a Service of this rule's type here
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,15 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Permissions:
+    """What the caller may create, decided before the request reaches the exposer (by
+    server.auth): each Service type it may not create, with the permission it lacks, in words
+    for the rule's error. Types not listed are allowed."""
+
+    denied: Mapping[ServiceType, str]
+
+
+@dataclass(frozen=True, slots=True)
 class ExposeRequest:
     """A request in domain terms: each rule is compact text, a structured rule still to be
     checked, or the RuleError that turning its protobuf spec into a rule already raised."""
@@ -99,6 +110,8 @@ class ExposeRequest:
     deployment: str
     rules: Sequence[str | ServiceRule | RuleError]
     dry_run: bool = False
+    # None: no authorization (every type allowed). See Permissions.
+    permissions: Permissions | None = None
 
 
 class Exposer:
@@ -131,6 +144,13 @@ class Exposer:
                 f"({self._settings.max_rules}); split them over several requests"
             )
 
+    def rule_types(self, request: ExposeRequest) -> frozenset[ServiceType]:
+        """The Service types the request's valid rules ask for: what authorization decides
+        on. Checks the request first (BadRequest), so an oversized one costs nothing."""
+        self.check(request)
+        parsed = (self._parse(index, rule) for index, rule in enumerate(request.rules))
+        return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
+
     async def expose(
         self, request: ExposeRequest, *, deadline: float | None = None
     ) -> AsyncGenerator[RuleResult, None]:
@@ -144,6 +164,34 @@ class Exposer:
         started = loop.time()
         parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
         texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
+        # Rules of a type the caller may not create: index -> the permission it lacks.
+        denied: dict[int, str] = {}
+        if request.permissions is not None:
+            lacking = request.permissions.denied
+            denied = {
+                index: lacking[rule.type]
+                for index, rule in enumerate(parsed)
+                if isinstance(rule, ServiceRule) and rule.type in lacking
+            }
+            # Under authorization the caller learns nothing of the Deployment (not even
+            # whether it exists) unless some rule of its may go ahead.
+            if all(
+                isinstance(rule, RuleError) or index in denied for index, rule in enumerate(parsed)
+            ):
+                for index, rule in enumerate(parsed):
+                    yield (
+                        _invalid(rule)
+                        if isinstance(rule, RuleError)
+                        else _denied(index, texts[index], denied[index])
+                    )
+                return
+            # Denied rules are not built: they must not take a name from an allowed rule.
+            parsed = [
+                RuleError(index, texts[index], "type", None, denied[index])
+                if index in denied
+                else rule
+                for index, rule in enumerate(parsed)
+            ]
         deployment = await self._read_deployment(request, _remaining(loop, deadline))
         # Errors found while building point at the caller's own text (columns), or at field
         # paths for structured specs (None).
@@ -157,6 +205,9 @@ class Exposer:
         finished: asyncio.Queue[asyncio.Task[RuleResult]] = asyncio.Queue()
         try:
             for index, manifest in enumerate(manifests):
+                if index in denied:
+                    yield _denied(index, texts[index], denied[index])
+                    continue
                 if isinstance(manifest, RuleError):
                     yield _invalid(manifest)
                     continue
@@ -312,6 +363,12 @@ def _invalid(error: RuleError) -> RuleResult:
         outcome=Outcome.INVALID,
         error=str(error),
         reason="RuleInvalid",
+    )
+
+
+def _denied(index: int, text: str, missing: str) -> RuleResult:
+    return RuleResult(
+        index=index, rule=text, outcome=Outcome.DENIED, error=missing, reason="Forbidden"
     )
 
 
