@@ -18,6 +18,9 @@ from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
+from server.auth.gate import AccessControl
+from server.auth.settings import AuthSettings
+from server.auth.tls import ReloadingCertificates
 from server.exposer import Exposer, Settings
 from server.kube import Kube
 from server.servicer import ExposureServicer
@@ -32,6 +35,7 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     max_in_flight: int = 32
     settings: Settings = field(default_factory=Settings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,16 @@ class RunningServer:
 
 async def start_server(api: client.ApiClient, config: ServerConfig) -> RunningServer:
     """Start serving on config.listen (port 0 picks a free one; see RunningServer.port)."""
+    problems = config.auth.problems(config.listen)
+    if problems:
+        raise ValueError("; ".join(problems))
+    for warning in config.auth.warnings(config.listen):
+        log.warning("%s", warning)
     kube = Kube(api, max_in_flight=config.max_in_flight)
     server = grpc.aio.server()
+    access = AccessControl(kube, config.auth)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
-        ExposureServicer(Exposer(kube, config.settings)), server
+        ExposureServicer(Exposer(kube, config.settings), access), server
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -60,7 +70,14 @@ async def start_server(api: client.ApiClient, config: ServerConfig) -> RunningSe
          reflection.SERVICE_NAME],
         server,
     )  # fmt: skip
-    port = server.add_insecure_port(config.listen)
+    auth = config.auth
+    if auth.tls_cert_file is not None and auth.tls_private_key_file is not None:
+        certificates = ReloadingCertificates(
+            auth.tls_cert_file, auth.tls_private_key_file, auth.client_ca_file
+        )
+        port = server.add_secure_port(config.listen, certificates.credentials())
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()

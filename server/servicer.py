@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -14,6 +15,9 @@ from google.protobuf import text_format
 
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
+from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
+from server.auth.gate import AccessControl
+from server.auth.identity import ANONYMOUS, Caller
 from server.errors import KubeError, KubeForbidden, KubeUnavailable
 from server.exposer import (
     BadRequest,
@@ -54,6 +58,7 @@ _OUTCOMES = {
     Outcome.INVALID: pb.OUTCOME_INVALID,
     Outcome.CONFLICT: pb.OUTCOME_CONFLICT,
     Outcome.FAILED: pb.OUTCOME_FAILED,
+    Outcome.DENIED: pb.OUTCOME_DENIED,
 }
 
 
@@ -140,6 +145,12 @@ def result_to_proto(result: RuleResult) -> pb.CreateServicesResponse:
 
 def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for a request-level failure."""
+    if isinstance(error, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(error)
+    if isinstance(error, Forbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, str(error)
+    if isinstance(error, AuthUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
     if isinstance(error, BadRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, DeploymentNotFound):
@@ -156,8 +167,10 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class ExposureServicer(pb_grpc.ExposureServiceServicer):
-    def __init__(self, exposer: Exposer) -> None:
+    def __init__(self, exposer: Exposer, access: AccessControl | None = None) -> None:
+        """access None: no authentication and no authorization at all."""
         self._exposer = exposer
+        self._access = access
 
     # The handler writes through context.write() rather than being an async generator, so that
     # leaving the `async with` closes the exposer's generator - and cancels its tasks - at once
@@ -178,12 +191,24 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         results: list[RuleResult] = []
         status, message = grpc.StatusCode.OK, ""
+        caller = ANONYMOUS
         try:
+            if self._access is not None:
+                # Who is asking comes first; what it may do depends on the rules' types.
+                caller = await self._access.authenticate(context)
+                if self._access.authorizing:
+                    permissions = await self._access.permissions(
+                        caller,
+                        domain.namespace,
+                        domain.deployment,
+                        self._exposer.rule_types(domain),
+                    )
+                    domain = dataclasses.replace(domain, permissions=permissions)
             async with contextlib.aclosing(self._exposer.expose(domain, deadline=deadline)) as run:
                 async for result in run:
                     results.append(result)
                     await context.write(result_to_proto(result))
-        except (RequestError, KubeError) as error:
+        except (RequestError, KubeError, AuthError) as error:
             status, message = status_for(error)
         except asyncio.CancelledError:
             status, message = grpc.StatusCode.CANCELLED, "the caller went away"
@@ -192,13 +217,14 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
             log.exception("CreateServices failed unexpectedly")
             status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
         finally:
-            _log_request(domain, results, status, message, time.monotonic() - started)
+            _log_request(domain, caller, results, status, message, time.monotonic() - started)
         if status is not grpc.StatusCode.OK:
             await context.abort(status, message)
 
 
 def _log_request(
     request: ExposeRequest,
+    caller: Caller,
     results: list[RuleResult],
     status: grpc.StatusCode,
     message: str,
@@ -208,6 +234,12 @@ def _log_request(
     counts = Counter(result.outcome.value for result in results)
     line = {
         "event": "CreateServices",
+        "user": caller.user,
+        "groups": list(caller.groups),
+        "authn": caller.method.value,
+        # Denied as a whole (PERMISSION_DENIED) or for some rules (DENIED results).
+        "denied": status is grpc.StatusCode.PERMISSION_DENIED
+        or any(result.outcome is Outcome.DENIED for result in results),
         "namespace": request.namespace,
         "deployment": request.deployment,
         "rules": len(request.rules),
