@@ -5,7 +5,16 @@ async with connect("127.0.0.1:50051") as k8sailor:
         print(result.index, result.outcome.name, result.service_name)
 """
 
-from client.connection import Client, Outcome, Port, RequestFailed, Result, connect
+from client.connection import (
+    Client,
+    Outcome,
+    Port,
+    RequestFailed,
+    Result,
+    TokenFile,
+    channel_credentials,
+    connect,
+)
 from k8sailor.v1.exposure_pb2 import Protocol, ServicePort, ServiceSpec, ServiceType
 
 __all__ = [
@@ -18,5 +27,7 @@ __all__ = [
     "ServicePort",
     "ServiceSpec",
     "ServiceType",
+    "TokenFile",
+    "channel_credentials",
     "connect",
 ]

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from client.connection import RequestFailed, Result, connect
@@ -70,7 +71,20 @@ def format_json(result: Result) -> str:
 async def expose(args: argparse.Namespace, out: TextIO) -> int:
     failed = printed = 0
     try:
-        async with connect(args.server) as client:
+        root_certificates = _read(args.ca_file, "--ca-file")
+        certificate_chain = _read(args.cert_file, "--cert-file")
+        private_key = _read(args.key_file, "--key-file")
+    except OSError as error:
+        print(f"k8sailor: {error}", file=sys.stderr)
+        return 2
+    try:
+        async with connect(
+            args.server,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token_file=args.token_file,
+        ) as client:
             async for result in client.create_services(
                 args.deployment,
                 args.rules,
@@ -88,7 +102,19 @@ async def expose(args: argparse.Namespace, out: TextIO) -> int:
     except RequestFailed as error:
         print(f"k8sailor: {error.code.name}: {error.details}", file=sys.stderr)
         return 2
+    except ValueError as error:  # TLS options that do not fit together
+        print(f"k8sailor: {error}", file=sys.stderr)
+        return 2
     return 1 if failed else 0
+
+
+def _read(path: str | None, flag: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise OSError(f"{flag} {path}: {error.strerror or error}") from error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,6 +135,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("K8SAILOR_SERVER", "127.0.0.1:50051"),
         help="host:port of k8sailor-server (default $K8SAILOR_SERVER or 127.0.0.1:50051)",
     )
+    for flag, env, meaning in (
+        ("--ca-file", "CA_FILE", "PEM CA bundle that signed the server's certificate (TLS)"),
+        ("--cert-file", "CERT_FILE", "PEM client certificate, for mutual TLS"),
+        ("--key-file", "KEY_FILE", "PEM private key of --cert-file"),
+        ("--token-file", "TOKEN_FILE", "file with a bearer token, read for each call (TLS)"),
+    ):
+        expose_parser.add_argument(
+            flag,
+            default=os.environ.get(f"K8SAILOR_{env}") or None,
+            metavar="FILE",
+            help=f"{meaning}; default $K8SAILOR_{env}",
+        )
     expose_parser.add_argument("--json", action="store_true", help="one JSON object per line")
     expose_parser.add_argument(
         "--timeout", type=float, default=30.0, help="deadline in seconds (default 30)"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -21,6 +23,7 @@ class Outcome(enum.Enum):
     INVALID = pb.OUTCOME_INVALID
     CONFLICT = pb.OUTCOME_CONFLICT
     FAILED = pb.OUTCOME_FAILED
+    DENIED = pb.OUTCOME_DENIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +135,76 @@ class Client:
             call.cancel()
 
 
+class TokenFile(grpc.AuthMetadataPlugin):
+    """Sends `authorization: Bearer <token>` read from a file at every call: projected
+    ServiceAccount tokens are rotated by the kubelet, so a token read once goes stale."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+
+    def __call__(
+        self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback
+    ) -> None:
+        try:
+            token = self._path.read_text().strip()
+        except OSError as error:
+            callback((), OSError(f"token file {self._path}: {error.strerror or error}"))
+            return
+        if not token:
+            callback((), ValueError(f"token file {self._path} is empty"))
+            return
+        callback((("authorization", f"Bearer {token}"),), None)
+
+
+def channel_credentials(
+    *,
+    root_certificates: bytes | None = None,
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
+    token_file: str | os.PathLike[str] | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials (mutual when a certificate and key are given, the system's roots when
+    root_certificates is None), with a bearer token from token_file on every call; None when
+    nothing is given (plaintext). A token is never sent without TLS."""
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("a client certificate and its private key go together: give both")
+    tls = any(value is not None for value in (root_certificates, certificate_chain, private_key))
+    if not tls and token_file is None:
+        return None
+    credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+    if token_file is not None:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.metadata_call_credentials(TokenFile(token_file), name="token-file")
+        )
+    return credentials
+
+
 @asynccontextmanager
 async def connect(
-    target: str, *, credentials: grpc.ChannelCredentials | None = None
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    root_certificates: bytes | None = None,
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
+    token_file: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Client]:
-    """A client over one channel to target ("host:port"), closed when the block ends."""
+    """A client over one channel to target ("host:port"), closed when the block ends.
+
+    Plaintext unless TLS is asked for: root_certificates (PEM) to verify the server,
+    certificate_chain and private_key (PEM) for mutual TLS, token_file for a bearer token read
+    again for every call (TLS with the system's roots when no root_certificates are given).
+    Or pass ready-made grpc credentials instead.
+    """
+    built = channel_credentials(
+        root_certificates=root_certificates,
+        certificate_chain=certificate_chain,
+        private_key=private_key,
+        token_file=token_file,
+    )
+    if built is not None and credentials is not None:
+        raise ValueError("give either credentials or the TLS and token arguments, not both")
+    credentials = credentials or built
     channel = (
         grpc.aio.secure_channel(target, credentials)
         if credentials is not None
