@@ -36,7 +36,8 @@ type Client struct {
 // Dial returns a Client for target ("host:port", or any gRPC target name). Like
 // grpc.NewClient it does not connect yet: an unreachable server shows up as an
 // UNAVAILABLE error from the first call. The connection is plaintext unless opts
-// carry grpc.WithTransportCredentials; later options override earlier ones.
+// carry WithTLS (or grpc.WithTransportCredentials); later options override earlier
+// ones. WithTokenFile adds a bearer token to every call.
 func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	all := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
 	conn, err := grpc.NewClient(target, all...)

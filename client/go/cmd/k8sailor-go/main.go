@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -51,6 +52,9 @@ A --spec is a k8sailor.v1.ServiceSpec in protobuf JSON, for example
   --spec '{"name":"resolver","type":"SERVICE_TYPE_CLUSTER_IP",
            "ports":[{"port":53,"targetPortName":"dns","protocol":"PROTOCOL_UDP"}]}'
 
+TLS: --ca-file verifies the server; --cert-file and --key-file add a client
+certificate (mutual TLS); --token-file sends a bearer token, read for every call.
+
 Exit status: 0 all rules created or unchanged, 1 some rule was not,
 2 the request failed (gRPC status on stderr) or the command line is wrong.
 
@@ -73,6 +77,8 @@ type options struct {
 	json       bool
 	timeout    time.Duration
 	rules      []*k8sailorv1.Rule
+	// TLS and the caller's identity; empty means not given.
+	caFile, certFile, keyFile, tokenFile string
 }
 
 // ruleList collects rules in command-line order: --spec values and positional arguments
@@ -160,6 +166,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&opts.json, "json", false, "print each result as one line of protobuf JSON")
 	fs.Var(durationFlag{&opts.timeout}, "timeout", "deadline for the whole request: a `duration` such as 30s, or seconds such as 2.5")
 	fs.Var(specFlag{list}, "spec", "a structured rule: k8sailor.v1.ServiceSpec as protobuf `JSON` (repeatable)")
+	fs.StringVar(&opts.caFile, "ca-file", os.Getenv("K8SAILOR_CA_FILE"), "PEM CA bundle that signed the server's certificate: use TLS; $K8SAILOR_CA_FILE sets the default")
+	fs.StringVar(&opts.certFile, "cert-file", os.Getenv("K8SAILOR_CERT_FILE"), "PEM client certificate for mutual TLS; $K8SAILOR_CERT_FILE sets the default")
+	fs.StringVar(&opts.keyFile, "key-file", os.Getenv("K8SAILOR_KEY_FILE"), "PEM private key of --cert-file; $K8SAILOR_KEY_FILE sets the default")
+	fs.StringVar(&opts.tokenFile, "token-file", os.Getenv("K8SAILOR_TOKEN_FILE"), "`file` with a bearer token, read for each call (TLS only); $K8SAILOR_TOKEN_FILE sets the default")
 
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -194,6 +204,23 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	return opts, nil
 }
 
+// dialOptions: plaintext unless a TLS file or a token file is given; TLS with the system's
+// roots when only --token-file or a client certificate is.
+func (o *options) dialOptions() ([]grpc.DialOption, error) {
+	if o.caFile == "" && o.certFile == "" && o.keyFile == "" && o.tokenFile == "" {
+		return nil, nil
+	}
+	transport, err := k8sailor.WithTLS(o.caFile, o.certFile, o.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	all := []grpc.DialOption{transport}
+	if o.tokenFile != "" {
+		all = append(all, k8sailor.WithTokenFile(o.tokenFile))
+	}
+	return all, nil
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -207,7 +234,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitRequestFailed
 	}
 
-	client, err := k8sailor.Dial(opts.server)
+	dialOptions, err := opts.dialOptions()
+	if err != nil {
+		fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
+		return exitRequestFailed
+	}
+	client, err := k8sailor.Dial(opts.server, dialOptions...)
 	if err != nil {
 		fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
 		return exitRequestFailed

@@ -144,3 +144,24 @@ func TestJSONHasEveryFieldEvenTheZeroIndex(t *testing.T) {
 		t.Errorf("JSON = %s", line)
 	}
 }
+
+func TestTLSFlagsAndTheirEnvironmentDefaults(t *testing.T) {
+	t.Setenv("K8SAILOR_CA_FILE", "/env/ca.crt")
+	t.Setenv("K8SAILOR_TOKEN_FILE", "/env/token")
+	t.Setenv("K8SAILOR_CERT_FILE", "")
+	t.Setenv("K8SAILOR_KEY_FILE", "")
+	got, err := parseArgs([]string{"web", "80", "--cert-file", "tls.crt", "--key-file=tls.key", "--token-file", "/run/token"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [4]string{"/env/ca.crt", "tls.crt", "tls.key", "/run/token"}
+	if have := [4]string{got.caFile, got.certFile, got.keyFile, got.tokenFile}; have != want {
+		t.Errorf("TLS files = %q, want %q (flags win over the environment)", have, want)
+	}
+	if _, err := (&options{certFile: "tls.crt"}).dialOptions(); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Errorf("a certificate without its key: %v, want an error", err)
+	}
+	if plain, err := (&options{}).dialOptions(); err != nil || plain != nil {
+		t.Errorf("no TLS flags: %v, %v, want plaintext (no options)", plain, err)
+	}
+}
