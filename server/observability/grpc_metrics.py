@@ -1,0 +1,244 @@
+"""A grpc.aio server interceptor that counts RPCs the way go-grpc-prometheus does.
+
+Same metric names, labels and label values (grpc_type "unary"/"server_stream"/...,
+grpc_code in Go's spelling, "OK", "InvalidArgument", ...), so the stock gRPC dashboards and
+alerts work on k8sailor unchanged.
+
+grpc.aio lets a streaming handler answer in two ways: as an async generator, or as a coroutine
+that calls context.write() (CreateServices and the health service's Watch do the latter). The
+wrapper keeps the form of the handler it wraps, because grpc.aio picks how to run a handler by
+that form, and counts messages sent in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+from prometheus_client import Counter
+
+from server.observability.metrics import (
+    GRPC_HANDLED,
+    GRPC_HANDLING_SECONDS,
+    GRPC_MSG_RECEIVED,
+    GRPC_MSG_SENT,
+    GRPC_STARTED,
+)
+
+# grpc_code values as Go's codes.Code.String() spells them: what dashboards filter on.
+GO_CODE_NAMES: Final[dict[grpc.StatusCode, str]] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+Behavior = Callable[..., Any]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+if TYPE_CHECKING:  # generic in grpc-stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+def grpc_type(handler: Handler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    if handler.response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+class _MethodMetrics:
+    """The label children of one method, looked up once rather than on every RPC."""
+
+    __slots__ = ("_handled", "_labels", "received", "seconds", "sent", "started")
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self._labels = labels
+        self.started = GRPC_STARTED.labels(*labels)
+        self.received = GRPC_MSG_RECEIVED.labels(*labels)
+        self.sent = GRPC_MSG_SENT.labels(*labels)
+        self.seconds = GRPC_HANDLING_SECONDS.labels(*labels)
+        self._handled: dict[str, Counter] = {}
+
+    def handled(self, code: str) -> Counter:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = GRPC_HANDLED.labels(*self._labels, code)
+        return child
+
+
+class _Context:
+    """The servicer context, with writes and reads counted; everything else passes through."""
+
+    __slots__ = ("_context", "_metrics")
+
+    def __init__(self, context: Context, metrics: _MethodMetrics):
+        self._context = context
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def write(self, message: Any) -> None:
+        await self._context.write(message)
+        self._metrics.sent.inc()
+
+    async def read(self) -> Any:
+        message = await self._context.read()
+        if message is not grpc.aio.EOF:  # type: ignore[attr-defined]  # missing in grpc-stubs
+            self._metrics.received.inc()
+        return message
+
+
+def _code(context: Context, error: BaseException | None) -> str:
+    """The status the RPC ended with, in Go's spelling."""
+    if isinstance(error, asyncio.CancelledError):
+        # gRPC cancels the handler both when the caller goes away and when its deadline
+        # passes; the caller sees DEADLINE_EXCEEDED in the second case, and so do we.
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return "DeadlineExceeded" if expired else "Canceled"
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return GO_CODE_NAMES[code]
+    # Nothing set: a handler that returned is OK, one that raised is UNKNOWN to the caller.
+    return "OK" if error is None else "Unknown"
+
+
+class PrometheusServerInterceptor(ServerInterceptor):
+    """grpc_server_started/handled/msg_received/msg_sent_total, grpc_server_handling_seconds."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, _MethodMetrics] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED on its own
+            return handler
+        method: str = handler_call_details.method  # "/k8sailor.v1.ExposureService/CreateServices"
+        metrics = self._methods.get(method)
+        if metrics is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            metrics = self._methods[method] = _MethodMetrics((grpc_type(handler), service, name))
+        codec: dict[str, Any] = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.request_streaming and handler.response_streaming:
+            behavior = _wrap(handler.stream_stream, metrics, request_streaming=True)
+            return grpc.stream_stream_rpc_method_handler(behavior, **codec)
+        if handler.request_streaming:
+            behavior = _wrap(handler.stream_unary, metrics, request_streaming=True)
+            return grpc.stream_unary_rpc_method_handler(behavior, **codec)
+        if handler.response_streaming:
+            behavior = _wrap(handler.unary_stream, metrics, request_streaming=False)
+            return grpc.unary_stream_rpc_method_handler(behavior, **codec)
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, metrics), **codec
+        )
+
+
+def _wrap_unary(behavior: Behavior | None, metrics: _MethodMetrics) -> Behavior:
+    assert behavior is not None
+
+    async def unary(request: Any, context: Context) -> Any:
+        metrics.started.inc()
+        metrics.received.inc()
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            response = await behavior(request, context)
+            metrics.sent.inc()
+            return response
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            metrics.handled(_code(context, error)).inc()
+            metrics.seconds.observe(time.perf_counter() - started)
+
+    return unary
+
+
+async def _counted(requests: AsyncIterator[Any], metrics: _MethodMetrics) -> AsyncIterator[Any]:
+    async for request in requests:
+        metrics.received.inc()
+        yield request
+
+
+def _wrap(
+    behavior: Behavior | None, metrics: _MethodMetrics, *, request_streaming: bool
+) -> Behavior:
+    """A wrapper of a streaming handler, of the same form (coroutine or async generator)."""
+    assert behavior is not None
+
+    def begin(request: Any, context: Context) -> tuple[Any, _Context]:
+        metrics.started.inc()
+        if request_streaming:
+            request = _counted(request, metrics)
+        else:
+            metrics.received.inc()
+        return request, _Context(context, metrics)
+
+    def end(context: Context, error: BaseException | None, t0: float) -> None:
+        metrics.handled(_code(context, error)).inc()
+        metrics.seconds.observe(time.perf_counter() - t0)
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: Context) -> Any:
+            request, counting = begin(request, context)
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async for response in behavior(request, counting):
+                    metrics.sent.inc()
+                    yield response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                end(context, error, started)
+
+        return generator
+
+    async def coroutine(request: Any, context: Context) -> Any:
+        request, counting = begin(request, context)
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await behavior(request, counting)
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            end(context, error, started)
+
+    return coroutine

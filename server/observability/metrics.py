@@ -1,0 +1,266 @@
+"""Every Prometheus metric k8sailor exports, the Kube call observer, and the /metrics endpoint.
+
+The metrics live in prometheus_client's default registry, beside the process and Python
+metrics it collects by itself. They are module-level objects so that any module can count
+with them by importing them: the Deployment cache and authentication import theirs from here
+(DEPLOYMENT_CACHE_*, AUTHENTICATIONS, AUTHORIZATIONS) rather than defining metrics of their
+own, so the names and labels stay in one place and the README can list them all.
+
+Every label value is bounded: Service types, outcomes, verbs, resources, codes and reasons
+come from short fixed lists, and anything else is counted as "Other". Namespaces, Deployment
+names and callers never become labels: each new value would be a new time series for ever.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    # Only a type: the Deployment cache (below the exposer) imports this module.
+    from server.exposer import RuleResult
+
+log = logging.getLogger("k8sailor.metrics")
+
+# go-grpc-prometheus exports no *_created series, and every counter would otherwise get one
+# per label set: half the series, no information a dashboard uses.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Prometheus' (and so go-grpc-prometheus') default buckets, so stock dashboards' quantiles
+# mean the same here.
+_GO_DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# client-go's rest_client_request_duration_seconds buckets: API calls take milliseconds when
+# all is well and up to a minute when the API server is struggling.
+_KUBE_BUCKETS: Final = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+
+OTHER: Final = "Other"
+
+# --- gRPC server: go-grpc-prometheus' names and labels ---------------------------------------
+
+_GRPC_LABELS: Final = ("grpc_type", "grpc_service", "grpc_method")
+
+GRPC_STARTED: Final = Counter(
+    "grpc_server_started_total",
+    "Total number of RPCs started on the server.",
+    _GRPC_LABELS,
+)
+GRPC_HANDLED: Final = Counter(
+    "grpc_server_handled_total",
+    "Total number of RPCs completed on the server, regardless of success or failure.",
+    (*_GRPC_LABELS, "grpc_code"),
+)
+GRPC_MSG_RECEIVED: Final = Counter(
+    "grpc_server_msg_received_total",
+    "Total number of RPC stream messages received on the server.",
+    _GRPC_LABELS,
+)
+GRPC_MSG_SENT: Final = Counter(
+    "grpc_server_msg_sent_total",
+    "Total number of gRPC stream messages sent by the server.",
+    _GRPC_LABELS,
+)
+GRPC_HANDLING_SECONDS: Final = Histogram(
+    "grpc_server_handling_seconds",
+    "Histogram of response latency (seconds) of gRPC that had been application-level "
+    "handled by the server.",
+    _GRPC_LABELS,
+    buckets=_GO_DEFAULT_BUCKETS,
+)
+
+# --- rules ------------------------------------------------------------------------------------
+
+RULES: Final = Counter(
+    "k8sailor_rules_total",
+    "Rules handled, by Service type, outcome and reason (empty for CREATED and UNCHANGED).",
+    ("type", "outcome", "reason"),
+)
+
+# The reasons a rule result can carry: k8sailor's own, and the API server's metav1.StatusReason
+# values (the API server's answer is network input: anything else is counted as Other).
+RULE_REASONS: Final = frozenset(
+    {
+        "",
+        # k8sailor's
+        "RuleInvalid",
+        "DeadlineExceeded",
+        "InternalError",
+        "Unreachable",
+        "Denied",
+        # metav1.StatusReason
+        "Unauthorized",
+        "Forbidden",
+        "NotFound",
+        "AlreadyExists",
+        "Conflict",
+        "Gone",
+        "Invalid",
+        "ServerTimeout",
+        "StoreReadError",
+        "Timeout",
+        "TooManyRequests",
+        "BadRequest",
+        "MethodNotAllowed",
+        "NotAcceptable",
+        "RequestEntityTooLarge",
+        "UnsupportedMediaType",
+        "ServiceUnavailable",
+        "Expired",
+    }
+)
+UNKNOWN_TYPE: Final = "Unknown"  # a rule refused before its type was known
+
+
+def rule_labels(result: RuleResult) -> tuple[str, str, str]:
+    """The (type, outcome, reason) labels one rule result is counted under."""
+    type_ = result.service_type.value if result.service_type is not None else UNKNOWN_TYPE
+    reason = result.reason if result.reason in RULE_REASONS else OTHER
+    return type_, result.outcome.value, reason
+
+
+def count_rules(results: Iterable[RuleResult]) -> None:
+    """Count a request's rule results (the servicer calls this once per request)."""
+    for result in results:
+        RULES.labels(*rule_labels(result)).inc()
+
+
+# --- the API server, as k8sailor sees it --------------------------------------------------------
+
+KUBE_REQUESTS: Final = Counter(
+    "k8sailor_kube_requests_total",
+    "API server requests (one per attempt), by verb, resource and HTTP status code "
+    '("error" or "timeout" when no answer came).',
+    ("verb", "resource", "code"),
+)
+KUBE_REQUEST_SECONDS: Final = Histogram(
+    "k8sailor_kube_request_duration_seconds",
+    "How long API server requests took, from sending to the whole answer.",
+    ("verb", "resource"),
+    buckets=_KUBE_BUCKETS,
+)
+KUBE_IN_FLIGHT: Final = Gauge(
+    "k8sailor_kube_in_flight",
+    "API server requests sent and not yet answered.",
+)
+KUBE_RETRIES: Final = Counter(
+    "k8sailor_kube_retries_total",
+    "API server requests sent again, by why (the status that asked for it, or the failure).",
+    ("reason",),
+)
+
+_VERBS: Final = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
+_RESOURCES: Final = frozenset(
+    {
+        "deployments",
+        "services",
+        "namespaces",
+        "tokenreviews",
+        "subjectaccessreviews",
+        "selfsubjectaccessreviews",
+    }
+)
+_CODE: Final = re.compile(r"[1-5][0-9][0-9]|error|timeout")
+_RETRY_REASON: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def _bounded(value: str, known: frozenset[str]) -> str:
+    return value if value in known else OTHER
+
+
+class KubeCallMetrics:
+    """server.kube's CallObserver, in Prometheus terms: one started/finished per attempt."""
+
+    def call_started(self, verb: str, resource: str) -> None:
+        KUBE_IN_FLIGHT.inc()
+
+    def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        KUBE_IN_FLIGHT.dec()
+        verb, resource = _bounded(verb, _VERBS), _bounded(resource, _RESOURCES)
+        code = code if _CODE.fullmatch(code) else OTHER
+        KUBE_REQUESTS.labels(verb, resource, code).inc()
+        KUBE_REQUEST_SECONDS.labels(verb, resource).observe(seconds)
+
+    def call_retried(self, verb: str, resource: str, reason: str) -> None:
+        KUBE_RETRIES.labels(reason if _RETRY_REASON.fullmatch(reason) else OTHER).inc()
+
+
+# --- for the Deployment cache and authentication to count with ---------------------------------
+
+DEPLOYMENT_CACHE_HITS: Final = Counter(
+    "k8sailor_deployment_cache_hits_total",
+    "Deployment reads answered from the watch cache.",
+)
+DEPLOYMENT_CACHE_MISSES: Final = Counter(
+    "k8sailor_deployment_cache_misses_total",
+    "Deployment reads the watch cache could not answer, so the API server was asked.",
+)
+DEPLOYMENT_CACHE_RELISTS: Final = Counter(
+    "k8sailor_deployment_cache_relists_total",
+    "Times the Deployment watch cache listed everything again (start, 410 Gone, a lost watch).",
+)
+AUTHENTICATIONS: Final = Counter(
+    "k8sailor_authentications_total",
+    'Callers authenticated, by how and with what result ("ok", "denied", "error").',
+    ("method", "result"),
+)
+AUTHORIZATIONS: Final = Counter(
+    "k8sailor_authorizations_total",
+    'Authorization decisions, by result ("allowed", "denied", "error").',
+    ("result",),
+)
+
+
+# --- the endpoint -------------------------------------------------------------------------------
+
+
+class MetricsListenError(OSError):
+    """The /metrics endpoint could not listen where it was told to."""
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """prometheus_client's own HTTP server, on a thread of its own: a scrape never waits for
+    the event loop, and a busy event loop never makes a scrape time out."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) as (host, port), or ValueError saying what is wrong."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT with a port 0-65535 (e.g. 0.0.0.0:9090)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)  # ValueError names the address
+    return host, int(port)
+
+
+def serve_metrics(address: str) -> MetricsEndpoint:
+    """Serve /metrics on address (HOST:PORT; port 0 picks a free one)."""
+    host, port = split_address(address)
+    try:
+        server, thread = prometheus_client.start_http_server(port, addr=host)
+    except OSError as error:
+        raise MetricsListenError(
+            f"cannot serve metrics on {address}: {error.strerror or error}"
+        ) from error
+    return MetricsEndpoint(server, thread)

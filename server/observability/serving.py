@@ -1,0 +1,63 @@
+"""Everything a server needs from observability, switched on as configured, in one value.
+
+server.app builds its server from this: the interceptors, the observer it gives Kube, the
+callback that counts rule results, the tracer for rule spans, and what to undo at stop.
+Metrics are on when there is somewhere to serve them; tracing when there is a provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kubernetes_asyncio import client
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
+
+from server.exposer import RuleResult
+from server.observability import tracing
+from server.observability.grpc_metrics import PrometheusServerInterceptor, ServerInterceptor
+from server.observability.metrics import KubeCallMetrics, count_rules, serve_metrics
+
+
+@dataclass(frozen=True)
+class ServerTelemetry:
+    interceptors: tuple[ServerInterceptor, ...] = ()
+    kube_observer: KubeCallMetrics | None = None
+    on_results: Callable[[Sequence[RuleResult]], None] | None = None
+    tracer: Tracer | None = None
+    metrics_port: int | None = None  # where /metrics is served, when it is
+    undo: tuple[Callable[[], None], ...] = ()
+
+    def close(self) -> None:
+        """Stop serving /metrics and tracing API calls (the server has stopped)."""
+        for step in reversed(self.undo):
+            step()
+
+
+def server_telemetry(
+    api: client.ApiClient, metrics_listen: str, tracer_provider: TracerProvider | None
+) -> ServerTelemetry:
+    """Metrics served on metrics_listen (off when empty), tracing into tracer_provider (off
+    when None). Raises metrics.MetricsListenError when /metrics cannot listen there."""
+    interceptors: list[ServerInterceptor] = []
+    undo: list[Callable[[], None]] = []
+    observer, on_results, metrics_port, tracer = None, None, None, None
+    if metrics_listen:
+        endpoint = serve_metrics(metrics_listen)
+        undo.append(endpoint.stop)
+        metrics_port = endpoint.port
+        interceptors.append(PrometheusServerInterceptor())
+        observer, on_results = KubeCallMetrics(), count_rules
+    if tracer_provider is not None:
+        interceptors.append(tracing.server_interceptor(tracer_provider))
+        undo.append(tracing.trace_api_calls(api, tracer_provider))
+        tracer = tracer_provider.get_tracer("k8sailor")
+    return ServerTelemetry(
+        interceptors=tuple(interceptors),
+        kube_observer=observer,
+        on_results=on_results,
+        tracer=tracer,
+        metrics_port=metrics_port,
+        undo=tuple(undo),
+    )

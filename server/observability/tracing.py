@@ -1,0 +1,141 @@
+"""OpenTelemetry tracing: a span per request, per rule and per API server call.
+
+The spans come from the instrumentations made for these libraries: the gRPC one's grpc.aio
+server interceptor (it honours the caller's traceparent) and the aiohttp-client one's trace
+config on kubernetes_asyncio's session; the exposer starts the rule spans itself.
+
+Tracing is configured by the standard OTEL_* environment, read by the SDK and the OTLP
+exporter themselves (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER,
+OTEL_BSP_*, ...). When none of it asks for traces, no SDK provider exists, no interceptor or
+trace config is installed, and the exposer's spans are the API's no-ops: tracing then costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+from opentelemetry import trace
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.instrumentation.grpc import filters
+from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
+from opentelemetry.instrumentation.grpc.version import __version__ as grpc_instrumentation_version
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from server.observability.grpc_metrics import ServerInterceptor
+
+# Probes and tooling, not requests: a trace per kubelet health check would bury the real ones.
+UNTRACED_SERVICES: Final = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+EXPORTERS: Final = ("otlp", "console", "none")
+
+
+class TracingConfigError(ValueError):
+    """The OTEL_* environment asks for something k8sailor cannot do; str() says what."""
+
+
+def _exporters(environ: Mapping[str, str]) -> list[str]:
+    """Which span exporters the environment asks for; [] when tracing is off."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    named = environ.get("OTEL_TRACES_EXPORTER", "").strip()
+    if named:
+        chosen = [name.strip() for name in named.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in EXPORTERS]
+        if unknown:
+            raise TracingConfigError(
+                f"OTEL_TRACES_EXPORTER: {', '.join(unknown)} is not one of {', '.join(EXPORTERS)}"
+            )
+        return [name for name in chosen if name != "none"]
+    # The SDK's own default exporter is otlp, but tracing to a collector that nobody set up
+    # would cost every request something for nothing: an endpoint is what switches it on.
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return ["otlp"] if any(environ.get(name, "").strip() for name in endpoints) else []
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(name, "").strip()
+        if protocol and protocol != "grpc":
+            raise TracingConfigError(
+                f"{name}: {protocol!r} is not supported; k8sailor exports OTLP over gRPC "
+                f"(set it to grpc, or leave it unset)"
+            )
+    # Imported here: the exporter's module loads its protobuf and gRPC stubs at import time,
+    # which a server without tracing has no need to pay for.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter,
+    )
+
+    return OTLPSpanExporter()
+
+
+def resource() -> Resource:
+    """The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), named k8sailor unless
+    the environment names it."""
+    detected = Resource.create()
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        detected = detected.merge(Resource({SERVICE_NAME: "k8sailor"}))
+    return detected
+
+
+def provider_from_env(environ: Mapping[str, str]) -> TracerProvider | None:
+    """An SDK tracer provider as the OTEL_* environment asks, or None when tracing is off.
+
+    Raises TracingConfigError for settings k8sailor cannot honour.
+    """
+    chosen = _exporters(environ)
+    if not chosen:
+        return None
+    provider = TracerProvider(resource=resource())
+    for name in chosen:
+        exporter = _otlp_exporter(environ) if name == "otlp" else ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+class _ServerInterceptor(OpenTelemetryAioServerInterceptor):
+    """The instrumentation's grpc.aio interceptor, for handlers that stream with
+    context.write() too.
+
+    Its streaming wrapper iterates the handler with `async for`, which fails on a handler that
+    is a coroutine writing through context.write() - CreateServices and Health.Watch are such
+    handlers (open-telemetry/opentelemetry-python-contrib#3066). Such a handler is awaited
+    exactly as a unary one is, so it gets the unary wrapper: same span, same status handling.
+    """
+
+    def _intercept_aio_server_stream(self, behavior: Any, handler_call_details: Any) -> Any:
+        if inspect.iscoroutinefunction(behavior):
+            return self._intercept_aio_server_unary(behavior, handler_call_details)  # type: ignore[no-untyped-call]
+        return super()._intercept_aio_server_stream(behavior, handler_call_details)  # type: ignore[no-untyped-call]
+
+
+def server_interceptor(provider: TracerProvider) -> ServerInterceptor:
+    """A SERVER span per RPC, a child of the caller's traceparent when it sends one."""
+    untraced = filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES))
+    # The tracer the instrumentation's own aio_server_interceptor() would make.
+    tracer = trace.get_tracer(
+        "opentelemetry.instrumentation.grpc",
+        grpc_instrumentation_version,
+        provider,
+        schema_url="https://opentelemetry.io/schemas/1.11.0",
+    )
+    return _ServerInterceptor(tracer, filter_=filters.negate(untraced))  # type: ignore[no-untyped-call]
+
+
+def trace_api_calls(api: client.ApiClient, provider: TracerProvider) -> Callable[[], None]:
+    """A CLIENT span per API server call made through api; returns what undoes it.
+
+    kubernetes_asyncio opens its aiohttp session when the ApiClient is made, before any
+    server exists, so the instrumentation's trace config joins that session's list rather than
+    being passed to a session of ours.
+    """
+    config = create_trace_config(tracer_provider=provider)
+    config.freeze()
+    configs: list[Any] = api.rest_client.pool_manager._trace_configs
+    configs.append(config)
+    return lambda: configs.remove(config)
