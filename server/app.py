@@ -16,6 +16,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
+from opentelemetry.sdk.trace import TracerProvider
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.auth.gate import AccessControl
@@ -23,6 +24,7 @@ from server.auth.settings import AuthSettings
 from server.auth.tls import ReloadingCertificates
 from server.exposer import Exposer, Settings
 from server.kube import Kube
+from server.observability.serving import ServerTelemetry, server_telemetry
 from server.servicer import ExposureServicer
 
 log = logging.getLogger("k8sailor.server")
@@ -36,6 +38,7 @@ class ServerConfig:
     max_in_flight: int = 32
     settings: Settings = field(default_factory=Settings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    metrics_listen: str = ""  # HOST:PORT for /metrics; empty: no metrics
 
 
 @dataclass(frozen=True)
@@ -43,25 +46,50 @@ class RunningServer:
     server: grpc.aio.Server
     health: health_aio.HealthServicer
     port: int
+    telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new RPCs, and give in-flight ones `grace` seconds."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        try:
+            await self.server.stop(grace)
+        finally:
+            self.telemetry.close()
 
 
-async def start_server(api: client.ApiClient, config: ServerConfig) -> RunningServer:
-    """Start serving on config.listen (port 0 picks a free one; see RunningServer.port)."""
+async def start_server(
+    api: client.ApiClient, config: ServerConfig, *, tracer_provider: TracerProvider | None = None
+) -> RunningServer:
+    """Start serving on config.listen (port 0 picks a free one; see RunningServer.port).
+
+    Traces go to tracer_provider; without one, nothing is traced (see server.observability).
+    """
     problems = config.auth.problems(config.listen)
     if problems:
         raise ValueError("; ".join(problems))
     for warning in config.auth.warnings(config.listen):
         log.warning("%s", warning)
+    telemetry = server_telemetry(api, config.metrics_listen, tracer_provider)
+    try:
+        return await _start(api, config, telemetry)
+    except BaseException:
+        telemetry.close()
+        raise
+
+
+async def _start(
+    api: client.ApiClient, config: ServerConfig, telemetry: ServerTelemetry
+) -> RunningServer:
     kube = Kube(api, max_in_flight=config.max_in_flight)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=telemetry.interceptors)
     access = AccessControl(kube, config.auth)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
-        ExposureServicer(Exposer(kube, config.settings), access), server
+        ExposureServicer(
+            Exposer(kube, config.settings, tracer=telemetry.tracer),
+            access,
+            on_results=telemetry.on_results,
+        ),
+        server,
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -83,14 +111,18 @@ async def start_server(api: client.ApiClient, config: ServerConfig) -> RunningSe
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, health=health_servicer, port=port)
+    return RunningServer(server=server, health=health_servicer, port=port, telemetry=telemetry)
 
 
 @asynccontextmanager
 async def serving(
-    api: client.ApiClient, config: ServerConfig, grace: float = 5.0
+    api: client.ApiClient,
+    config: ServerConfig,
+    grace: float = 5.0,
+    *,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[RunningServer]:
-    running = await start_server(api, config)
+    running = await start_server(api, config, tracer_provider=tracer_provider)
     try:
         yield running
     finally:

@@ -13,8 +13,11 @@ import asyncio
 import enum
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from server.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
 from server.kube import Kube
@@ -64,6 +67,7 @@ class RuleResult:
     ports: tuple[PortRule, ...] = ()
     error: str = ""
     reason: str = ""
+    service_type: ServiceType | None = None  # None: refused before its type was known
 
     @property
     def ok(self) -> bool:
@@ -115,9 +119,12 @@ class ExposeRequest:
 
 
 class Exposer:
-    def __init__(self, kube: Kube, settings: Settings) -> None:
+    def __init__(self, kube: Kube, settings: Settings, *, tracer: Tracer | None = None) -> None:
+        """tracer: where the span of each rule goes. The OpenTelemetry API's own (a no-op until
+        an SDK provider is installed) when not given."""
         self._kube = kube
         self._settings = settings
+        self._tracer = tracer or trace.get_tracer(__name__)
 
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
@@ -164,6 +171,7 @@ class Exposer:
         started = loop.time()
         parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
         texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
+        types = [_type_of(item) for item in parsed]
         # Rules of a type the caller may not create: index -> the permission it lacks.
         denied: dict[int, str] = {}
         if request.permissions is not None:
@@ -179,10 +187,10 @@ class Exposer:
                 isinstance(rule, RuleError) or index in denied for index, rule in enumerate(parsed)
             ):
                 for index, rule in enumerate(parsed):
-                    yield (
+                    yield self._settled(
                         _invalid(rule)
                         if isinstance(rule, RuleError)
-                        else _denied(index, texts[index], denied[index])
+                        else _denied(index, texts[index], denied[index], types[index])
                     )
                 return
             # Denied rules are not built: they must not take a name from an allowed rule.
@@ -206,12 +214,14 @@ class Exposer:
         try:
             for index, manifest in enumerate(manifests):
                 if index in denied:
-                    yield _denied(index, texts[index], denied[index])
+                    yield self._settled(_denied(index, texts[index], denied[index], types[index]))
                     continue
                 if isinstance(manifest, RuleError):
-                    yield _invalid(manifest)
+                    yield self._settled(_invalid(manifest, types[index]))
                     continue
-                coroutine = self._create(request, index, texts[index], manifest, deadline=deadline)
+                coroutine = self._rule(
+                    request, index, texts[index], manifest, types[index], deadline
+                )
                 task = asyncio.create_task(coroutine)
                 task.add_done_callback(finished.put_nowait)
                 tasks[task] = (index, texts[index], manifest["metadata"]["name"])
@@ -250,6 +260,7 @@ class Exposer:
                     error="deadline exceeded before the API server answered; the Service may "
                     "or may not exist: send the request again to find out (it is idempotent)",
                     reason="DeadlineExceeded",
+                    service_type=types[index],
                 )
         finally:
             # No task outlives the request, whether it ended, failed or was cancelled.
@@ -281,6 +292,28 @@ class Exposer:
             return Deployment.from_manifest(raw)
         except DeploymentError as error:
             raise DeploymentUnusable(str(error)) from error
+
+    def _settled(self, result: RuleResult) -> RuleResult:
+        """A rule settled without an API call (invalid, denied): its span, started and ended."""
+        _end_rule_span(self._tracer.start_span(_RULE_SPAN), result)
+        return result
+
+    async def _rule(
+        self,
+        request: ExposeRequest,
+        index: int,
+        text: str,
+        manifest: Mapping[str, Any],
+        service_type: ServiceType | None,
+        deadline: float | None,
+    ) -> RuleResult:
+        """One rule's task: its Service created (or found) inside a span of its own, so the
+        API calls it makes are that span's children."""
+        with self._tracer.start_as_current_span(_RULE_SPAN) as span:
+            result = await self._create(request, index, text, manifest, deadline=deadline)
+            result = replace(result, service_type=service_type)
+            _end_rule_span(span, result, end=False)
+        return result
 
     async def _create(
         self,
@@ -356,20 +389,54 @@ def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float
     return max(deadline - loop.time(), 0.001)
 
 
-def _invalid(error: RuleError) -> RuleResult:
+def _invalid(error: RuleError, service_type: ServiceType | None = None) -> RuleResult:
     return RuleResult(
         index=error.index,
         rule=error.text,
         outcome=Outcome.INVALID,
         error=str(error),
         reason="RuleInvalid",
+        service_type=service_type,
     )
 
 
-def _denied(index: int, text: str, missing: str) -> RuleResult:
+def _denied(
+    index: int, text: str, missing: str, service_type: ServiceType | None = None
+) -> RuleResult:
     return RuleResult(
-        index=index, rule=text, outcome=Outcome.DENIED, error=missing, reason="Forbidden"
+        index=index,
+        rule=text,
+        outcome=Outcome.DENIED,
+        error=missing,
+        reason="Forbidden",
+        service_type=service_type,
     )
+
+
+def _type_of(rule: ServiceRule | RuleError) -> ServiceType | None:
+    return rule.type if isinstance(rule, ServiceRule) else None
+
+
+_RULE_SPAN = "k8sailor.rule"
+
+
+def _end_rule_span(span: Span, result: RuleResult, *, end: bool = True) -> None:
+    """What became of the rule, as the rule span's attributes (names, not the caller's text:
+    a rule can be long, and the result in the log has it)."""
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "k8sailor.rule.index": result.index,
+                "k8sailor.rule.outcome": result.outcome.value,
+                "k8sailor.rule.reason": result.reason,
+                "k8sailor.service.name": result.service_name,
+                "k8sailor.service.type": result.service_type.value if result.service_type else "",
+            }
+        )
+        if result.outcome is Outcome.FAILED:
+            span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
+    if end:
+        span.end()
 
 
 def _from_service(

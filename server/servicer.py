@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf import text_format
@@ -29,6 +29,7 @@ from server.exposer import (
     RequestError,
     RuleResult,
 )
+from server.observability.logs import Fields, trace_fields
 from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
 
 log = logging.getLogger("k8sailor.requests")
@@ -167,10 +168,18 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class ExposureServicer(pb_grpc.ExposureServiceServicer):
-    def __init__(self, exposer: Exposer, access: AccessControl | None = None) -> None:
-        """access None: no authentication and no authorization at all."""
+    def __init__(
+        self,
+        exposer: Exposer,
+        access: AccessControl | None = None,
+        *,
+        on_results: Callable[[Sequence[RuleResult]], None] | None = None,
+    ) -> None:
+        """access None: no authentication and no authorization at all. on_results: told every
+        request's rule results, as the request ends (metrics)."""
         self._exposer = exposer
         self._access = access
+        self._on_results = on_results
 
     # The handler writes through context.write() rather than being an async generator, so that
     # leaving the `async with` closes the exposer's generator - and cancels its tasks - at once
@@ -217,7 +226,10 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
             log.exception("CreateServices failed unexpectedly")
             status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
         finally:
-            _log_request(domain, caller, results, status, message, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            _log_request(domain, caller, results, status, message, seconds, context)
+            if self._on_results is not None:
+                self._on_results(results)
         if status is not grpc.StatusCode.OK:
             await context.abort(status, message)
 
@@ -229,8 +241,12 @@ def _log_request(
     status: grpc.StatusCode,
     message: str,
     seconds: float,
+    context: grpc.aio.ServicerContext[pb.CreateServicesRequest, pb.CreateServicesResponse],
 ) -> None:
-    """One structured line per request: who asked for what, and what became of each rule."""
+    """One structured line per request: who asked for what, and what became of each rule.
+
+    It is the audit record: fields are added, never renamed or removed.
+    """
     counts = Counter(result.outcome.value for result in results)
     line = {
         "event": "CreateServices",
@@ -257,5 +273,7 @@ def _log_request(
             }
             for result in sorted(results, key=lambda result: result.index)
         ],
+        "peer": context.peer(),
+        **trace_fields(),
     }
-    log.info(json.dumps(line, separators=(",", ":")))
+    log.info(Fields(line))
