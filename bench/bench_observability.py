@@ -1,0 +1,299 @@
+"""What metrics and tracing cost: one-rule requests with them on, as a ratio to both off.
+
+Run from the repository root: .venv/bin/python -m bench.bench_observability [--quick]
+
+In one run, on one API server (our own local control plane unless --kubeconfig is given),
+four k8sailor servers, each in a process of its own, all started before the first request:
+
+  off      no metrics, no tracing: no interceptor, no call observer, the API's no-op spans
+  metrics  /metrics served, the Prometheus interceptor, the Kube call observer, rule counts
+  tracing  an SDK tracer provider exporting to an in-memory exporter through a
+           BatchSpanProcessor (as production would export over OTLP), emptied every round
+  both     metrics and tracing
+
+Every request is one dry-run ClusterIP rule to the same Deployment: a Deployment read and a
+Service create, but nothing stored, so the API server's state is the same for every server
+and every round, and the request is as short as a request gets, which makes the overhead's
+share as large as it gets. The modes take turns within each round (rotating the order every
+round), c clients at once send R requests each, and the median over rounds of requests per
+second is quoted, with its ratio to "off", and the server process's CPU milliseconds per
+request. A benchmark, not a test: figures on a shared machine are noisy.
+
+Writes observability.json and observability.md under --out (bench/results by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes_asyncio import client as kube
+from kubernetes_asyncio import config as kube_config
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from client import Client, Outcome, connect
+from server.app import ServerConfig, serving
+from server.kube import load_api_client
+from tests import objects
+from tests.controlplane import free_port, running
+
+REPO = Path(__file__).resolve().parent.parent
+MODES = ("off", "metrics", "tracing", "both")
+NAMESPACE = "k8sailor-bench-observability"
+SELECTOR = {"app": "bench"}
+
+
+# --------------------------------------------------------------------------- a server process
+
+
+async def serve(mode: str, listen: str, kubeconfig: str) -> None:
+    """The server of one mode, in this process, until SIGTERM.
+
+    On SIGUSR1 (a round ended) it prints how many spans it exported since the last one, and
+    forgets them, so memory stays flat and the parent knows tracing really was on.
+    """
+    metrics = mode in ("metrics", "both")
+    provider, exporter = None, InMemorySpanExporter()
+    if mode in ("tracing", "both"):
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+
+    def round_ended() -> None:
+        if provider is not None:
+            provider.force_flush()
+        print(len(exporter.get_finished_spans()), flush=True)
+        exporter.clear()
+
+    config = ServerConfig(listen=listen, metrics_listen="127.0.0.1:0" if metrics else "")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, round_ended)
+    api = await load_api_client(kubeconfig, None, pool_size=32)
+    async with api, serving(api, config, tracer_provider=provider):
+        await stop.wait()
+    if provider is not None:
+        provider.shutdown()
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    mode: str
+    process: asyncio.subprocess.Process
+    client: Client
+
+
+async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(600):
+            if process.returncode is not None:
+                break
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"the {target} server never became SERVING")
+
+
+@contextlib.asynccontextmanager
+async def server(mode: str, kubeconfig: Path) -> AsyncIterator[Server]:
+    target = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "bench.bench_observability", "--serve", mode, target]
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        "--kubeconfig",
+        str(kubeconfig),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_serving(target, process)
+        async with connect(target) as connected:
+            yield Server(mode, process, connected)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 15)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def one_round(target: Server, clients: int, requests: int) -> dict[str, float]:
+    async def worker() -> None:
+        for _ in range(requests):
+            results = [
+                result
+                async for result in target.client.create_services(
+                    "web", ["80:8080"], namespace=NAMESPACE, dry_run=True
+                )
+            ]
+            if [result.outcome for result in results] != [Outcome.CREATED]:
+                raise RuntimeError(f"{target.mode}: unexpected results {results}")
+
+    cpu = process_cpu_seconds(target.process.pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    seconds = time.perf_counter() - started
+    cpu = process_cpu_seconds(target.process.pid) - cpu
+    target.process.send_signal(signal.SIGUSR1)
+    assert target.process.stdout is not None
+    spans = int(await asyncio.wait_for(target.process.stdout.readline(), 30))
+    total = clients * requests
+    return {
+        "requests_per_second": total / seconds,
+        "server_cpu_ms_per_request": 1000 * cpu / total,
+        "spans_per_request": spans / total,
+    }
+
+
+async def prepare(kubeconfig: Path) -> None:
+    api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
+    async with api:
+        core, apps = kube.CoreV1Api(api), kube.AppsV1Api(api)
+        with contextlib.suppress(kube.ApiException):
+            await core.create_namespace(
+                kube.V1Namespace(metadata=kube.V1ObjectMeta(name=NAMESPACE))
+            )
+        with contextlib.suppress(kube.ApiException):
+            await apps.create_namespaced_deployment(
+                NAMESPACE, objects.deployment("web", SELECTOR, [("http", 8080, "TCP")])
+            )
+
+
+async def bench(kubeconfig: Path, rounds: int, clients: Sequence[int], requests: int) -> Any:
+    await prepare(kubeconfig)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(server(mode, kubeconfig)) for mode in MODES]
+        for target in servers:  # warm up: connections, imports, the API server's caches
+            await one_round(target, 2, 10)
+        figures: dict[int, dict[str, list[dict[str, float]]]] = {}
+        for c in clients:
+            figures[c] = {mode: [] for mode in MODES}
+            for number in range(rounds):
+                order = servers[number % len(servers) :] + servers[: number % len(servers)]
+                for target in order:
+                    figures[c][target.mode].append(await one_round(target, c, requests))
+                print(f"c={c} round {number + 1}/{rounds} done", file=sys.stderr)
+    return summarise(figures, rounds, requests)
+
+
+def summarise(
+    figures: dict[int, dict[str, list[dict[str, float]]]], rounds: int, requests: int
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "rounds": rounds,
+        "requests_per_client_per_round": requests,
+        "by_clients": {},
+    }
+    for c, by_mode in figures.items():
+        medians = {
+            mode: {
+                key: statistics.median(run[key] for run in runs)
+                for key in (
+                    "requests_per_second",
+                    "server_cpu_ms_per_request",
+                    "spans_per_request",
+                )
+            }
+            for mode, runs in by_mode.items()
+        }
+        off = medians["off"]["requests_per_second"]
+        for mode in MODES:
+            medians[mode]["ratio_to_off"] = medians[mode]["requests_per_second"] / off
+        result["by_clients"][str(c)] = medians
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Observability overhead (bench/bench_observability.py)",
+        "",
+        f"{result['when']}, {result['cpus']} CPUs; median of {result['rounds']} rounds, each "
+        f"c clients x {result['requests_per_client_per_round']} one-rule dry-run requests.",
+        "",
+        "| clients | mode | requests/s | ratio to off | server CPU ms/request | spans/request |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for c, medians in result["by_clients"].items():
+        for mode in MODES:
+            figures = medians[mode]
+            lines.append(
+                f"| {c} | {mode} | {figures['requests_per_second']:.0f} | "
+                f"{figures['ratio_to_off']:.3f} | {figures['server_cpu_ms_per_request']:.2f} | "
+                f"{figures['spans_per_request']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench_observability", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of fewer requests")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=60, help="per client per round")
+    parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
+    parser.add_argument("--kubeconfig", type=Path, help="an existing cluster instead of ours")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--serve", nargs=2, metavar=("MODE", "LISTEN"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve:
+        asyncio.run(serve(args.serve[0], args.serve[1], str(args.kubeconfig)))
+        return 0
+    rounds, requests = (3, 20) if args.quick else (args.rounds, args.requests)
+    clients = [int(c) for c in args.clients.split(",")]
+    with contextlib.ExitStack() as stack:
+        kubeconfig = args.kubeconfig
+        if kubeconfig is None:
+            data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k8sailor-obs-")))
+            kubeconfig = stack.enter_context(running(data)).kubeconfig
+        result = asyncio.run(bench(kubeconfig, rounds, clients, requests))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "observability.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (args.out / "observability.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
