@@ -80,7 +80,7 @@ async def start_server(
 async def _start(
     api: client.ApiClient, config: ServerConfig, telemetry: ServerTelemetry
 ) -> RunningServer:
-    kube = Kube(api, max_in_flight=config.max_in_flight)
+    kube = Kube(api, max_in_flight=config.max_in_flight, observer=telemetry.kube_observer)
     server = grpc.aio.server(interceptors=telemetry.interceptors)
     access = AccessControl(kube, config.auth)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from server.auth.access import AccessReviewer, permission
-from server.auth.errors import Forbidden, Unauthenticated
+from server.auth.errors import AuthError, Forbidden, Unauthenticated
 from server.auth.identity import (
     ANONYMOUS,
     Caller,
@@ -38,6 +38,7 @@ from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 from server.exposer import Permissions
 from server.kube import Kube
+from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
 FORWARDED_CLIENT_CERT = "x-forwarded-client-cert"
@@ -66,9 +67,18 @@ class AccessControl:
     async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The caller, or Unauthenticated (only when authorization needs an identity)."""
         try:
-            return await self._authenticate(context)
+            caller = await self._authenticate(context)
         except IdentityError as error:
+            AUTHENTICATIONS.labels(Method.NONE.value, "denied").inc()
             raise Unauthenticated(str(error)) from error
+        except Unauthenticated:
+            AUTHENTICATIONS.labels(Method.NONE.value, "denied").inc()
+            raise
+        except AuthError:  # the TokenReview could not be made
+            AUTHENTICATIONS.labels(Method.TOKEN.value, "error").inc()
+            raise
+        AUTHENTICATIONS.labels(caller.method.value, "ok").inc()
+        return caller
 
     async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         auth = context.auth_context()
@@ -130,18 +140,24 @@ class AccessControl:
             return None
         if not types:
             return Permissions(denied={})
-        decisions = await self.access.decide(caller, namespace, deployment, types)
+        try:
+            decisions = await self.access.decide(caller, namespace, deployment, types)
+        except AuthError:
+            AUTHORIZATIONS.labels("error").inc()
+            raise
         denied = {
             type_: f"{caller.user} may not {permission(type_, namespace, deployment)}"
             for type_, decision in decisions.items()
             if not decision.allowed
         }
         if len(denied) == len(decisions):
+            AUTHORIZATIONS.labels("denied").inc()
             needed = "; ".join(permission(type_, namespace, deployment) for type_ in decisions)
             raise Forbidden(
                 f"{caller.user} may create none of the Service types this request asks for: "
                 f"it needs {needed}"
             )
+        AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
         return Permissions(denied=denied)
 
 

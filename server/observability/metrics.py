@@ -94,7 +94,6 @@ RULE_REASONS: Final = frozenset(
         "DeadlineExceeded",
         "InternalError",
         "Unreachable",
-        "Denied",
         # metav1.StatusReason
         "Unauthorized",
         "Forbidden",
@@ -208,12 +207,15 @@ DEPLOYMENT_CACHE_RELISTS: Final = Counter(
 )
 AUTHENTICATIONS: Final = Counter(
     "k8sailor_authentications_total",
-    'Callers authenticated, by how and with what result ("ok", "denied", "error").',
+    "Calls authenticated, by how the caller proved who it is (server.auth.identity.Method; "
+    '"none" when it did not) and result ("ok", "denied", or "error" when a TokenReview '
+    "could not be made).",
     ("method", "result"),
 )
 AUTHORIZATIONS: Final = Counter(
     "k8sailor_authorizations_total",
-    'Authorization decisions, by result ("allowed", "denied", "error").',
+    'Requests authorized, by result: "allowed" (every type asked for), "partly_denied" (some '
+    'rules DENIED), "denied" (PERMISSION_DENIED), "error" (the API server could not be asked).',
     ("result",),
 )
 

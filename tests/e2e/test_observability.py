@@ -4,7 +4,6 @@ a free port, a real channel, the real API server, and spans in the SDK's in-memo
 from __future__ import annotations
 
 import logging
-import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,38 +16,19 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server.app import RunningServer, ServerConfig, serving
 from server.observability.logs import Fields
 from tests.conftest import Cluster
-
-Labels = tuple[tuple[str, str], ...]
-Samples = dict[tuple[str, Labels], float]
+from tests.metrics import delta, scrape, total_delta
 
 SERVICE = "k8sailor.v1.ExposureService"
 CREATE = (("grpc_method", "CreateServices"), ("grpc_service", SERVICE))
 STREAM = (("grpc_type", "server_stream"),)
 # The two rules that become Services, and one that the parser refuses.
 RULES = ["80:8088", "#80:80", "80:99999"]
-
-
-def scrape(port: int) -> Samples:
-    """/metrics as {(sample name, sorted labels): value}, read by prometheus_client's parser."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    key = (name, tuple(sorted(labels.items())))
-    return after.get(key, 0.0) - before.get(key, 0.0)
 
 
 def grpc_labels(*extra: tuple[str, str]) -> dict[str, str]:
@@ -148,12 +128,35 @@ async def test_metrics_count_rpcs_rules_and_api_calls_by_outcome(
             before, after, "k8sailor_rules_total", type=type_, outcome=outcome, reason=reason
         )
         assert counted == count, (type_, outcome, reason)
-    counted_rules = sum(
-        value - before.get(key, 0.0)
-        for key, value in after.items()
-        if key[0] == "k8sailor_rules_total"
-    )
+    counted_rules = total_delta(before, after, "k8sailor_rules_total")
     assert counted_rules == 6
+
+    # Every API call, by verb, resource and status: the Deployment read (twice found, once
+    # 404), the Services created (201) and, sent again, refused (409) then read (200).
+    calls = {
+        ("get", "deployments", "200"): 2,
+        ("get", "deployments", "404"): 1,
+        ("create", "services", "201"): 2,
+        ("create", "services", "409"): 2,
+        ("get", "services", "200"): 2,
+    }
+    for (verb, resource, code), count in calls.items():
+        counted = delta(
+            before, after, "k8sailor_kube_requests_total", verb=verb, resource=resource, code=code
+        )
+        assert counted == count, (verb, resource, code)
+    assert total_delta(before, after, "k8sailor_kube_requests_total") == 9
+    # One histogram observation per call.
+    for verb, resource, count in (("get", "deployments", 3), ("create", "services", 4)):
+        observed = delta(
+            before,
+            after,
+            "k8sailor_kube_request_duration_seconds_count",
+            verb=verb,
+            resource=resource,
+        )
+        assert observed == count, (verb, resource)
+    assert after[("k8sailor_kube_in_flight", ())] == 0
 
     # The process and Python metrics prometheus_client collects by itself.
     assert ("python_info", ()) not in after  # it has labels; the family is there:
