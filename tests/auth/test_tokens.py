@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kubernetes_asyncio import client
 
 from client import Outcome, RequestFailed, connect
+from server.app import ServerConfig, serving
 from tests.auth.conftest import (
     Pki,
     Serve,
@@ -29,6 +30,7 @@ from tests.auth.conftest import (
     tls,
 )
 from tests.conftest import Cluster
+from tests.controlplane import free_port
 
 
 async def expose_with_token(
@@ -218,3 +220,21 @@ async def test_a_call_with_no_identity_is_told_what_is_expected(
         "this server needs to know who is calling: send 'authorization: Bearer <token>' "
         "metadata with a Kubernetes token for audience k8sailor"
     )
+
+
+async def test_a_token_that_cannot_be_reviewed_is_unavailable_not_unauthenticated(
+    pki: Pki, tmp_path: Path
+) -> None:
+    # An API server that is not there: nothing can be decided, and the caller should retry.
+    configuration = client.Configuration(host=f"https://127.0.0.1:{free_port()}")
+    token_file = tmp_path / "token"
+    token_file.write_text("some-token")
+    async with (
+        client.ApiClient(configuration) as unreachable,
+        serving(unreachable, ServerConfig("127.0.0.1:0", auth=tls(pki)), grace=0.5) as running,
+    ):
+        target = f"127.0.0.1:{running.port}"
+        failure = await refused(target, pki, token_file, "default")
+
+    assert failure.code is grpc.StatusCode.UNAVAILABLE
+    assert failure.details.startswith("the token could not be reviewed: ")
