@@ -2,31 +2,83 @@
 
 The rest of the server never sees kubernetes_asyncio's ApiException or aiohttp's errors: they
 are translated here, in one place, into a small hierarchy keyed by what the caller should do
-about them, and the API server's own reason and message are kept so a person reading a result
-sees what the cluster said, not our paraphrase of it.
+about them. The API server's whole metav1.Status is kept (reason, message, the causes with
+their field paths, retryAfterSeconds), as kopf's client errors keep it, so that a person
+reading a result sees what the cluster said, the retry logic sees when it may ask again, and
+the exposer can point a refused field at the rule's own text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
+
+# A Retry-After beyond this is not a hint to wait but a refusal: no caller waits an hour.
+_MAX_RETRY_AFTER_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """One entry of a Status's details.causes: which field was refused, and why."""
+
+    field: str  # the API field path, as in "spec.ports[0].nodePort"; "" when none was named
+    reason: str  # "FieldValueInvalid", "FieldValueDuplicate", ...
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiStatus:
+    """The metav1.Status that came with a failed answer, or what could be read of it."""
+
+    code: int | None = None
+    reason: str = ""
+    message: str = ""
+    name: str = ""  # details.name: the object the failure is about
+    kind: str = ""  # details.kind
+    causes: tuple[Cause, ...] = ()
+    # Seconds to wait before asking again: details.retryAfterSeconds, else the Retry-After
+    # header (the API server's own 429 sends only the header, with a plain-text body).
+    retry_after: float | None = None
 
 
 class KubeError(Exception):
     """Something the API server refused or could not do.
 
     status is the HTTP status (None when no response arrived), reason the API server's
-    machine-readable reason ("Invalid", "AlreadyExists", "Forbidden", ...), message its text.
+    machine-readable reason ("Invalid", "AlreadyExists", "Forbidden", ...), message its text,
+    api_status the whole Status it sent.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        api_status: ApiStatus | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.reason = reason
+        self.api_status = api_status or ApiStatus(code=status, reason=reason, message=message)
+
+    @property
+    def causes(self) -> tuple[Cause, ...]:
+        return self.api_status.causes
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.api_status.retry_after
 
 
 class KubeNotFound(KubeError):
@@ -34,7 +86,7 @@ class KubeNotFound(KubeError):
 
 
 class KubeForbidden(KubeError):
-    """401 or 403: our identity may not do this."""
+    """403: our identity may not do this."""
 
 
 class KubeAlreadyExists(KubeError):
@@ -53,13 +105,21 @@ class KubeUnavailable(KubeError):
     """No answer, a dropped connection, 429, 503 or 504: worth trying again later."""
 
 
+class KubeUnauthorized(KubeUnavailable):
+    """401: the API server did not accept k8sailor's own credentials.
+
+    Unavailable rather than forbidden: it says nothing about the caller, whose request may
+    well be allowed once k8sailor's credentials are fixed (or reloaded).
+    """
+
+
 class KubeServerError(KubeError):
     """Any other 5xx, or an answer we could not read."""
 
 
 _BY_STATUS: dict[int, type[KubeError]] = {
     400: KubeInvalid,
-    401: KubeForbidden,
+    401: KubeUnauthorized,
     403: KubeForbidden,
     404: KubeNotFound,
     422: KubeInvalid,
@@ -68,8 +128,40 @@ _BY_STATUS: dict[int, type[KubeError]] = {
     504: KubeUnavailable,
 }
 
+# metav1's reasons, for answers that came without a Status (the API server's own 429 is plain
+# text), so that callers and metrics see the same reason either way.
+_REASON_BY_STATUS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
-def from_response(status: int, body: bytes | str | None) -> KubeError:
+# Statuses that mean "not now" whatever the body says; any other 5xx is retried only when the
+# API server says when (client-go does the same).
+_TRANSIENT_STATUSES = frozenset({429, 503, 504})
+
+
+def is_transient(error: KubeError) -> bool:
+    """True when the same call may well succeed if sent again after a pause."""
+    if isinstance(error, KubeUnauthorized):
+        return False  # only new credentials help: see Kube's reload
+    if error.status is None:
+        return error.reason in ("Unreachable", "Timeout")
+    if error.status in _TRANSIENT_STATUSES:
+        return True
+    return error.status >= 500 and error.retry_after is not None
+
+
+def from_response(
+    status: int, body: bytes | str | None, headers: Mapping[str, str] | None = None
+) -> KubeError:
     """The error for a non-2xx answer, from the metav1.Status the API server sends with it."""
     payload: dict[str, Any] = {}
     if body:
@@ -79,16 +171,63 @@ def from_response(status: int, body: bytes | str | None) -> KubeError:
             decoded = None
         if isinstance(decoded, dict):
             payload = decoded
-    reason = str(payload.get("reason") or "")
-    message = str(payload.get("message") or "").strip()
+    reason = _text(payload.get("reason")) or _REASON_BY_STATUS.get(status, "")
+    message = _text(payload.get("message")).strip()
     if not message:
         text = body.decode(errors="replace") if isinstance(body, bytes) else (body or "")
         message = f"HTTP {status}: {text.strip()[:500]}" if text.strip() else f"HTTP {status}"
+    details = payload.get("details")
+    details = details if isinstance(details, dict) else {}
+    api_status = ApiStatus(
+        code=status,
+        reason=reason,
+        message=message,
+        name=_text(details.get("name")),
+        kind=_text(details.get("kind")),
+        causes=_causes(details.get("causes")),
+        retry_after=_retry_after(details.get("retryAfterSeconds"), headers),
+    )
+    if status == 401:
+        message = f"the API server refused k8sailor's own credentials: {message}"
     if status == 409:
         kind: type[KubeError] = KubeAlreadyExists if reason == "AlreadyExists" else KubeConflict
     else:
         kind = _BY_STATUS.get(status, KubeServerError if status >= 500 else KubeError)
-    return kind(message, status=status, reason=reason)
+    return kind(message, status=status, reason=reason, api_status=api_status)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _causes(raw: Any) -> tuple[Cause, ...]:
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        Cause(_text(cause.get("field")), _text(cause.get("reason")), _text(cause.get("message")))
+        for cause in raw[:100]  # bounded: a Status lists one cause per refused field
+        if isinstance(cause, dict)
+    )
+
+
+def _retry_after(seconds: Any, headers: Mapping[str, str] | None) -> float | None:
+    """details.retryAfterSeconds, else the Retry-After header (seconds or an HTTP date)."""
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0:
+        return min(float(seconds), _MAX_RETRY_AFTER_S)
+    header = (headers or {}).get("Retry-After", "").strip()
+    if not header:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        value = when.timestamp() - time.time()
+    if value != value:  # NaN
+        return None
+    return min(max(value, 0.0), _MAX_RETRY_AFTER_S)
 
 
 def from_api_exception(error: ApiException) -> KubeError:
@@ -96,7 +235,7 @@ def from_api_exception(error: ApiException) -> KubeError:
     status = int(error.status or 0)
     if status == 0:
         return KubeUnavailable(f"API server unreachable: {error.reason}", reason="Unreachable")
-    return from_response(status, error.body)
+    return from_response(status, error.body, error.headers)
 
 
 def from_transport(error: BaseException) -> KubeUnavailable:
@@ -104,4 +243,7 @@ def from_transport(error: BaseException) -> KubeUnavailable:
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return KubeUnavailable("API server did not answer in time", reason="Timeout")
     detail = str(error) or type(error).__name__
+    if isinstance(error, aiohttp.ClientSSLError | ssl.SSLError):
+        # A certificate problem does not go away by asking again.
+        return KubeUnavailable(f"TLS with the API server failed: {detail}", reason="TLSFailed")
     return KubeUnavailable(f"API server unreachable: {detail}", reason="Unreachable")

@@ -11,17 +11,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from server.errors import KubeError, from_api_exception, from_response, from_transport
+from server.errors import (
+    KubeError,
+    KubeUnauthorized,
+    from_api_exception,
+    from_response,
+    from_transport,
+    is_transient,
+)
 
 Json = dict[str, Any]
 
@@ -56,12 +65,52 @@ class NoObserver:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one API call tries, within the caller's deadline, before giving up.
+
+    Retried: 429, 503 and 504 (after Retry-After or details.retryAfterSeconds when the API
+    server gives one), any other 5xx that gives one, and connections refused, reset or timed
+    out before an answer. A create is safe to send again: one that finds its Service already
+    there is read and compared by the exposer.
+    """
+
+    attempts: int = 6  # in all, the first included
+    first_backoff: float = 0.2  # seconds before the second attempt; doubles after each
+    max_backoff: float = 5.0
+    # An attempt that has no answer by then is abandoned and tried again (when the deadline
+    # leaves room): a stalled connection must not eat the caller's whole deadline.
+    attempt_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+        if not 0 <= self.first_backoff <= self.max_backoff:
+            raise ValueError("backoffs must satisfy 0 <= first_backoff <= max_backoff")
+        if self.attempt_timeout <= 0:
+            raise ValueError(f"attempt_timeout must be positive, not {self.attempt_timeout}")
+
+    def pause(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        Exponential backoff with jitter (between half and all of it), so that calls throttled
+        together do not all come back together; never less than the API server asked for.
+        """
+        backoff = min(self.max_backoff, self.first_backoff * 2 ** (attempt - 1))
+        jittered = random.uniform(backoff / 2, backoff)
+        return jittered if retry_after is None else retry_after + jittered
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
+
+
 class Kube:
     """Reads Deployments and creates Services, with a bound on calls in flight.
 
     The bound is process-wide (one Kube per process, shared by every request) so that a burst
     of large requests queues here instead of piling onto the API server, whose priority and
-    fairness would otherwise answer with 429s.
+    fairness would otherwise answer with 429s. Every call is retried as RetryPolicy says and,
+    when the ApiClient came from load_api_client, a 401 reloads our credentials once.
     """
 
     def __init__(
@@ -70,6 +119,7 @@ class Kube:
         *,
         max_in_flight: int,
         observer: CallObserver | None = None,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         rest = api.rest_client
         # kubernetes_asyncio opens its aiohttp session with trust_env=True, so aiohttp looks
@@ -85,6 +135,10 @@ class Kube:
         self._authorization = client.AuthorizationV1Api(api)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._observer: CallObserver = observer or NoObserver()
+        self._retry = retry
+        self._reload = api.reload_credentials if isinstance(api, ReloadableApiClient) else None
+        self._reload_lock = asyncio.Lock()
+        self._credentials_generation = 0
 
     async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
         return await self._call(
@@ -124,6 +178,59 @@ class Kube:
         timeout: float | None,
         **kwargs: Any,
     ) -> Json:
+        """One API call, tried again while the API server's answer says "not now".
+
+        timeout is what remains of the caller's deadline: no attempt and no pause between
+        attempts runs past it, and a pause that would is not started (the last error is
+        raised instead, so the caller learns why rather than just "deadline exceeded").
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        policy = self._retry
+        attempt = 1
+        reloaded = False
+        while True:
+            generation = self._credentials_generation
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+            limit = policy.attempt_timeout
+            if remaining is not None:
+                limit = min(limit, remaining)
+            try:
+                return await self._attempt(verb, resource, method, args, kwargs, limit)
+            except KubeUnauthorized as error:
+                if self._reload is None:
+                    raise
+                if reloaded:
+                    raise KubeUnauthorized(
+                        f"{error.message} (again after loading them anew): check the "
+                        f"kubeconfig, exec plugin or service account token it runs with",
+                        status=error.status,
+                        reason=error.reason,
+                        api_status=error.api_status,
+                    ) from error
+                reloaded = True
+                self._observer.call_retried(verb, resource, "Unauthorized")
+                await self._reload_credentials(generation, error)
+            except KubeError as error:
+                if attempt >= policy.attempts or not is_transient(error):
+                    raise
+                pause = policy.pause(attempt, error.retry_after)
+                if deadline is not None and loop.time() + pause >= deadline:
+                    raise
+                self._observer.call_retried(verb, resource, error.reason or str(error.status))
+                # The slot is not held here: a throttled call must not keep others waiting.
+                await asyncio.sleep(pause)
+            attempt += 1
+
+    async def _attempt(
+        self,
+        verb: str,
+        resource: str,
+        method: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float,
+    ) -> Json:
         async with self._slots:
             self._observer.call_started(verb, resource)
             started = time.monotonic()
@@ -136,6 +243,7 @@ class Kube:
                     status: int = response.status
                     code = str(status)
                     body: bytes = await response.read()
+                    headers = response.headers
             except ApiException as error:
                 code = str(error.status) if error.status else "error"
                 raise from_api_exception(error) from error
@@ -147,7 +255,7 @@ class Kube:
             finally:
                 self._observer.call_finished(verb, resource, code, time.monotonic() - started)
         if not 200 <= status < 300:
-            raise from_response(status, body)
+            raise from_response(status, body, headers)
         try:
             decoded = json.loads(body)
         except ValueError as error:
@@ -191,26 +299,80 @@ class Kube:
             timeout=timeout,
         )
 
+    async def _reload_credentials(self, seen: int, refused: KubeUnauthorized) -> None:
+        """Load our credentials again, once for all the calls that were refused together.
+
+        A call whose attempt began before the last reload just tries again with what that
+        reload brought; only a call refused with the newest credentials reloads them.
+        """
+        assert self._reload is not None
+        async with self._reload_lock:
+            if self._credentials_generation != seen:
+                return
+            try:
+                await self._reload()
+            except Exception as error:
+                raise KubeUnauthorized(
+                    f"{refused.message}; loading the credentials again failed: "
+                    f"{type(error).__name__}: {error}",
+                    status=refused.status,
+                    reason=refused.reason,
+                    api_status=refused.api_status,
+                ) from error
+            finally:
+                self._credentials_generation += 1
+
+
+class ReloadableApiClient(client.ApiClient):
+    """An ApiClient that can load its credentials again, from where they first came.
+
+    Exec and OIDC plugins hand out tokens that expire, token files and the in-cluster token
+    are rotated on disk: when the API server answers 401, Kube calls reload_credentials()
+    once and tries again. Loading runs kubernetes_asyncio's own loaders again into the live
+    Configuration, so the pooled connections and everything that holds this client carry on.
+    """
+
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        load: Callable[[client.Configuration], Awaitable[None]],
+    ) -> None:
+        super().__init__(configuration)
+        self._load = load
+
+    async def reload_credentials(self) -> None:
+        await self._load(self.configuration)
+
 
 async def load_api_client(
     kubeconfig: str | None, context: str | None, *, pool_size: int
-) -> client.ApiClient:
-    """An ApiClient for the cluster the caller means.
+) -> ReloadableApiClient:
+    """An ApiClient for the cluster the caller means, able to reload its credentials.
 
     An explicit --kubeconfig or $KUBECONFIG wins; inside a pod without either, the in-cluster
     service account; otherwise ~/.kube/config, as kubectl does.
     """
-    configuration = client.Configuration()
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    load: Callable[[client.Configuration], Awaitable[None]]
     if kubeconfig is None and "KUBECONFIG" not in os.environ and in_cluster:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+
+        async def load(configuration: client.Configuration) -> None:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+
     else:
-        await config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
+
+        async def load(configuration: client.Configuration) -> None:
+            # A new loader each time: one that ran before keeps its exec plugin's token
+            # until the expiry the plugin gave, even after the API server refused it.
+            await config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+
+    configuration = client.Configuration()
+    await load(configuration)
     # Enough pooled connections for every call the semaphore lets through at once.
     configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
+    return ReloadableApiClient(configuration, load)
 
 
 def _env_proxy(server: str | None) -> str | None:

@@ -26,9 +26,10 @@ from server.errors import (
     KubeInvalid,
     KubeNotFound,
     KubeServerError,
+    KubeUnauthorized,
     KubeUnavailable,
 )
-from server.kube import Kube
+from server.kube import NO_RETRIES, Kube
 from tests import objects
 from tests.servers import k8sailor_over
 
@@ -102,7 +103,7 @@ DEPLOYMENT = "/apis/apps/v1/namespaces/ns/deployments/web"
     ("code", "reason", "kind"),
     [
         (400, "BadRequest", KubeInvalid),
-        (401, "Unauthorized", KubeForbidden),
+        (401, "Unauthorized", KubeUnauthorized),
         (403, "Forbidden", KubeForbidden),
         (404, "NotFound", KubeNotFound),
         (409, "AlreadyExists", KubeAlreadyExists),
@@ -120,10 +121,13 @@ async def test_each_status_becomes_our_error_with_the_servers_words(
     server, api = fake
     server.routes["POST", SERVICES] = answer(code, reason, f"the server says {code}")
     with pytest.raises(KubeError) as raised:
-        await Kube(api, max_in_flight=4).create_service("ns", {}, dry_run=False, timeout=5)
+        await Kube(api, max_in_flight=4, retry=NO_RETRIES).create_service(
+            "ns", {}, dry_run=False, timeout=5
+        )
     assert type(raised.value) is kind
     assert (raised.value.status, raised.value.reason) == (code, reason)
-    assert raised.value.message == f"the server says {code}"
+    assert raised.value.message.endswith(f"the server says {code}")
+    assert raised.value.api_status.message == f"the server says {code}"
 
 
 async def test_an_answer_without_a_status_body_keeps_the_text(
@@ -136,7 +140,9 @@ async def test_an_answer_without_a_status_body_keeps_the_text(
 
     server.routes["POST", SERVICES] = plain
     with pytest.raises(KubeServerError, match="HTTP 502: bad gateway from a proxy"):
-        await Kube(api, max_in_flight=4).create_service("ns", {}, dry_run=False, timeout=5)
+        await Kube(api, max_in_flight=4, retry=NO_RETRIES).create_service(
+            "ns", {}, dry_run=False, timeout=5
+        )
 
 
 async def test_a_dropped_connection_is_unavailable(
@@ -145,7 +151,7 @@ async def test_a_dropped_connection_is_unavailable(
     server, api = fake
     server.routes["GET", DEPLOYMENT] = drop
     with pytest.raises(KubeUnavailable, match="API server unreachable"):
-        await Kube(api, max_in_flight=4).read_deployment("ns", "web", timeout=5)
+        await Kube(api, max_in_flight=4, retry=NO_RETRIES).read_deployment("ns", "web", timeout=5)
 
 
 async def test_dry_run_is_sent_as_dry_run_all(
