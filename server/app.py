@@ -23,7 +23,7 @@ from server.auth.gate import AccessControl
 from server.auth.settings import AuthSettings
 from server.auth.tls import ReloadingCertificates
 from server.exposer import Exposer, Settings
-from server.kube import Kube
+from server.kube import CallObserver, Kube
 from server.observability.serving import ServerTelemetry, server_telemetry
 from server.servicer import ExposureServicer
 
@@ -58,11 +58,17 @@ class RunningServer:
 
 
 async def start_server(
-    api: client.ApiClient, config: ServerConfig, *, tracer_provider: TracerProvider | None = None
+    api: client.ApiClient,
+    config: ServerConfig,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    observer: CallObserver | None = None,
 ) -> RunningServer:
     """Start serving on config.listen (port 0 picks a free one; see RunningServer.port).
 
     Traces go to tracer_provider; without one, nothing is traced (see server.observability).
+    observer, if given, is told about every call to the API server instead of the metrics
+    (tests use it to see what reached the API server).
     """
     problems = config.auth.problems(config.listen)
     if problems:
@@ -71,16 +77,23 @@ async def start_server(
         log.warning("%s", warning)
     telemetry = server_telemetry(api, config.metrics_listen, tracer_provider)
     try:
-        return await _start(api, config, telemetry)
+        return await _start(api, config, telemetry, observer)
     except BaseException:
         telemetry.close()
         raise
 
 
 async def _start(
-    api: client.ApiClient, config: ServerConfig, telemetry: ServerTelemetry
+    api: client.ApiClient,
+    config: ServerConfig,
+    telemetry: ServerTelemetry,
+    observer: CallObserver | None,
 ) -> RunningServer:
-    kube = Kube(api, max_in_flight=config.max_in_flight, observer=telemetry.kube_observer)
+    kube = Kube(
+        api,
+        max_in_flight=config.max_in_flight,
+        observer=observer if observer is not None else telemetry.kube_observer,
+    )
     server = grpc.aio.server(interceptors=telemetry.interceptors)
     access = AccessControl(kube, config.auth)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
@@ -121,8 +134,9 @@ async def serving(
     grace: float = 5.0,
     *,
     tracer_provider: TracerProvider | None = None,
+    observer: CallObserver | None = None,
 ) -> AsyncIterator[RunningServer]:
-    running = await start_server(api, config, tracer_provider=tracer_provider)
+    running = await start_server(api, config, tracer_provider=tracer_provider, observer=observer)
     try:
         yield running
     finally:

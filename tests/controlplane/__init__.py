@@ -26,8 +26,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -219,6 +219,8 @@ class RunningControlPlane:
     etcd_pid: int
     apiserver_pid: int
     startup_seconds: float
+    # How the API server was started, so it can be started again as it was (see restart).
+    apiserver_argv: tuple[str, ...] = ()
 
     def pids(self) -> tuple[int, int]:
         return self.apiserver_pid, self.etcd_pid
@@ -238,6 +240,7 @@ class RunningControlPlane:
                 "etcd_pid": self.etcd_pid,
                 "apiserver_pid": self.apiserver_pid,
                 "startup_seconds": self.startup_seconds,
+                "apiserver_argv": list(self.apiserver_argv),
             }
         )
 
@@ -251,6 +254,7 @@ class RunningControlPlane:
             etcd_pid=int(raw["etcd_pid"]),
             apiserver_pid=int(raw["apiserver_pid"]),
             startup_seconds=float(raw["startup_seconds"]),
+            apiserver_argv=tuple(raw.get("apiserver_argv", ())),
         )
 
 
@@ -296,12 +300,17 @@ def _launch(
 
 
 def start(
-    data_dir: Path, *, tie_to_parent: bool, node_port_range: str = NODE_PORT_RANGE
+    data_dir: Path,
+    *,
+    tie_to_parent: bool,
+    node_port_range: str = NODE_PORT_RANGE,
+    apiserver_args: Sequence[str] = (),
 ) -> RunningControlPlane:
     """Start etcd and kube-apiserver on free 127.0.0.1 ports; data and logs go under data_dir.
 
     tie_to_parent makes both die with the calling process (pytest), so nothing is left behind
     even when the run is killed; `make cluster` leaves it off so the pair outlives make.
+    apiserver_args are added to the API server's flags (the fault tests throttle it).
     """
     binaries = ensure_binaries()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -335,31 +344,29 @@ def start(
         _wait_ready(f"http://127.0.0.1:{etcd_client}/health", None, etcd, etcd_log)
 
         apiserver_log = data_dir / "kube-apiserver.log"
-        apiserver = _launch(
-            [
-                str(binaries.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={secure_port}",
-                f"--cert-dir={pki}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=RBAC",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--service-node-port-range={node_port_range}",
-                # No kubelet exists to serve 127.0.0.1 as the "kubernetes" endpoint; without
-                # this the reconciler logs an error every 10 s.
-                "--endpoint-reconciler-type=none",
-                "--v=0",
-            ],
-            apiserver_log,
-            preexec,
-        )
+        apiserver_argv = [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={secure_port}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-node-port-range={node_port_range}",
+            # No kubelet exists to serve 127.0.0.1 as the "kubernetes" endpoint; without
+            # this the reconciler logs an error every 10 s.
+            "--endpoint-reconciler-type=none",
+            "--v=0",
+            *apiserver_args,
+        ]
+        apiserver = _launch(apiserver_argv, apiserver_log, preexec)
         processes.append(apiserver)
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
@@ -378,7 +385,44 @@ def start(
         etcd_pid=etcd.pid,
         apiserver_pid=apiserver.pid,
         startup_seconds=time.monotonic() - started,
+        apiserver_argv=tuple(apiserver_argv),
     )
+
+
+def kill_apiserver(plane: RunningControlPlane) -> None:
+    """SIGKILL the API server, as a crash would (no drain); etcd and its data stay."""
+    if not _is_ours(plane.apiserver_pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(plane.apiserver_pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(plane.apiserver_pid, 0)
+
+
+def restart_apiserver(plane: RunningControlPlane, *, tie_to_parent: bool) -> RunningControlPlane:
+    """Start the API server again as it was started: same etcd, port, certificates, flags.
+
+    The previous one must be gone (kill_apiserver). Returns the plane with the new pid, once
+    the API server answers /readyz.
+    """
+    if not plane.apiserver_argv:
+        raise ControlPlaneError("this control plane did not record how its API server started")
+    if _is_ours(plane.apiserver_pid) and not _is_zombie(plane.apiserver_pid):
+        raise ControlPlaneError(f"the API server (pid {plane.apiserver_pid}) is still running")
+    # A log of its own: the first one's tail is what explains why it went away.
+    log = plane.data_dir / "kube-apiserver-restarted.log"
+    apiserver = _launch(
+        list(plane.apiserver_argv), log, _die_with_parent if tie_to_parent else None
+    )
+    pki = plane.data_dir / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        _wait_ready(f"{plane.server}/readyz", context, apiserver, log)
+    except BaseException:
+        _terminate(apiserver.pid)
+        raise
+    return replace(plane, apiserver_pid=apiserver.pid)
 
 
 def _is_ours(pid: int) -> bool:

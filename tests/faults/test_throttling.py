@@ -1,0 +1,35 @@
+"""The real API server throttles (429 with Retry-After): k8sailor waits as told and retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from client import Outcome
+from server.kube import load_api_client
+from tests.faults.observers import RecordingObserver
+from tests.servers import k8sailor_over
+
+
+async def test_a_throttled_200_rule_request_creates_every_service(
+    throttled_kubeconfig: Path, fault_namespace: str
+) -> None:
+    observer = RecordingObserver()
+    rules = [f"s{index}=80:8088" for index in range(200)]
+    api = await load_api_client(str(throttled_kubeconfig), None, pool_size=32)
+    async with api, k8sailor_over(api, observer) as k8sailor:
+        results = [
+            result
+            async for result in k8sailor.create_services(
+                "web", rules, namespace=fault_namespace, timeout=120
+            )
+        ]
+
+    assert sorted(result.index for result in results) == list(range(200))
+    failed = [(r.index, r.reason, r.error) for r in results if r.outcome is not Outcome.CREATED]
+    assert failed == []
+    # The API server did throttle, and every 429 was followed by another attempt.
+    throttled = observer.codes()["429"]
+    assert throttled > 0
+    assert observer.retry_reasons()["TooManyRequests"] == throttled
+    assert observer.codes()["201"] == 200
+    print(f"\n200 creates took {len(observer.finished)} attempts, {throttled} answered 429")
