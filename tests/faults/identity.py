@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # kubernetes_asyncio brings PyYAML, not its stubs
+import yaml
 from kubernetes_asyncio import client
 
 ACCOUNT = "k8sailor"
