@@ -24,8 +24,9 @@ from server.auth.settings import AuthSettings
 from server.auth.tls import ReloadingCertificates
 from server.exposer import Exposer, Settings
 from server.kube import CallObserver, Kube
+from server.lifecycle import Lifecycle
+from server.lifecycle_servicer import LifecycleServicer
 from server.observability.serving import ServerTelemetry, server_telemetry
-from server.servicer import ExposureServicer
 
 log = logging.getLogger("k8sailor.server")
 
@@ -96,9 +97,11 @@ async def _start(
     )
     server = grpc.aio.server(interceptors=telemetry.interceptors)
     access = AccessControl(kube, config.auth)
+    lifecycle = Lifecycle(kube, config.settings)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
-        ExposureServicer(
+        LifecycleServicer(
             Exposer(kube, config.settings, tracer=telemetry.tracer),
+            lifecycle,
             access,
             on_results=telemetry.on_results,
         ),

@@ -53,6 +53,10 @@ class Outcome(enum.Enum):
     CONFLICT = "CONFLICT"
     FAILED = "FAILED"
     DENIED = "DENIED"  # the caller may not create a Service of this rule's type here
+    # What server.lifecycle reports for apply and delete.
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+    NOT_FOUND = "NOT_FOUND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,24 @@ class ExposeRequest:
     permissions: Permissions | None = None
 
 
+def check_target(namespace: str, deployment: str) -> None:
+    """Refuse a namespace or Deployment name that no object can have (BadRequest)."""
+    problem = dns1123_label_problem(namespace)
+    if problem is not None:
+        raise BadRequest(
+            f"namespace {namespace!r} is not a valid namespace name (a lowercase DNS-1123 "
+            f"label): it {problem}"
+        )
+    if not deployment:
+        raise BadRequest("deployment is required")
+    problem = dns1123_subdomain_problem(deployment)
+    if problem is not None:
+        raise BadRequest(
+            f"deployment {deployment!r} is not a valid Deployment name (a lowercase "
+            f"DNS-1123 subdomain): it {problem}"
+        )
+
+
 class Exposer:
     def __init__(self, kube: Kube, settings: Settings, *, tracer: Tracer | None = None) -> None:
         """tracer: where the span of each rule goes. The OpenTelemetry API's own (a no-op until
@@ -128,21 +150,8 @@ class Exposer:
 
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
-        namespace, deployment, count = request.namespace, request.deployment, len(request.rules)
-        problem = dns1123_label_problem(namespace)
-        if problem is not None:
-            raise BadRequest(
-                f"namespace {namespace!r} is not a valid namespace name (a lowercase DNS-1123 "
-                f"label): it {problem}"
-            )
-        if not deployment:
-            raise BadRequest("deployment is required")
-        problem = dns1123_subdomain_problem(deployment)
-        if problem is not None:
-            raise BadRequest(
-                f"deployment {deployment!r} is not a valid Deployment name (a lowercase "
-                f"DNS-1123 subdomain): it {problem}"
-            )
+        check_target(request.namespace, request.deployment)
+        count = len(request.rules)
         if count == 0:
             raise BadRequest("no rules: send at least one rule")
         if count > self._settings.max_rules:

@@ -34,6 +34,9 @@ from server.errors import (
 
 Json = dict[str, Any]
 
+#: The field manager of every write k8sailor makes, so that server-side apply knows its fields.
+FIELD_MANAGER = "k8sailor"
+
 
 class CallObserver(Protocol):
     """Told about every API call as it happens: metrics, tracing and tests plug in here.
@@ -166,7 +169,93 @@ class Kube:
             namespace,
             manifest,
             timeout=timeout,
+            field_manager=FIELD_MANAGER,
             **extra,
+        )
+
+    async def list_services(
+        self, namespace: str, *, label_selector: str, timeout: float | None
+    ) -> Json:
+        return await self._call(
+            "list",
+            "services",
+            self._core.list_namespaced_service,
+            namespace,
+            timeout=timeout,
+            label_selector=label_selector,
+        )
+
+    async def delete_service(
+        self, namespace: str, name: str, *, uid: str, dry_run: bool, timeout: float | None
+    ) -> Json:
+        """Delete the Service only if it still has this uid: one replaced since it was read
+        (deleted and created again under the same name) is refused with a 409."""
+        options: Json = {"preconditions": {"uid": uid}}
+        if dry_run:
+            # In the body: the API server reads a DELETE's options from its body when it has
+            # one, and then ignores ?dryRun=All in the query.
+            options["dryRun"] = ["All"]
+        return await self._call(
+            "delete",
+            "services",
+            self._core.delete_namespaced_service,
+            name,
+            namespace,
+            timeout=timeout,
+            body=options,
+        )
+
+    async def apply_service(
+        self,
+        namespace: str,
+        manifest: Mapping[str, Any],
+        *,
+        force: bool,
+        dry_run: bool,
+        timeout: float | None,
+    ) -> Json:
+        """Server-side apply of the whole manifest as field manager k8sailor (JSON is YAML,
+        so the manifest goes as it is)."""
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(
+            "patch",
+            "services",
+            self._core.patch_namespaced_service,
+            manifest["metadata"]["name"],
+            namespace,
+            manifest,
+            timeout=timeout,
+            field_manager=FIELD_MANAGER,
+            force=force,
+            _content_type="application/apply-patch+yaml",
+            **extra,
+        )
+
+    async def replace_managed_fields(
+        self,
+        namespace: str,
+        name: str,
+        managed_fields: list[Json],
+        *,
+        resource_version: str,
+        timeout: float | None,
+    ) -> Json:
+        """Rewrite a Service's managedFields, only if it is still at resource_version (the
+        JSON patch "test" fails with a 422 otherwise): how field ownership is moved between
+        managers, as kubectl moves client-side apply's fields to server-side apply."""
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "replace", "path": "/metadata/managedFields", "value": managed_fields},
+        ]
+        return await self._call(
+            "patch",
+            "services",
+            self._core.patch_namespaced_service,
+            name,
+            namespace,
+            patch,
+            timeout=timeout,
+            _content_type="application/json-patch+json",
         )
 
     async def _call(

@@ -60,6 +60,9 @@ _OUTCOMES = {
     Outcome.CONFLICT: pb.OUTCOME_CONFLICT,
     Outcome.FAILED: pb.OUTCOME_FAILED,
     Outcome.DENIED: pb.OUTCOME_DENIED,
+    Outcome.UPDATED: pb.OUTCOME_UPDATED,
+    Outcome.DELETED: pb.OUTCOME_DELETED,
+    Outcome.NOT_FOUND: pb.OUTCOME_NOT_FOUND,
 }
 
 
@@ -131,6 +134,10 @@ def port_to_proto(port: PortRule) -> pb.ServicePort:
     return message
 
 
+def outcome_to_proto(outcome: Outcome) -> pb.Outcome.ValueType:
+    return _OUTCOMES[outcome]
+
+
 def result_to_proto(result: RuleResult) -> pb.CreateServicesResponse:
     return pb.CreateServicesResponse(
         index=result.index,
@@ -168,6 +175,8 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class ExposureServicer(pb_grpc.ExposureServiceServicer):
+    """CreateServices; server.lifecycle_servicer adds the RPCs that manage what it made."""
+
     def __init__(
         self,
         exposer: Exposer,

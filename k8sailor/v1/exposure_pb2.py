@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ak8sailor/v1/exposure.proto\x12\x0bk8sailor.v1\"q\n\x15\x43reateServicesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12 \n\x05rules\x18\x03 \x03(\x0b\x32\x11.k8sailor.v1.Rule\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"G\n\x04Rule\x12\r\n\x03raw\x18\x01 \x01(\tH\x00\x12(\n\x04spec\x18\x02 \x01(\x0b\x32\x18.k8sailor.v1.ServiceSpecH\x00\x42\x06\n\x04rule\"\x83\x01\n\x0bServiceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.k8sailor.v1.ServiceType\x12\'\n\x05ports\x18\x03 \x03(\x0b\x32\x18.k8sailor.v1.ServicePort\x12\x15\n\rexternal_name\x18\x04 \x01(\t\"\xc4\x01\n\x0bServicePort\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x1c\n\x12target_port_number\x18\x03 \x01(\x05H\x00\x12\x1a\n\x10target_port_name\x18\x04 \x01(\tH\x00\x12\x11\n\tnode_port\x18\x05 \x01(\x05\x12\'\n\x08protocol\x18\x06 \x01(\x0e\x32\x15.k8sailor.v1.Protocol\x12\x14\n\x0c\x61pp_protocol\x18\x07 \x01(\tB\r\n\x0btarget_port\"\xce\x01\n\x16\x43reateServicesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12%\n\x07outcome\x18\x03 \x01(\x0e\x32\x14.k8sailor.v1.Outcome\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x12\n\ncluster_ip\x18\x05 \x01(\t\x12\'\n\x05ports\x18\x06 \x03(\x0b\x32\x18.k8sailor.v1.ServicePort\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t*\xbf\x01\n\x0bServiceType\x12\x1c\n\x18SERVICE_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SERVICE_TYPE_CLUSTER_IP\x10\x01\x12\x19\n\x15SERVICE_TYPE_HEADLESS\x10\x02\x12\x1a\n\x16SERVICE_TYPE_NODE_PORT\x10\x03\x12\x1e\n\x1aSERVICE_TYPE_LOAD_BALANCER\x10\x04\x12\x1e\n\x1aSERVICE_TYPE_EXTERNAL_NAME\x10\x05*[\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_TCP\x10\x01\x12\x10\n\x0cPROTOCOL_UDP\x10\x02\x12\x11\n\rPROTOCOL_SCTP\x10\x03*\xe2\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_CREATED\x10\x01\x12\x15\n\x11OUTCOME_UNCHANGED\x10\x02\x12\x13\n\x0fOUTCOME_INVALID\x10\x03\x12\x14\n\x10OUTCOME_CONFLICT\x10\x04\x12\x12\n\x0eOUTCOME_FAILED\x10\x05\x12\x12\n\x0eOUTCOME_DENIED\x10\x06\x12\x13\n\x0fOUTCOME_UPDATED\x10\x07\x12\x13\n\x0fOUTCOME_DELETED\x10\x08\x12\x15\n\x11OUTCOME_NOT_FOUND\x10\t2n\n\x0f\x45xposureService\x12[\n\x0e\x43reateServices\x12\".k8sailor.v1.CreateServicesRequest\x1a#.k8sailor.v1.CreateServicesResponse0\x01\x42?Z=github.com/k8sailor/k8sailor/client/go/k8sailor/v1;k8sailorv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ak8sailor/v1/exposure.proto\x12\x0bk8sailor.v1\"q\n\x15\x43reateServicesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12 \n\x05rules\x18\x03 \x03(\x0b\x32\x11.k8sailor.v1.Rule\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"G\n\x04Rule\x12\r\n\x03raw\x18\x01 \x01(\tH\x00\x12(\n\x04spec\x18\x02 \x01(\x0b\x32\x18.k8sailor.v1.ServiceSpecH\x00\x42\x06\n\x04rule\"\x83\x01\n\x0bServiceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.k8sailor.v1.ServiceType\x12\'\n\x05ports\x18\x03 \x03(\x0b\x32\x18.k8sailor.v1.ServicePort\x12\x15\n\rexternal_name\x18\x04 \x01(\t\"\xc4\x01\n\x0bServicePort\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x1c\n\x12target_port_number\x18\x03 \x01(\x05H\x00\x12\x1a\n\x10target_port_name\x18\x04 \x01(\tH\x00\x12\x11\n\tnode_port\x18\x05 \x01(\x05\x12\'\n\x08protocol\x18\x06 \x01(\x0e\x32\x15.k8sailor.v1.Protocol\x12\x14\n\x0c\x61pp_protocol\x18\x07 \x01(\tB\r\n\x0btarget_port\"\xce\x01\n\x16\x43reateServicesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12%\n\x07outcome\x18\x03 \x01(\x0e\x32\x14.k8sailor.v1.Outcome\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x12\n\ncluster_ip\x18\x05 \x01(\t\x12\'\n\x05ports\x18\x06 \x03(\x0b\x32\x18.k8sailor.v1.ServicePort\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\"<\n\x13ListServicesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\"E\n\x14ListServicesResponse\x12-\n\x08services\x18\x01 \x03(\x0b\x32\x1b.k8sailor.v1.ExposedService\"\x91\x01\n\x0e\x45xposedService\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.k8sailor.v1.ServiceType\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x12\n\ncluster_ip\x18\x04 \x01(\t\x12\'\n\x05ports\x18\x05 \x03(\x0b\x32\x18.k8sailor.v1.ServicePort\"k\n\x15\x44\x65leteServicesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"t\n\x16\x44\x65leteServicesResponse\x12\x14\n\x0cservice_name\x18\x01 \x01(\t\x12%\n\x07outcome\x18\x02 \x01(\x0e\x32\x14.k8sailor.v1.Outcome\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8e\x01\n\x14\x41pplyServicesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12 \n\x05rules\x18\x03 \x03(\x0b\x32\x11.k8sailor.v1.Rule\x12\r\n\x05prune\x18\x04 \x01(\x08\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\":\n\x0b\x46ieldChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\"\xf8\x01\n\x15\x41pplyServicesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12%\n\x07outcome\x18\x03 \x01(\x0e\x32\x14.k8sailor.v1.Outcome\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x12\n\ncluster_ip\x18\x05 \x01(\t\x12\'\n\x05ports\x18\x06 \x03(\x0b\x32\x18.k8sailor.v1.ServicePort\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12)\n\x07\x63hanges\x18\t \x03(\x0b\x32\x18.k8sailor.v1.FieldChange*\xbf\x01\n\x0bServiceType\x12\x1c\n\x18SERVICE_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SERVICE_TYPE_CLUSTER_IP\x10\x01\x12\x19\n\x15SERVICE_TYPE_HEADLESS\x10\x02\x12\x1a\n\x16SERVICE_TYPE_NODE_PORT\x10\x03\x12\x1e\n\x1aSERVICE_TYPE_LOAD_BALANCER\x10\x04\x12\x1e\n\x1aSERVICE_TYPE_EXTERNAL_NAME\x10\x05*[\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_TCP\x10\x01\x12\x10\n\x0cPROTOCOL_UDP\x10\x02\x12\x11\n\rPROTOCOL_SCTP\x10\x03*\xe2\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_CREATED\x10\x01\x12\x15\n\x11OUTCOME_UNCHANGED\x10\x02\x12\x13\n\x0fOUTCOME_INVALID\x10\x03\x12\x14\n\x10OUTCOME_CONFLICT\x10\x04\x12\x12\n\x0eOUTCOME_FAILED\x10\x05\x12\x12\n\x0eOUTCOME_DENIED\x10\x06\x12\x13\n\x0fOUTCOME_UPDATED\x10\x07\x12\x13\n\x0fOUTCOME_DELETED\x10\x08\x12\x15\n\x11OUTCOME_NOT_FOUND\x10\t2\xfa\x02\n\x0f\x45xposureService\x12[\n\x0e\x43reateServices\x12\".k8sailor.v1.CreateServicesRequest\x1a#.k8sailor.v1.CreateServicesResponse0\x01\x12S\n\x0cListServices\x12 .k8sailor.v1.ListServicesRequest\x1a!.k8sailor.v1.ListServicesResponse\x12[\n\x0e\x44\x65leteServices\x12\".k8sailor.v1.DeleteServicesRequest\x1a#.k8sailor.v1.DeleteServicesResponse0\x01\x12X\n\rApplyServices\x12!.k8sailor.v1.ApplyServicesRequest\x1a\".k8sailor.v1.ApplyServicesResponse0\x01\x42?Z=github.com/k8sailor/k8sailor/client/go/k8sailor/v1;k8sailorv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'k8sailor.v1.exposure_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z=github.com/k8sailor/k8sailor/client/go/k8sailor/v1;k8sailorv1'
-  _globals['_SERVICETYPE']._serialized_start=774
-  _globals['_SERVICETYPE']._serialized_end=965
-  _globals['_PROTOCOL']._serialized_start=967
-  _globals['_PROTOCOL']._serialized_end=1058
-  _globals['_OUTCOME']._serialized_start=1061
-  _globals['_OUTCOME']._serialized_end=1287
+  _globals['_SERVICETYPE']._serialized_start=1738
+  _globals['_SERVICETYPE']._serialized_end=1929
+  _globals['_PROTOCOL']._serialized_start=1931
+  _globals['_PROTOCOL']._serialized_end=2022
+  _globals['_OUTCOME']._serialized_start=2025
+  _globals['_OUTCOME']._serialized_end=2251
   _globals['_CREATESERVICESREQUEST']._serialized_start=43
   _globals['_CREATESERVICESREQUEST']._serialized_end=156
   _globals['_RULE']._serialized_start=158
@@ -48,6 +48,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICEPORT']._serialized_end=562
   _globals['_CREATESERVICESRESPONSE']._serialized_start=565
   _globals['_CREATESERVICESRESPONSE']._serialized_end=771
-  _globals['_EXPOSURESERVICE']._serialized_start=1289
-  _globals['_EXPOSURESERVICE']._serialized_end=1399
+  _globals['_LISTSERVICESREQUEST']._serialized_start=773
+  _globals['_LISTSERVICESREQUEST']._serialized_end=833
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=835
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=904
+  _globals['_EXPOSEDSERVICE']._serialized_start=907
+  _globals['_EXPOSEDSERVICE']._serialized_end=1052
+  _globals['_DELETESERVICESREQUEST']._serialized_start=1054
+  _globals['_DELETESERVICESREQUEST']._serialized_end=1161
+  _globals['_DELETESERVICESRESPONSE']._serialized_start=1163
+  _globals['_DELETESERVICESRESPONSE']._serialized_end=1279
+  _globals['_APPLYSERVICESREQUEST']._serialized_start=1282
+  _globals['_APPLYSERVICESREQUEST']._serialized_end=1424
+  _globals['_FIELDCHANGE']._serialized_start=1426
+  _globals['_FIELDCHANGE']._serialized_end=1484
+  _globals['_APPLYSERVICESRESPONSE']._serialized_start=1487
+  _globals['_APPLYSERVICESRESPONSE']._serialized_end=1735
+  _globals['_EXPOSURESERVICE']._serialized_start=2254
+  _globals['_EXPOSURESERVICE']._serialized_end=2632
 # @@protoc_insertion_point(module_scope)

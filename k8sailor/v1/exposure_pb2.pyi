@@ -345,3 +345,301 @@ class CreateServicesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateServicesResponse: _TypeAlias = CreateServicesResponse  # noqa: Y015
+
+@_typing.final
+class ListServicesRequest(_message.Message):
+    """ListServicesRequest names the Deployment whose Services to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the Deployment; empty means "default"."""
+    deployment: _builtins.str
+    """Name of the Deployment. Required."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServicesRequest: _TypeAlias = ListServicesRequest  # noqa: Y015
+
+@_typing.final
+class ListServicesResponse(_message.Message):
+    """ListServicesResponse holds the Services that the Deployment owns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExposedService]:
+        """Sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        services: _abc.Iterable[Global___ExposedService] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServicesResponse: _TypeAlias = ListServicesResponse  # noqa: Y015
+
+@_typing.final
+class ExposedService(_message.Message):
+    """ExposedService is one Service that k8sailor made for a Deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    CLUSTER_IP_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the Service."""
+    type: Global___ServiceType.ValueType
+    """The kind of Service."""
+    rule: _builtins.str
+    """The canonical rule it was made from."""
+    cluster_ip: _builtins.str
+    """Cluster IP; "None" for headless, empty for ExternalName."""
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServicePort]:
+        """Ports as the cluster has them, node ports filled in."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: Global___ServiceType.ValueType = ...,
+        rule: _builtins.str = ...,
+        cluster_ip: _builtins.str = ...,
+        ports: _abc.Iterable[Global___ServicePort] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_ip", b"cluster_ip", "name", b"name", "ports", b"ports", "rule", b"rule", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExposedService: _TypeAlias = ExposedService  # noqa: Y015
+
+@_typing.final
+class DeleteServicesRequest(_message.Message):
+    """DeleteServicesRequest names the Services to delete: by name, or all."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    NAMES_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the Deployment; empty means "default"."""
+    deployment: _builtins.str
+    """Name of the Deployment that owns the Services. Required."""
+    all: _builtins.bool
+    """Delete every Service the Deployment owns."""
+    dry_run: _builtins.bool
+    """Check everything on the API server (dryRun=All) without deleting."""
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Services to delete; exactly one of names and all must be set."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+        all: _builtins.bool = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "deployment", b"deployment", "dry_run", b"dry_run", "names", b"names", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteServicesRequest: _TypeAlias = DeleteServicesRequest  # noqa: Y015
+
+@_typing.final
+class DeleteServicesResponse(_message.Message):
+    """DeleteServicesResponse is the result for one Service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    service_name: _builtins.str
+    """Name of the Service."""
+    outcome: Global___Outcome.ValueType
+    """OUTCOME_DELETED, OUTCOME_NOT_FOUND, OUTCOME_CONFLICT (not owned by the
+    Deployment; never deleted), OUTCOME_DENIED or OUTCOME_FAILED.
+    """
+    error: _builtins.str
+    """What went wrong, for a person to read; empty on success."""
+    reason: _builtins.str
+    """Machine-readable reason; empty on success."""
+    def __init__(
+        self,
+        *,
+        service_name: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        error: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "reason", b"reason", "service_name", b"service_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteServicesResponse: _TypeAlias = DeleteServicesResponse  # noqa: Y015
+
+@_typing.final
+class ApplyServicesRequest(_message.Message):
+    """ApplyServicesRequest is the whole wanted exposure of a Deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    PRUNE_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the Deployment and of the Services; empty means "default"."""
+    deployment: _builtins.str
+    """Name of the Deployment to expose. Required."""
+    prune: _builtins.bool
+    """Delete owned Services that no rule names."""
+    force: _builtins.bool
+    """Take over fields owned by another field manager."""
+    dry_run: _builtins.bool
+    """Compute every result on the API server (dryRun=All) without persisting."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]:
+        """One Service per rule."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        rules: _abc.Iterable[Global___Rule] | None = ...,
+        prune: _builtins.bool = ...,
+        force: _builtins.bool = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "dry_run", b"dry_run", "force", b"force", "namespace", b"namespace", "prune", b"prune", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyServicesRequest: _TypeAlias = ApplyServicesRequest  # noqa: Y015
+
+@_typing.final
+class FieldChange(_message.Message):
+    """FieldChange is one field that an apply changed, or would change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path of the field, such as "spec.ports[0].port"."""
+    before: _builtins.str
+    """The value before, as text; empty when the field was not set."""
+    after: _builtins.str
+    """The value after, as text; empty when the field is removed."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        before: _builtins.str = ...,
+        after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldChange: _TypeAlias = FieldChange  # noqa: Y015
+
+@_typing.final
+class ApplyServicesResponse(_message.Message):
+    """ApplyServicesResponse is the result of one rule, or of one pruned Service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_IP_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the rule in the request, from 0; -1 for a pruned Service."""
+    rule: _builtins.str
+    """The rule in canonical text; for a pruned Service, the rule it was made from."""
+    outcome: Global___Outcome.ValueType
+    """What became of the rule."""
+    service_name: _builtins.str
+    """Name of the Service."""
+    cluster_ip: _builtins.str
+    """Cluster IP; "None" for headless, empty for ExternalName."""
+    error: _builtins.str
+    """What went wrong, for a person to read; empty on success."""
+    reason: _builtins.str
+    """Machine-readable reason; empty on success."""
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServicePort]:
+        """Ports as the cluster has them, node ports filled in."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldChange]:
+        """What was (or, for a dry run, would be) changed."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        rule: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        service_name: _builtins.str = ...,
+        cluster_ip: _builtins.str = ...,
+        ports: _abc.Iterable[Global___ServicePort] | None = ...,
+        error: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        changes: _abc.Iterable[Global___FieldChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "cluster_ip", b"cluster_ip", "error", b"error", "index", b"index", "outcome", b"outcome", "ports", b"ports", "reason", b"reason", "rule", b"rule", "service_name", b"service_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyServicesResponse: _TypeAlias = ApplyServicesResponse  # noqa: Y015

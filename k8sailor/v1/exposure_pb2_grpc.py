@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ExposureServiceStub:
-    """ExposureService creates Kubernetes Services in front of a Deployment.
+    """ExposureService creates and manages Kubernetes Services in front of a Deployment.
     """
 
     def __init__(self, channel):
@@ -40,10 +40,25 @@ class ExposureServiceStub:
                 request_serializer=k8sailor_dot_v1_dot_exposure__pb2.CreateServicesRequest.SerializeToString,
                 response_deserializer=k8sailor_dot_v1_dot_exposure__pb2.CreateServicesResponse.FromString,
                 _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/k8sailor.v1.ExposureService/ListServices',
+                request_serializer=k8sailor_dot_v1_dot_exposure__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=k8sailor_dot_v1_dot_exposure__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.DeleteServices = channel.unary_stream(
+                '/k8sailor.v1.ExposureService/DeleteServices',
+                request_serializer=k8sailor_dot_v1_dot_exposure__pb2.DeleteServicesRequest.SerializeToString,
+                response_deserializer=k8sailor_dot_v1_dot_exposure__pb2.DeleteServicesResponse.FromString,
+                _registered_method=True)
+        self.ApplyServices = channel.unary_stream(
+                '/k8sailor.v1.ExposureService/ApplyServices',
+                request_serializer=k8sailor_dot_v1_dot_exposure__pb2.ApplyServicesRequest.SerializeToString,
+                response_deserializer=k8sailor_dot_v1_dot_exposure__pb2.ApplyServicesResponse.FromString,
+                _registered_method=True)
 
 
 class ExposureServiceServicer:
-    """ExposureService creates Kubernetes Services in front of a Deployment.
+    """ExposureService creates and manages Kubernetes Services in front of a Deployment.
     """
 
     def CreateServices(self, request, context):
@@ -60,6 +75,33 @@ class ExposureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServices(self, request, context):
+        """ListServices returns the Services that the Deployment owns (an ownerReference
+        to its current uid and k8sailor's managed-by label), sorted by name.
+        NOT_FOUND when the Deployment does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteServices(self, request, context):
+        """DeleteServices deletes Services that the Deployment owns, by name or all of
+        them, and streams one DeleteServicesResponse per Service. A Service that the
+        Deployment does not own is never deleted (OUTCOME_CONFLICT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyServices(self, request, context):
+        """ApplyServices makes the Deployment's Services what the rules say, with
+        server-side apply (field manager "k8sailor"), and streams one
+        ApplyServicesResponse per rule, plus one per pruned Service (index -1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExposureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -67,6 +109,21 @@ def add_ExposureServiceServicer_to_server(servicer, server):
                     servicer.CreateServices,
                     request_deserializer=k8sailor_dot_v1_dot_exposure__pb2.CreateServicesRequest.FromString,
                     response_serializer=k8sailor_dot_v1_dot_exposure__pb2.CreateServicesResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=k8sailor_dot_v1_dot_exposure__pb2.ListServicesRequest.FromString,
+                    response_serializer=k8sailor_dot_v1_dot_exposure__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'DeleteServices': grpc.unary_stream_rpc_method_handler(
+                    servicer.DeleteServices,
+                    request_deserializer=k8sailor_dot_v1_dot_exposure__pb2.DeleteServicesRequest.FromString,
+                    response_serializer=k8sailor_dot_v1_dot_exposure__pb2.DeleteServicesResponse.SerializeToString,
+            ),
+            'ApplyServices': grpc.unary_stream_rpc_method_handler(
+                    servicer.ApplyServices,
+                    request_deserializer=k8sailor_dot_v1_dot_exposure__pb2.ApplyServicesRequest.FromString,
+                    response_serializer=k8sailor_dot_v1_dot_exposure__pb2.ApplyServicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -77,7 +134,7 @@ def add_ExposureServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ExposureService:
-    """ExposureService creates Kubernetes Services in front of a Deployment.
+    """ExposureService creates and manages Kubernetes Services in front of a Deployment.
     """
 
     @staticmethod
@@ -97,6 +154,87 @@ class ExposureService:
             '/k8sailor.v1.ExposureService/CreateServices',
             k8sailor_dot_v1_dot_exposure__pb2.CreateServicesRequest.SerializeToString,
             k8sailor_dot_v1_dot_exposure__pb2.CreateServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k8sailor.v1.ExposureService/ListServices',
+            k8sailor_dot_v1_dot_exposure__pb2.ListServicesRequest.SerializeToString,
+            k8sailor_dot_v1_dot_exposure__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/k8sailor.v1.ExposureService/DeleteServices',
+            k8sailor_dot_v1_dot_exposure__pb2.DeleteServicesRequest.SerializeToString,
+            k8sailor_dot_v1_dot_exposure__pb2.DeleteServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/k8sailor.v1.ExposureService/ApplyServices',
+            k8sailor_dot_v1_dot_exposure__pb2.ApplyServicesRequest.SerializeToString,
+            k8sailor_dot_v1_dot_exposure__pb2.ApplyServicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ExposureServiceStub:
-    """ExposureService creates Kubernetes Services in front of a Deployment."""
+    """ExposureService creates and manages Kubernetes Services in front of a Deployment."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -43,10 +43,25 @@ class ExposureServiceStub:
     a bad namespace or Deployment name), UNAVAILABLE (API server unreachable),
     PERMISSION_DENIED (the API server refused our identity).
     """
+    ListServices: _grpc.UnaryUnaryMultiCallable[_exposure_pb2.ListServicesRequest, _exposure_pb2.ListServicesResponse]
+    """ListServices returns the Services that the Deployment owns (an ownerReference
+    to its current uid and k8sailor's managed-by label), sorted by name.
+    NOT_FOUND when the Deployment does not exist.
+    """
+    DeleteServices: _grpc.UnaryStreamMultiCallable[_exposure_pb2.DeleteServicesRequest, _exposure_pb2.DeleteServicesResponse]
+    """DeleteServices deletes Services that the Deployment owns, by name or all of
+    them, and streams one DeleteServicesResponse per Service. A Service that the
+    Deployment does not own is never deleted (OUTCOME_CONFLICT).
+    """
+    ApplyServices: _grpc.UnaryStreamMultiCallable[_exposure_pb2.ApplyServicesRequest, _exposure_pb2.ApplyServicesResponse]
+    """ApplyServices makes the Deployment's Services what the rules say, with
+    server-side apply (field manager "k8sailor"), and streams one
+    ApplyServicesResponse per rule, plus one per pruned Service (index -1).
+    """
 
 @_typing.type_check_only
 class ExposureServiceAsyncStub(ExposureServiceStub):
-    """ExposureService creates Kubernetes Services in front of a Deployment."""
+    """ExposureService creates and manages Kubernetes Services in front of a Deployment."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateServices: _aio.UnaryStreamMultiCallable[_exposure_pb2.CreateServicesRequest, _exposure_pb2.CreateServicesResponse]  # type: ignore[assignment]
@@ -59,9 +74,24 @@ class ExposureServiceAsyncStub(ExposureServiceStub):
     a bad namespace or Deployment name), UNAVAILABLE (API server unreachable),
     PERMISSION_DENIED (the API server refused our identity).
     """
+    ListServices: _aio.UnaryUnaryMultiCallable[_exposure_pb2.ListServicesRequest, _exposure_pb2.ListServicesResponse]  # type: ignore[assignment]
+    """ListServices returns the Services that the Deployment owns (an ownerReference
+    to its current uid and k8sailor's managed-by label), sorted by name.
+    NOT_FOUND when the Deployment does not exist.
+    """
+    DeleteServices: _aio.UnaryStreamMultiCallable[_exposure_pb2.DeleteServicesRequest, _exposure_pb2.DeleteServicesResponse]  # type: ignore[assignment]
+    """DeleteServices deletes Services that the Deployment owns, by name or all of
+    them, and streams one DeleteServicesResponse per Service. A Service that the
+    Deployment does not own is never deleted (OUTCOME_CONFLICT).
+    """
+    ApplyServices: _aio.UnaryStreamMultiCallable[_exposure_pb2.ApplyServicesRequest, _exposure_pb2.ApplyServicesResponse]  # type: ignore[assignment]
+    """ApplyServices makes the Deployment's Services what the rules say, with
+    server-side apply (field manager "k8sailor"), and streams one
+    ApplyServicesResponse per rule, plus one per pruned Service (index -1).
+    """
 
 class ExposureServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ExposureService creates Kubernetes Services in front of a Deployment."""
+    """ExposureService creates and manages Kubernetes Services in front of a Deployment."""
 
     @_abc_1.abstractmethod
     def CreateServices(
@@ -77,6 +107,39 @@ class ExposureServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND (no such Deployment), INVALID_ARGUMENT (no rules, too many rules,
         a bad namespace or Deployment name), UNAVAILABLE (API server unreachable),
         PERMISSION_DENIED (the API server refused our identity).
+        """
+
+    @_abc_1.abstractmethod
+    def ListServices(
+        self,
+        request: _exposure_pb2.ListServicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exposure_pb2.ListServicesResponse, _abc.Awaitable[_exposure_pb2.ListServicesResponse]]:
+        """ListServices returns the Services that the Deployment owns (an ownerReference
+        to its current uid and k8sailor's managed-by label), sorted by name.
+        NOT_FOUND when the Deployment does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteServices(
+        self,
+        request: _exposure_pb2.DeleteServicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exposure_pb2.DeleteServicesResponse], _abc.AsyncIterator[_exposure_pb2.DeleteServicesResponse]]:
+        """DeleteServices deletes Services that the Deployment owns, by name or all of
+        them, and streams one DeleteServicesResponse per Service. A Service that the
+        Deployment does not own is never deleted (OUTCOME_CONFLICT).
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyServices(
+        self,
+        request: _exposure_pb2.ApplyServicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exposure_pb2.ApplyServicesResponse], _abc.AsyncIterator[_exposure_pb2.ApplyServicesResponse]]:
+        """ApplyServices makes the Deployment's Services what the rules say, with
+        server-side apply (field manager "k8sailor"), and streams one
+        ApplyServicesResponse per rule, plus one per pruned Service (index -1).
         """
 
 def add_ExposureServiceServicer_to_server(servicer: ExposureServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

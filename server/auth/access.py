@@ -5,7 +5,8 @@ Kubernetes RBAC is the policy: k8sailor asks whether the caller may
     verb: create   group: k8sailor.io   resource: services   subresource: <type>
     namespace: <the request's namespace>   name: <the Deployment>
 
-for each Service type a request uses, and grants exactly what the cluster says. The resource
+for each Service type a request uses, and grants exactly what the cluster says. The RPCs that
+manage what create made ask the same with the verbs list, delete and update. The resource
 exists only in RBAC rules (no CRD is needed: RBAC matches names, it does not look them up).
 
 Answers are remembered per caller, namespace, Deployment and type: an allow for `allowed_ttl`
@@ -41,10 +42,10 @@ SUBRESOURCES: dict[ServiceType, str] = {
 }
 
 
-def permission(type_: ServiceType, namespace: str, deployment: str) -> str:
+def permission(type_: ServiceType, namespace: str, deployment: str, verb: str = VERB) -> str:
     """The permission a rule of this type needs, as a person would grant it."""
     return (
-        f"{VERB} {RESOURCE}/{SUBRESOURCES[type_]} in API group {API_GROUP} in namespace "
+        f"{verb} {RESOURCE}/{SUBRESOURCES[type_]} in API group {API_GROUP} in namespace "
         f'"{namespace}" (resourceName "{deployment}")'
     )
 
@@ -55,7 +56,7 @@ class Decision:
     reason: str = ""  # the authorizer's own words, when it gave any
 
 
-_Key = tuple[str, tuple[str, ...], str, tuple[tuple[str, tuple[str, ...]], ...], str, str, str]
+_Key = tuple[str, tuple[str, ...], str, tuple[tuple[str, tuple[str, ...]], ...], str, str, str, str]
 
 
 class AccessReviewer:
@@ -80,36 +81,42 @@ class AccessReviewer:
         )
 
     async def decide(
-        self, caller: Caller, namespace: str, deployment: str, types: Iterable[ServiceType]
+        self,
+        caller: Caller,
+        namespace: str,
+        deployment: str,
+        types: Iterable[ServiceType],
+        verb: str = VERB,
     ) -> dict[ServiceType, Decision]:
         """One decision per type, the reviews that are not cached made concurrently."""
         wanted = sorted(set(types))
         decisions = await asyncio.gather(
-            *(self._decide(caller, namespace, deployment, type_) for type_ in wanted)
+            *(self._decide(caller, namespace, deployment, type_, verb) for type_ in wanted)
         )
         return dict(zip(wanted, decisions, strict=True))
 
     async def _decide(
-        self, caller: Caller, namespace: str, deployment: str, type_: ServiceType
+        self, caller: Caller, namespace: str, deployment: str, type_: ServiceType, verb: str
     ) -> Decision:
         extra = tuple(sorted((key, tuple(values)) for key, values in caller.extra.items()))
         subresource = SUBRESOURCES[type_]
         key: _Key = (
-            caller.user, caller.groups, caller.uid, extra, namespace, deployment, subresource
+            caller.user, caller.groups, caller.uid, extra, namespace, deployment, subresource,
+            verb,
         )  # fmt: skip
         return await self.cache.get(
-            key, lambda: self._review(caller, namespace, deployment, subresource)
+            key, lambda: self._review(caller, namespace, deployment, subresource, verb)
         )
 
     async def _review(
-        self, caller: Caller, namespace: str, deployment: str, subresource: str
+        self, caller: Caller, namespace: str, deployment: str, subresource: str, verb: str
     ) -> Timed[Decision]:
         spec: dict[str, Any] = {
             "user": caller.user,
             "groups": list(caller.groups),
             "resourceAttributes": {
                 "namespace": namespace,
-                "verb": VERB,
+                "verb": verb,
                 "group": API_GROUP,
                 "resource": RESOURCE,
                 "subresource": subresource,

@@ -15,6 +15,7 @@ Identity, the first that applies (see the README):
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import urllib.parse
@@ -38,6 +39,7 @@ from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 from server.exposer import Permissions
 from server.kube import Kube
+from server.lifecycle import Grant, Grants
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
@@ -159,6 +161,45 @@ class AccessControl:
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
         return Permissions(denied=denied)
+
+    async def grants(
+        self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
+    ) -> Grants | None:
+        """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
+        manage what create made); None when authorization is off.
+
+        Raises Forbidden when the caller may do none of it, and AuthUnavailable when the API
+        server could not be asked.
+        """
+        if not self._required:
+            return None
+        verbs = sorted({verb for verb, _ in wanted})
+        try:
+            by_verb = await asyncio.gather(
+                *(
+                    self.access.decide(
+                        caller, namespace, deployment, {t for v, t in wanted if v == verb}, verb
+                    )
+                    for verb in verbs
+                )
+            )
+        except AuthError:
+            AUTHORIZATIONS.labels("error").inc()
+            raise
+        denied = {
+            (verb, type_): f"{caller.user} may not {permission(type_, namespace, deployment, verb)}"
+            for verb, decisions in zip(verbs, by_verb, strict=True)
+            for type_, decision in decisions.items()
+            if not decision.allowed
+        }
+        if wanted and len(denied) == len(set(wanted)):
+            AUTHORIZATIONS.labels("denied").inc()
+            raise Forbidden(
+                f"{caller.user} may do none of what this request asks: it needs one of "
+                + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
+            )
+        AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
+        return Grants(denied=denied)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -158,10 +158,10 @@ async def test_dry_run_is_sent_as_dry_run_all(
     fake: tuple[FakeApiServer, client.ApiClient],
 ) -> None:
     server, api = fake
-    seen: list[str] = []
+    seen: list[dict[str, str]] = []
 
     async def created(request: web.Request) -> web.StreamResponse:
-        seen.append(request.query_string)
+        seen.append(dict(request.query))
         return web.json_response(await request.json(), status=201)
 
     server.routes["POST", SERVICES] = created
@@ -169,7 +169,8 @@ async def test_dry_run_is_sent_as_dry_run_all(
     manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}
     assert await kube.create_service("ns", manifest, dry_run=True, timeout=5) == manifest
     assert await kube.create_service("ns", manifest, dry_run=False, timeout=5) == manifest
-    assert seen == ["dryRun=All", ""]
+    # Every write names k8sailor as its field manager, so that server-side apply knows them.
+    assert seen == [{"dryRun": "All", "fieldManager": "k8sailor"}, {"fieldManager": "k8sailor"}]
 
 
 async def serve_deployment(request: web.Request) -> web.StreamResponse:

@@ -704,6 +704,618 @@ func (x *CreateServicesResponse) GetReason() string {
 	return ""
 }
 
+// ListServicesRequest names the Deployment whose Services to list.
+type ListServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace of the Deployment; empty means "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Name of the Deployment. Required.
+	Deployment    string `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesRequest) Reset() {
+	*x = ListServicesRequest{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesRequest) ProtoMessage() {}
+
+func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
+func (*ListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListServicesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ListServicesRequest) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
+// ListServicesResponse holds the Services that the Deployment owns.
+type ListServicesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by name.
+	Services      []*ExposedService `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesResponse) Reset() {
+	*x = ListServicesResponse{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesResponse) ProtoMessage() {}
+
+func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
+func (*ListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListServicesResponse) GetServices() []*ExposedService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ExposedService is one Service that k8sailor made for a Deployment.
+type ExposedService struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the Service.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The kind of Service.
+	Type ServiceType `protobuf:"varint,2,opt,name=type,proto3,enum=k8sailor.v1.ServiceType" json:"type,omitempty"`
+	// The canonical rule it was made from.
+	Rule string `protobuf:"bytes,3,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Cluster IP; "None" for headless, empty for ExternalName.
+	ClusterIp string `protobuf:"bytes,4,opt,name=cluster_ip,json=clusterIp,proto3" json:"cluster_ip,omitempty"`
+	// Ports as the cluster has them, node ports filled in.
+	Ports         []*ServicePort `protobuf:"bytes,5,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExposedService) Reset() {
+	*x = ExposedService{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExposedService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExposedService) ProtoMessage() {}
+
+func (x *ExposedService) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExposedService.ProtoReflect.Descriptor instead.
+func (*ExposedService) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ExposedService) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExposedService) GetType() ServiceType {
+	if x != nil {
+		return x.Type
+	}
+	return ServiceType_SERVICE_TYPE_UNSPECIFIED
+}
+
+func (x *ExposedService) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *ExposedService) GetClusterIp() string {
+	if x != nil {
+		return x.ClusterIp
+	}
+	return ""
+}
+
+func (x *ExposedService) GetPorts() []*ServicePort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// DeleteServicesRequest names the Services to delete: by name, or all.
+type DeleteServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace of the Deployment; empty means "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Name of the Deployment that owns the Services. Required.
+	Deployment string `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// Services to delete; exactly one of names and all must be set.
+	Names []string `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	// Delete every Service the Deployment owns.
+	All bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	// Check everything on the API server (dryRun=All) without deleting.
+	DryRun        bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServicesRequest) Reset() {
+	*x = DeleteServicesRequest{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServicesRequest) ProtoMessage() {}
+
+func (x *DeleteServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServicesRequest.ProtoReflect.Descriptor instead.
+func (*DeleteServicesRequest) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeleteServicesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeleteServicesRequest) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
+func (x *DeleteServicesRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *DeleteServicesRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *DeleteServicesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// DeleteServicesResponse is the result for one Service.
+type DeleteServicesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the Service.
+	ServiceName string `protobuf:"bytes,1,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// OUTCOME_DELETED, OUTCOME_NOT_FOUND, OUTCOME_CONFLICT (not owned by the
+	// Deployment; never deleted), OUTCOME_DENIED or OUTCOME_FAILED.
+	Outcome Outcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=k8sailor.v1.Outcome" json:"outcome,omitempty"`
+	// What went wrong, for a person to read; empty on success.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Machine-readable reason; empty on success.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServicesResponse) Reset() {
+	*x = DeleteServicesResponse{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServicesResponse) ProtoMessage() {}
+
+func (x *DeleteServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServicesResponse.ProtoReflect.Descriptor instead.
+func (*DeleteServicesResponse) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DeleteServicesResponse) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *DeleteServicesResponse) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *DeleteServicesResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeleteServicesResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ApplyServicesRequest is the whole wanted exposure of a Deployment.
+type ApplyServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace of the Deployment and of the Services; empty means "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Name of the Deployment to expose. Required.
+	Deployment string `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// One Service per rule.
+	Rules []*Rule `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Delete owned Services that no rule names.
+	Prune bool `protobuf:"varint,4,opt,name=prune,proto3" json:"prune,omitempty"`
+	// Take over fields owned by another field manager.
+	Force bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
+	// Compute every result on the API server (dryRun=All) without persisting.
+	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyServicesRequest) Reset() {
+	*x = ApplyServicesRequest{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyServicesRequest) ProtoMessage() {}
+
+func (x *ApplyServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyServicesRequest.ProtoReflect.Descriptor instead.
+func (*ApplyServicesRequest) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ApplyServicesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ApplyServicesRequest) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
+func (x *ApplyServicesRequest) GetRules() []*Rule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ApplyServicesRequest) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+func (x *ApplyServicesRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *ApplyServicesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// FieldChange is one field that an apply changed, or would change.
+type FieldChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Path of the field, such as "spec.ports[0].port".
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The value before, as text; empty when the field was not set.
+	Before string `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
+	// The value after, as text; empty when the field is removed.
+	After         string `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldChange) Reset() {
+	*x = FieldChange{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldChange) ProtoMessage() {}
+
+func (x *FieldChange) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldChange.ProtoReflect.Descriptor instead.
+func (*FieldChange) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FieldChange) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FieldChange) GetBefore() string {
+	if x != nil {
+		return x.Before
+	}
+	return ""
+}
+
+func (x *FieldChange) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+// ApplyServicesResponse is the result of one rule, or of one pruned Service.
+type ApplyServicesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of the rule in the request, from 0; -1 for a pruned Service.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The rule in canonical text; for a pruned Service, the rule it was made from.
+	Rule string `protobuf:"bytes,2,opt,name=rule,proto3" json:"rule,omitempty"`
+	// What became of the rule.
+	Outcome Outcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=k8sailor.v1.Outcome" json:"outcome,omitempty"`
+	// Name of the Service.
+	ServiceName string `protobuf:"bytes,4,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// Cluster IP; "None" for headless, empty for ExternalName.
+	ClusterIp string `protobuf:"bytes,5,opt,name=cluster_ip,json=clusterIp,proto3" json:"cluster_ip,omitempty"`
+	// Ports as the cluster has them, node ports filled in.
+	Ports []*ServicePort `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
+	// What went wrong, for a person to read; empty on success.
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// Machine-readable reason; empty on success.
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What was (or, for a dry run, would be) changed.
+	Changes       []*FieldChange `protobuf:"bytes,9,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyServicesResponse) Reset() {
+	*x = ApplyServicesResponse{}
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyServicesResponse) ProtoMessage() {}
+
+func (x *ApplyServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_k8sailor_v1_exposure_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyServicesResponse.ProtoReflect.Descriptor instead.
+func (*ApplyServicesResponse) Descriptor() ([]byte, []int) {
+	return file_k8sailor_v1_exposure_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ApplyServicesResponse) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ApplyServicesResponse) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *ApplyServicesResponse) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *ApplyServicesResponse) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *ApplyServicesResponse) GetClusterIp() string {
+	if x != nil {
+		return x.ClusterIp
+	}
+	return ""
+}
+
+func (x *ApplyServicesResponse) GetPorts() []*ServicePort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ApplyServicesResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ApplyServicesResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ApplyServicesResponse) GetChanges() []*FieldChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
 var File_k8sailor_v1_exposure_proto protoreflect.FileDescriptor
 
 const file_k8sailor_v1_exposure_proto_rawDesc = "" +
@@ -743,7 +1355,58 @@ const file_k8sailor_v1_exposure_proto_rawDesc = "" +
 	"cluster_ip\x18\x05 \x01(\tR\tclusterIp\x12.\n" +
 	"\x05ports\x18\x06 \x03(\v2\x18.k8sailor.v1.ServicePortR\x05ports\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason*\xbf\x01\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"S\n" +
+	"\x13ListServicesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\tR\n" +
+	"deployment\"O\n" +
+	"\x14ListServicesResponse\x127\n" +
+	"\bservices\x18\x01 \x03(\v2\x1b.k8sailor.v1.ExposedServiceR\bservices\"\xb5\x01\n" +
+	"\x0eExposedService\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x18.k8sailor.v1.ServiceTypeR\x04type\x12\x12\n" +
+	"\x04rule\x18\x03 \x01(\tR\x04rule\x12\x1d\n" +
+	"\n" +
+	"cluster_ip\x18\x04 \x01(\tR\tclusterIp\x12.\n" +
+	"\x05ports\x18\x05 \x03(\v2\x18.k8sailor.v1.ServicePortR\x05ports\"\x96\x01\n" +
+	"\x15DeleteServicesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\tR\n" +
+	"deployment\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\"\x99\x01\n" +
+	"\x16DeleteServicesResponse\x12!\n" +
+	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12.\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x14.k8sailor.v1.OutcomeR\aoutcome\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc2\x01\n" +
+	"\x14ApplyServicesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\tR\n" +
+	"deployment\x12'\n" +
+	"\x05rules\x18\x03 \x03(\v2\x11.k8sailor.v1.RuleR\x05rules\x12\x14\n" +
+	"\x05prune\x18\x04 \x01(\bR\x05prune\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\x12\x17\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"O\n" +
+	"\vFieldChange\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06before\x18\x02 \x01(\tR\x06before\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\"\xc5\x02\n" +
+	"\x15ApplyServicesResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04rule\x18\x02 \x01(\tR\x04rule\x12.\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2\x14.k8sailor.v1.OutcomeR\aoutcome\x12!\n" +
+	"\fservice_name\x18\x04 \x01(\tR\vserviceName\x12\x1d\n" +
+	"\n" +
+	"cluster_ip\x18\x05 \x01(\tR\tclusterIp\x12.\n" +
+	"\x05ports\x18\x06 \x03(\v2\x18.k8sailor.v1.ServicePortR\x05ports\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x122\n" +
+	"\achanges\x18\t \x03(\v2\x18.k8sailor.v1.FieldChangeR\achanges*\xbf\x01\n" +
 	"\vServiceType\x12\x1c\n" +
 	"\x18SERVICE_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SERVICE_TYPE_CLUSTER_IP\x10\x01\x12\x19\n" +
@@ -766,9 +1429,12 @@ const file_k8sailor_v1_exposure_proto_rawDesc = "" +
 	"\x0eOUTCOME_DENIED\x10\x06\x12\x13\n" +
 	"\x0fOUTCOME_UPDATED\x10\a\x12\x13\n" +
 	"\x0fOUTCOME_DELETED\x10\b\x12\x15\n" +
-	"\x11OUTCOME_NOT_FOUND\x10\t2n\n" +
+	"\x11OUTCOME_NOT_FOUND\x10\t2\xfa\x02\n" +
 	"\x0fExposureService\x12[\n" +
-	"\x0eCreateServices\x12\".k8sailor.v1.CreateServicesRequest\x1a#.k8sailor.v1.CreateServicesResponse0\x01B?Z=github.com/k8sailor/k8sailor/client/go/k8sailor/v1;k8sailorv1b\x06proto3"
+	"\x0eCreateServices\x12\".k8sailor.v1.CreateServicesRequest\x1a#.k8sailor.v1.CreateServicesResponse0\x01\x12S\n" +
+	"\fListServices\x12 .k8sailor.v1.ListServicesRequest\x1a!.k8sailor.v1.ListServicesResponse\x12[\n" +
+	"\x0eDeleteServices\x12\".k8sailor.v1.DeleteServicesRequest\x1a#.k8sailor.v1.DeleteServicesResponse0\x01\x12X\n" +
+	"\rApplyServices\x12!.k8sailor.v1.ApplyServicesRequest\x1a\".k8sailor.v1.ApplyServicesResponse0\x01B?Z=github.com/k8sailor/k8sailor/client/go/k8sailor/v1;k8sailorv1b\x06proto3"
 
 var (
 	file_k8sailor_v1_exposure_proto_rawDescOnce sync.Once
@@ -783,7 +1449,7 @@ func file_k8sailor_v1_exposure_proto_rawDescGZIP() []byte {
 }
 
 var file_k8sailor_v1_exposure_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_k8sailor_v1_exposure_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_k8sailor_v1_exposure_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_k8sailor_v1_exposure_proto_goTypes = []any{
 	(ServiceType)(0),               // 0: k8sailor.v1.ServiceType
 	(Protocol)(0),                  // 1: k8sailor.v1.Protocol
@@ -793,22 +1459,44 @@ var file_k8sailor_v1_exposure_proto_goTypes = []any{
 	(*ServiceSpec)(nil),            // 5: k8sailor.v1.ServiceSpec
 	(*ServicePort)(nil),            // 6: k8sailor.v1.ServicePort
 	(*CreateServicesResponse)(nil), // 7: k8sailor.v1.CreateServicesResponse
+	(*ListServicesRequest)(nil),    // 8: k8sailor.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),   // 9: k8sailor.v1.ListServicesResponse
+	(*ExposedService)(nil),         // 10: k8sailor.v1.ExposedService
+	(*DeleteServicesRequest)(nil),  // 11: k8sailor.v1.DeleteServicesRequest
+	(*DeleteServicesResponse)(nil), // 12: k8sailor.v1.DeleteServicesResponse
+	(*ApplyServicesRequest)(nil),   // 13: k8sailor.v1.ApplyServicesRequest
+	(*FieldChange)(nil),            // 14: k8sailor.v1.FieldChange
+	(*ApplyServicesResponse)(nil),  // 15: k8sailor.v1.ApplyServicesResponse
 }
 var file_k8sailor_v1_exposure_proto_depIdxs = []int32{
-	4, // 0: k8sailor.v1.CreateServicesRequest.rules:type_name -> k8sailor.v1.Rule
-	5, // 1: k8sailor.v1.Rule.spec:type_name -> k8sailor.v1.ServiceSpec
-	0, // 2: k8sailor.v1.ServiceSpec.type:type_name -> k8sailor.v1.ServiceType
-	6, // 3: k8sailor.v1.ServiceSpec.ports:type_name -> k8sailor.v1.ServicePort
-	1, // 4: k8sailor.v1.ServicePort.protocol:type_name -> k8sailor.v1.Protocol
-	2, // 5: k8sailor.v1.CreateServicesResponse.outcome:type_name -> k8sailor.v1.Outcome
-	6, // 6: k8sailor.v1.CreateServicesResponse.ports:type_name -> k8sailor.v1.ServicePort
-	3, // 7: k8sailor.v1.ExposureService.CreateServices:input_type -> k8sailor.v1.CreateServicesRequest
-	7, // 8: k8sailor.v1.ExposureService.CreateServices:output_type -> k8sailor.v1.CreateServicesResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	4,  // 0: k8sailor.v1.CreateServicesRequest.rules:type_name -> k8sailor.v1.Rule
+	5,  // 1: k8sailor.v1.Rule.spec:type_name -> k8sailor.v1.ServiceSpec
+	0,  // 2: k8sailor.v1.ServiceSpec.type:type_name -> k8sailor.v1.ServiceType
+	6,  // 3: k8sailor.v1.ServiceSpec.ports:type_name -> k8sailor.v1.ServicePort
+	1,  // 4: k8sailor.v1.ServicePort.protocol:type_name -> k8sailor.v1.Protocol
+	2,  // 5: k8sailor.v1.CreateServicesResponse.outcome:type_name -> k8sailor.v1.Outcome
+	6,  // 6: k8sailor.v1.CreateServicesResponse.ports:type_name -> k8sailor.v1.ServicePort
+	10, // 7: k8sailor.v1.ListServicesResponse.services:type_name -> k8sailor.v1.ExposedService
+	0,  // 8: k8sailor.v1.ExposedService.type:type_name -> k8sailor.v1.ServiceType
+	6,  // 9: k8sailor.v1.ExposedService.ports:type_name -> k8sailor.v1.ServicePort
+	2,  // 10: k8sailor.v1.DeleteServicesResponse.outcome:type_name -> k8sailor.v1.Outcome
+	4,  // 11: k8sailor.v1.ApplyServicesRequest.rules:type_name -> k8sailor.v1.Rule
+	2,  // 12: k8sailor.v1.ApplyServicesResponse.outcome:type_name -> k8sailor.v1.Outcome
+	6,  // 13: k8sailor.v1.ApplyServicesResponse.ports:type_name -> k8sailor.v1.ServicePort
+	14, // 14: k8sailor.v1.ApplyServicesResponse.changes:type_name -> k8sailor.v1.FieldChange
+	3,  // 15: k8sailor.v1.ExposureService.CreateServices:input_type -> k8sailor.v1.CreateServicesRequest
+	8,  // 16: k8sailor.v1.ExposureService.ListServices:input_type -> k8sailor.v1.ListServicesRequest
+	11, // 17: k8sailor.v1.ExposureService.DeleteServices:input_type -> k8sailor.v1.DeleteServicesRequest
+	13, // 18: k8sailor.v1.ExposureService.ApplyServices:input_type -> k8sailor.v1.ApplyServicesRequest
+	7,  // 19: k8sailor.v1.ExposureService.CreateServices:output_type -> k8sailor.v1.CreateServicesResponse
+	9,  // 20: k8sailor.v1.ExposureService.ListServices:output_type -> k8sailor.v1.ListServicesResponse
+	12, // 21: k8sailor.v1.ExposureService.DeleteServices:output_type -> k8sailor.v1.DeleteServicesResponse
+	15, // 22: k8sailor.v1.ExposureService.ApplyServices:output_type -> k8sailor.v1.ApplyServicesResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_k8sailor_v1_exposure_proto_init() }
@@ -830,7 +1518,7 @@ func file_k8sailor_v1_exposure_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_k8sailor_v1_exposure_proto_rawDesc), len(file_k8sailor_v1_exposure_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   5,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

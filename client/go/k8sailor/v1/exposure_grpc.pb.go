@@ -22,13 +22,16 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ExposureService_CreateServices_FullMethodName = "/k8sailor.v1.ExposureService/CreateServices"
+	ExposureService_ListServices_FullMethodName   = "/k8sailor.v1.ExposureService/ListServices"
+	ExposureService_DeleteServices_FullMethodName = "/k8sailor.v1.ExposureService/DeleteServices"
+	ExposureService_ApplyServices_FullMethodName  = "/k8sailor.v1.ExposureService/ApplyServices"
 )
 
 // ExposureServiceClient is the client API for ExposureService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// ExposureService creates Kubernetes Services in front of a Deployment.
+// ExposureService creates and manages Kubernetes Services in front of a Deployment.
 type ExposureServiceClient interface {
 	// CreateServices builds one Service per rule and creates them concurrently.
 	// It streams exactly one CreateServicesResponse per rule, in the order the
@@ -39,6 +42,18 @@ type ExposureServiceClient interface {
 	// a bad namespace or Deployment name), UNAVAILABLE (API server unreachable),
 	// PERMISSION_DENIED (the API server refused our identity).
 	CreateServices(ctx context.Context, in *CreateServicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CreateServicesResponse], error)
+	// ListServices returns the Services that the Deployment owns (an ownerReference
+	// to its current uid and k8sailor's managed-by label), sorted by name.
+	// NOT_FOUND when the Deployment does not exist.
+	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
+	// DeleteServices deletes Services that the Deployment owns, by name or all of
+	// them, and streams one DeleteServicesResponse per Service. A Service that the
+	// Deployment does not own is never deleted (OUTCOME_CONFLICT).
+	DeleteServices(ctx context.Context, in *DeleteServicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeleteServicesResponse], error)
+	// ApplyServices makes the Deployment's Services what the rules say, with
+	// server-side apply (field manager "k8sailor"), and streams one
+	// ApplyServicesResponse per rule, plus one per pruned Service (index -1).
+	ApplyServices(ctx context.Context, in *ApplyServicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ApplyServicesResponse], error)
 }
 
 type exposureServiceClient struct {
@@ -68,11 +83,59 @@ func (c *exposureServiceClient) CreateServices(ctx context.Context, in *CreateSe
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ExposureService_CreateServicesClient = grpc.ServerStreamingClient[CreateServicesResponse]
 
+func (c *exposureServiceClient) ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServicesResponse)
+	err := c.cc.Invoke(ctx, ExposureService_ListServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *exposureServiceClient) DeleteServices(ctx context.Context, in *DeleteServicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeleteServicesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ExposureService_ServiceDesc.Streams[1], ExposureService_DeleteServices_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DeleteServicesRequest, DeleteServicesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ExposureService_DeleteServicesClient = grpc.ServerStreamingClient[DeleteServicesResponse]
+
+func (c *exposureServiceClient) ApplyServices(ctx context.Context, in *ApplyServicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ApplyServicesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ExposureService_ServiceDesc.Streams[2], ExposureService_ApplyServices_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ApplyServicesRequest, ApplyServicesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ExposureService_ApplyServicesClient = grpc.ServerStreamingClient[ApplyServicesResponse]
+
 // ExposureServiceServer is the server API for ExposureService service.
 // All implementations must embed UnimplementedExposureServiceServer
 // for forward compatibility.
 //
-// ExposureService creates Kubernetes Services in front of a Deployment.
+// ExposureService creates and manages Kubernetes Services in front of a Deployment.
 type ExposureServiceServer interface {
 	// CreateServices builds one Service per rule and creates them concurrently.
 	// It streams exactly one CreateServicesResponse per rule, in the order the
@@ -83,6 +146,18 @@ type ExposureServiceServer interface {
 	// a bad namespace or Deployment name), UNAVAILABLE (API server unreachable),
 	// PERMISSION_DENIED (the API server refused our identity).
 	CreateServices(*CreateServicesRequest, grpc.ServerStreamingServer[CreateServicesResponse]) error
+	// ListServices returns the Services that the Deployment owns (an ownerReference
+	// to its current uid and k8sailor's managed-by label), sorted by name.
+	// NOT_FOUND when the Deployment does not exist.
+	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
+	// DeleteServices deletes Services that the Deployment owns, by name or all of
+	// them, and streams one DeleteServicesResponse per Service. A Service that the
+	// Deployment does not own is never deleted (OUTCOME_CONFLICT).
+	DeleteServices(*DeleteServicesRequest, grpc.ServerStreamingServer[DeleteServicesResponse]) error
+	// ApplyServices makes the Deployment's Services what the rules say, with
+	// server-side apply (field manager "k8sailor"), and streams one
+	// ApplyServicesResponse per rule, plus one per pruned Service (index -1).
+	ApplyServices(*ApplyServicesRequest, grpc.ServerStreamingServer[ApplyServicesResponse]) error
 	mustEmbedUnimplementedExposureServiceServer()
 }
 
@@ -95,6 +170,15 @@ type UnimplementedExposureServiceServer struct{}
 
 func (UnimplementedExposureServiceServer) CreateServices(*CreateServicesRequest, grpc.ServerStreamingServer[CreateServicesResponse]) error {
 	return status.Error(codes.Unimplemented, "method CreateServices not implemented")
+}
+func (UnimplementedExposureServiceServer) ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
+}
+func (UnimplementedExposureServiceServer) DeleteServices(*DeleteServicesRequest, grpc.ServerStreamingServer[DeleteServicesResponse]) error {
+	return status.Error(codes.Unimplemented, "method DeleteServices not implemented")
+}
+func (UnimplementedExposureServiceServer) ApplyServices(*ApplyServicesRequest, grpc.ServerStreamingServer[ApplyServicesResponse]) error {
+	return status.Error(codes.Unimplemented, "method ApplyServices not implemented")
 }
 func (UnimplementedExposureServiceServer) mustEmbedUnimplementedExposureServiceServer() {}
 func (UnimplementedExposureServiceServer) testEmbeddedByValue()                         {}
@@ -128,17 +212,72 @@ func _ExposureService_CreateServices_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ExposureService_CreateServicesServer = grpc.ServerStreamingServer[CreateServicesResponse]
 
+func _ExposureService_ListServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExposureServiceServer).ListServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ExposureService_ListServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExposureServiceServer).ListServices(ctx, req.(*ListServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ExposureService_DeleteServices_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DeleteServicesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ExposureServiceServer).DeleteServices(m, &grpc.GenericServerStream[DeleteServicesRequest, DeleteServicesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ExposureService_DeleteServicesServer = grpc.ServerStreamingServer[DeleteServicesResponse]
+
+func _ExposureService_ApplyServices_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ApplyServicesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ExposureServiceServer).ApplyServices(m, &grpc.GenericServerStream[ApplyServicesRequest, ApplyServicesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ExposureService_ApplyServicesServer = grpc.ServerStreamingServer[ApplyServicesResponse]
+
 // ExposureService_ServiceDesc is the grpc.ServiceDesc for ExposureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ExposureService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "k8sailor.v1.ExposureService",
 	HandlerType: (*ExposureServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListServices",
+			Handler:    _ExposureService_ListServices_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "CreateServices",
 			Handler:       _ExposureService_CreateServices_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "DeleteServices",
+			Handler:       _ExposureService_DeleteServices_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ApplyServices",
+			Handler:       _ExposureService_ApplyServices_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,756 @@
+"""The rest of a Service's life after CreateServices: list, delete, and declarative apply.
+
+No gRPC in sight, like server.exposer. A Service is the Deployment's (ours to list, change and
+delete) when it carries k8sailor's managed-by label and an ownerReference to the Deployment's
+current uid; anything else of the same name is left untouched and reported as a CONFLICT.
+
+Apply is server-side apply with field manager "k8sailor": the API server merges, detects fields
+that another manager owns (a CONFLICT naming it, unless the caller forces), validates, and with
+dryRun=All says what would happen. What changed is found by comparing the Service before and
+after the apply, field by field.
+
+Each Service gets its own coroutine that turns every failure into a result, so one Service never
+spoils the others, and every name or rule gets exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from server.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
+from server.exposer import (
+    BadRequest,
+    DeploymentNotFound,
+    DeploymentUnusable,
+    Outcome,
+    RequestError,
+    RuleResult,
+    Settings,
+    check_target,
+)
+from server.kube import FIELD_MANAGER, Kube
+from server.manifests import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    RULE_ANNOTATION,
+    Deployment,
+    DeploymentError,
+    build_services,
+    owned_by,
+)
+from server.rules import (
+    PortRule,
+    Protocol,
+    RuleError,
+    ServiceRule,
+    ServiceType,
+    check_rule,
+    dns1035_label_problem,
+    parse_rule,
+)
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+# A pruned Service is not one of the request's rules.
+PRUNED_INDEX = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ExposedService:
+    """A Service the Deployment owns, as the cluster has it, and the rule it was made from."""
+
+    name: str
+    type: ServiceType
+    rule: str  # canonical; empty if the annotation was removed
+    cluster_ip: str
+    ports: tuple[PortRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    service_name: str
+    outcome: Outcome
+    error: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field that an apply changed (or would): values as text, "" when absent."""
+
+    path: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What became of one rule (or, with index -1, of one pruned Service)."""
+
+    result: RuleResult
+    changes: tuple[FieldChange, ...] = ()
+
+
+# A verb (list, create, update, delete) on Services of one type.
+Grant = tuple[str, ServiceType]
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """What the caller may do, decided before the request reaches us (by server.auth): each
+    verb and Service type it may not, with the permission it lacks in words. Pairs not
+    listed are allowed; no Grants at all means authorization is off."""
+
+    denied: Mapping[Grant, str]
+
+
+class NotPermitted(RequestError):
+    """The caller may not see all of what the request is about (PERMISSION_DENIED)."""
+
+
+def _refusal(grants: Grants | None, verb: str, type_: ServiceType) -> str | None:
+    return None if grants is None else grants.denied.get((verb, type_))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    namespace: str
+    deployment: str
+    names: Sequence[str]
+    all: bool = False
+    dry_run: bool = False
+    grants: Grants | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRequest:
+    namespace: str
+    deployment: str
+    rules: Sequence[str | ServiceRule | RuleError]
+    prune: bool = False
+    force: bool = False
+    dry_run: bool = False
+    grants: Grants | None = None
+
+
+class Lifecycle:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        # settings.max_rules also bounds the names of one DeleteServices request.
+        self._kube = kube
+        self._settings = settings
+
+    # ----------------------------------------------------------------------------- list
+
+    async def list_owned(
+        self,
+        namespace: str,
+        deployment: str,
+        *,
+        grants: Grants | None = None,
+        deadline: float | None = None,
+    ) -> list[ExposedService]:
+        """The Services the Deployment owns, sorted by name. Raises RequestError or KubeError;
+        NotPermitted when some of them are of a type the caller may not list."""
+        check_target(namespace, deployment)
+        loop = asyncio.get_running_loop()
+        owner = await self._read_deployment(namespace, deployment, _remaining(loop, deadline))
+        owned = [
+            _exposed(service)
+            for service in await self._owned_services(
+                namespace, owner.uid, _remaining(loop, deadline)
+            )
+        ]
+        # Refused whole rather than answered in part: a partial list would read as the truth.
+        refusals = sorted({r for s in owned if (r := _refusal(grants, "list", s.type))})
+        if refusals:
+            raise NotPermitted("; ".join(refusals))
+        return owned
+
+    # --------------------------------------------------------------------------- delete
+
+    def check_delete(self, request: DeleteRequest) -> None:
+        check_target(request.namespace, request.deployment)
+        names = request.names
+        if request.all and names:
+            raise BadRequest("give either names or all, not both")
+        if not request.all and not names:
+            raise BadRequest("nothing to delete: give the Services' names, or all")
+        if len(names) > self._settings.max_rules:
+            raise BadRequest(
+                f"{len(names)} names is more than this server accepts in one request "
+                f"({self._settings.max_rules}); split them over several requests"
+            )
+        seen: set[str] = set()
+        for position, name in enumerate(names):
+            problem = dns1035_label_problem(name)
+            if problem is not None:
+                raise BadRequest(
+                    f"names[{position}] {name!r} is not a valid Service name (a lowercase "
+                    f"DNS-1035 label): it {problem}"
+                )
+            if name in seen:
+                raise BadRequest(f"names[{position}] {name!r} is named twice")
+            seen.add(name)
+
+    async def delete(
+        self, request: DeleteRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[DeleteResult, None]:
+        """One result per name (or per owned Service with all), as each is known.
+
+        Raises RequestError or KubeError before the first result for request-level failures.
+        """
+        self.check_delete(request)
+        loop = asyncio.get_running_loop()
+        owner = await self._read_deployment(
+            request.namespace, request.deployment, _remaining(loop, deadline)
+        )
+        jobs: list[Awaitable[DeleteResult]]
+        if request.all:
+            owned = await self._owned_services(
+                request.namespace, owner.uid, _remaining(loop, deadline)
+            )
+            jobs = [
+                self._delete_owned(
+                    request.namespace, service, request.dry_run, request.grants, deadline
+                )
+                for service in owned
+            ]
+        else:
+            jobs = [self._delete_named(request, owner, name, deadline) for name in request.names]
+        async for result in _as_completed(jobs):
+            yield result
+
+    async def _delete_named(
+        self, request: DeleteRequest, owner: Deployment, name: str, deadline: float | None
+    ) -> DeleteResult:
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                service = await self._kube.read_service(
+                    request.namespace, name, timeout=_remaining(loop, deadline)
+                )
+            except KubeNotFound as error:
+                return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
+            if not _owned(service, owner.uid):
+                return DeleteResult(
+                    name,
+                    Outcome.CONFLICT,
+                    f'Service "{name}" does not belong to Deployment "{owner.name}" (no '
+                    f"ownerReference to it with k8sailor's {MANAGED_SELECTOR} label); it was "
+                    "left untouched",
+                    "NotOwned",
+                )
+        except KubeError as error:
+            return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+        return await self._delete_owned(
+            request.namespace, service, request.dry_run, request.grants, deadline
+        )
+
+    async def _delete_owned(
+        self,
+        namespace: str,
+        service: Mapping[str, Any],
+        dry_run: bool,
+        grants: Grants | None,
+        deadline: float | None,
+    ) -> DeleteResult:
+        meta = service.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        loop = asyncio.get_running_loop()
+        refusal = _refusal(grants, "delete", _service_type(service))
+        if refusal is not None:
+            return DeleteResult(name, Outcome.DENIED, refusal, "Forbidden")
+        try:
+            await self._kube.delete_service(
+                namespace,
+                name,
+                uid=str(meta.get("uid", "")),
+                dry_run=dry_run,
+                timeout=_remaining(loop, deadline),
+            )
+        except KubeNotFound as error:
+            return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
+        except KubeConflict as error:
+            # The uid precondition failed: the Service was deleted and made again since it
+            # was read, and the new one is not known to be ours.
+            return DeleteResult(
+                name,
+                Outcome.CONFLICT,
+                f'Service "{name}" was replaced while it was being deleted; the new one was '
+                f"left untouched ({error.message})",
+                error.reason or "Conflict",
+            )
+        except KubeError as error:
+            return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+        except Exception as error:  # a bug of ours must still give this name its one result
+            log.exception("deleting Service %r failed unexpectedly", name)
+            return DeleteResult(
+                name, Outcome.FAILED, f"internal error: {type(error).__name__}: {error}",
+                "InternalError",
+            )  # fmt: skip
+        return DeleteResult(name, Outcome.DELETED)
+
+    # ---------------------------------------------------------------------------- apply
+
+    def check_apply(self, request: ApplyRequest) -> None:
+        check_target(request.namespace, request.deployment)
+        count = len(request.rules)
+        if count == 0:
+            raise BadRequest(
+                "no rules: send at least one rule (to delete every Service, use DeleteServices "
+                "with all)"
+            )
+        if count > self._settings.max_rules:
+            raise BadRequest(
+                f"{count} rules is more than this server accepts in one request "
+                f"({self._settings.max_rules}); split them over several requests"
+            )
+
+    async def apply(
+        self, request: ApplyRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[ApplyResult, None]:
+        """One result per rule, then (with prune) one per pruned Service, as each is known.
+
+        Raises RequestError or KubeError before the first result for request-level failures.
+        """
+        self.check_apply(request)
+        loop = asyncio.get_running_loop()
+        parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
+        texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
+        owner = await self._read_deployment(
+            request.namespace, request.deployment, _remaining(loop, deadline), to_expose=True
+        )
+        written = [rule if isinstance(rule, str) else None for rule in request.rules]
+        manifests = build_services(parsed, owner, written)
+
+        unreadable = [m for m in manifests if isinstance(m, RuleError)]
+        prune = request.prune and not unreadable
+        jobs: list[Awaitable[ApplyResult]] = []
+        for index, manifest in enumerate(manifests):
+            if isinstance(manifest, RuleError):
+                message = str(manifest)
+                if request.prune:
+                    message += (
+                        " (nothing was pruned: with a rule that cannot be built, k8sailor "
+                        "cannot tell which Services the rules name)"
+                    )
+                invalid = RuleResult(
+                    manifest.index, manifest.text, Outcome.INVALID, error=message,
+                    reason="RuleInvalid",
+                )  # fmt: skip
+                jobs.append(_ready(ApplyResult(invalid)))
+                continue
+            jobs.append(self._apply_one(request, owner, index, texts[index], manifest, deadline))
+        if prune:
+            named = {m["metadata"]["name"] for m in manifests if not isinstance(m, RuleError)}
+            owned = await self._owned_services(
+                request.namespace, owner.uid, _remaining(loop, deadline)
+            )
+            for service in owned:
+                if service["metadata"]["name"] not in named:
+                    jobs.append(self._prune(request, service, deadline))
+        async for result in _as_completed(jobs):
+            yield result
+
+    def rule_types(self, request: ApplyRequest) -> frozenset[ServiceType]:
+        """The Service types the request's valid rules ask for: what authorization decides
+        on. Checks the request first (BadRequest), so an oversized one costs nothing."""
+        self.check_apply(request)
+        parsed = (self._parse(index, rule) for index, rule in enumerate(request.rules))
+        return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
+
+    def _parse(self, index: int, rule: str | ServiceRule | RuleError) -> ServiceRule | RuleError:
+        try:
+            if isinstance(rule, str):
+                return parse_rule(rule, index, self._settings.node_ports)
+            if isinstance(rule, ServiceRule):
+                return check_rule(rule, index, self._settings.node_ports)
+        except RuleError as error:
+            return error
+        return rule
+
+    async def _apply_one(
+        self,
+        request: ApplyRequest,
+        owner: Deployment,
+        index: int,
+        text: str,
+        manifest: dict[str, Any],
+        deadline: float | None,
+    ) -> ApplyResult:
+        name: str = manifest["metadata"]["name"]
+        loop = asyncio.get_running_loop()
+
+        def refused(outcome: Outcome, error: str, reason: str) -> ApplyResult:
+            return ApplyResult(RuleResult(index, text, outcome, name, error=error, reason=reason))
+
+        try:
+            try:
+                existing: Json | None = await self._kube.read_service(
+                    request.namespace, name, timeout=_remaining(loop, deadline)
+                )
+            except KubeNotFound:
+                existing = None
+            verb = "create" if existing is None else "update"
+            refusal = _refusal(request.grants, verb, _service_type(manifest))
+            if refusal is not None:
+                return refused(Outcome.DENIED, refusal, "Forbidden")
+            body = manifest
+            if existing is not None:
+                if not _owned(existing, owner.uid):
+                    return refused(
+                        Outcome.CONFLICT,
+                        f'Service "{name}" already exists and does not belong to Deployment '
+                        f'"{owner.name}"; it was left untouched: choose another name with '
+                        "name=...",
+                        "NotOwned",
+                    )
+                problem = _immutable_change(existing, manifest)
+                if problem is not None:
+                    return refused(Outcome.INVALID, problem, "FieldImmutable")
+                if not request.dry_run:
+                    existing = await self._adopt(request.namespace, existing, deadline)
+                # Apply to exactly the Service just read: if it changes meanwhile, the API
+                # server answers 409 rather than merging into something we did not check.
+                version = str(existing["metadata"].get("resourceVersion", ""))
+                body = {**manifest, "metadata": {**manifest["metadata"]}}
+                body["metadata"]["resourceVersion"] = version
+            applied = await self._apply_forcing_our_own(request, body, deadline)
+        except KubeConflict as error:
+            managers = conflicting_managers(error.message)
+            if managers:
+                named = ", ".join(f'"{manager}"' for manager in managers)
+                return refused(
+                    Outcome.CONFLICT,
+                    f"fields of Service {name!r} are owned by another field manager ({named}): "
+                    f"{error.message}; apply with force to take them over",
+                    "FieldManagerConflict",
+                )
+            return refused(Outcome.CONFLICT, error.message, error.reason or "Conflict")
+        except KubeInvalid as error:
+            message = error.message
+            if _is_immutable(message):
+                message += f'; Service "{name}" cannot change this way: delete it and apply again'
+            return refused(Outcome.INVALID, message, error.reason or "Invalid")
+        except KubeError as error:
+            return refused(Outcome.FAILED, error.message, error.reason)
+        except Exception as error:  # a bug of ours must still give this rule its one result
+            log.exception("applying rule %d %r failed unexpectedly", index, text)
+            return refused(
+                Outcome.FAILED, f"internal error: {type(error).__name__}: {error}", "InternalError"
+            )
+        if existing is None:
+            return ApplyResult(_rule_result(index, text, Outcome.CREATED, applied))
+        changes = tuple(diff_service(existing, applied))
+        outcome = Outcome.UPDATED if changes else Outcome.UNCHANGED
+        return ApplyResult(_rule_result(index, text, outcome, applied), changes)
+
+    async def _apply_forcing_our_own(
+        self, request: ApplyRequest, body: Mapping[str, Any], deadline: float | None
+    ) -> Json:
+        """Apply, taking over without force only the fields that k8sailor's own
+        CreateServices set (a conflict with manager "k8sailor" is a conflict with ourselves:
+        in dry runs, where _adopt cannot move them first)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await self._kube.apply_service(
+                request.namespace,
+                body,
+                force=request.force,
+                dry_run=request.dry_run,
+                timeout=_remaining(loop, deadline),
+            )
+        except KubeConflict as error:
+            if conflicting_managers(error.message) != [FIELD_MANAGER]:
+                raise
+        return await self._kube.apply_service(
+            request.namespace,
+            body,
+            force=True,
+            dry_run=request.dry_run,
+            timeout=_remaining(loop, deadline),
+        )
+
+    async def _adopt(self, namespace: str, service: Json, deadline: float | None) -> Json:
+        """Make the fields that CreateServices set (manager k8sailor, operation Update) those
+        of k8sailor's apply, as kubectl does when it moves from client- to server-side apply.
+
+        Without it, server-side apply would neither change nor remove them: a port that a
+        changed rule drops would stay on the Service, owned by the create.
+        """
+        entries = service["metadata"].get("managedFields") or []
+        moved = adopt_managed_fields(entries)
+        if moved is None:
+            return service
+        loop = asyncio.get_running_loop()
+        return await self._kube.replace_managed_fields(
+            namespace,
+            service["metadata"]["name"],
+            moved,
+            resource_version=str(service["metadata"].get("resourceVersion", "")),
+            timeout=_remaining(loop, deadline),
+        )
+
+    async def _prune(
+        self, request: ApplyRequest, service: Mapping[str, Any], deadline: float | None
+    ) -> ApplyResult:
+        deleted = await self._delete_owned(
+            request.namespace, service, request.dry_run, request.grants, deadline
+        )
+        rule = _annotation(service)
+        result = RuleResult(
+            PRUNED_INDEX,
+            rule,
+            deleted.outcome,
+            deleted.service_name,
+            error=deleted.error,
+            reason=deleted.reason,
+        )
+        return ApplyResult(result)
+
+    # -------------------------------------------------------------------------- shared
+
+    async def _read_deployment(
+        self, namespace: str, name: str, timeout: float | None, *, to_expose: bool = False
+    ) -> Deployment:
+        """The Deployment; with to_expose, all of it that Services are built from (else
+        DeploymentUnusable), without it only its name and uid: listing or deleting what a
+        Deployment owns must work even for one whose selector no Service could express."""
+        try:
+            raw = await self._kube.read_deployment(namespace, name, timeout=timeout)
+        except KubeNotFound as error:
+            raise DeploymentNotFound(
+                f'Deployment "{name}" not found in namespace "{namespace}" ({error.message})'
+            ) from error
+        if to_expose:
+            try:
+                return Deployment.from_manifest(raw)
+            except DeploymentError as error:
+                raise DeploymentUnusable(str(error)) from error
+        meta = raw.get("metadata") or {}
+        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})
+
+    async def _owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
+        listed = await self._kube.list_services(
+            namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
+        )
+        items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
+        owned = [item for item in items if _owned(item, uid)]
+        return sorted(owned, key=lambda item: str(item["metadata"].get("name", "")))
+
+
+def _owned(service: Mapping[str, Any], uid: str) -> bool:
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and owned_by(service, uid)
+
+
+def _annotation(service: Mapping[str, Any]) -> str:
+    annotations = (service.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(RULE_ANNOTATION, ""))
+
+
+def _headless(service: Mapping[str, Any]) -> bool:
+    return (service.get("spec") or {}).get("clusterIP") == "None"
+
+
+def _service_type(service: Mapping[str, Any]) -> ServiceType:
+    spec = service.get("spec") or {}
+    kind = spec.get("type") or "ClusterIP"
+    if kind == "ClusterIP" and _headless(service):
+        return ServiceType.HEADLESS
+    return ServiceType(kind)
+
+
+def _ports(service: Mapping[str, Any]) -> tuple[PortRule, ...]:
+    return tuple(
+        PortRule(
+            port=int(port["port"]),
+            target_port=port.get("targetPort", port["port"]),
+            protocol=Protocol(port.get("protocol", "TCP")),
+            node_port=port.get("nodePort"),
+            app_protocol=port.get("appProtocol"),
+            name=port.get("name"),
+        )
+        for port in (service.get("spec") or {}).get("ports") or ()
+    )
+
+
+def _exposed(service: Mapping[str, Any]) -> ExposedService:
+    return ExposedService(
+        name=str(service["metadata"]["name"]),
+        type=_service_type(service),
+        rule=_annotation(service),
+        cluster_ip=str((service.get("spec") or {}).get("clusterIP") or ""),
+        ports=_ports(service),
+    )
+
+
+def _rule_result(index: int, text: str, outcome: Outcome, service: Mapping[str, Any]) -> RuleResult:
+    return RuleResult(
+        index=index,
+        rule=text,
+        outcome=outcome,
+        service_name=str(service["metadata"]["name"]),
+        cluster_ip=str((service.get("spec") or {}).get("clusterIP") or ""),
+        ports=_ports(service),
+    )
+
+
+def _immutable_change(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> str | None:
+    """A change the API server cannot make to a live Service, found before trying.
+
+    Headless to ClusterIP must be caught here: the API server keeps an unset clusterIP at its
+    old value on update, so the apply would succeed and leave the Service headless.
+    """
+    name = existing["metadata"]["name"]
+    was, wants = _headless(existing), _headless(desired)
+    if was == wants:
+        return None
+    before = "headless (clusterIP None)" if was else "not headless"
+    after = "headless" if wants else "not headless"
+    return (
+        f'Service "{name}" is {before} and the rule makes it {after}: spec.clusterIP cannot '
+        "change once set; delete the Service and apply again"
+    )
+
+
+def _is_immutable(message: str) -> bool:
+    return "immutable" in message or "may not change once set" in message
+
+
+_CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
+
+
+def conflicting_managers(message: str) -> list[str]:
+    """The field managers a server-side apply conflict names, in order, each once.
+
+    The API server lists them only in its message, as 'conflict with "kubectl-edit" using v1'.
+    """
+    return list(dict.fromkeys(_CONFLICT_MANAGER.findall(message)))
+
+
+def adopt_managed_fields(entries: Sequence[Mapping[str, Any]]) -> list[Json] | None:
+    """managedFields with k8sailor's Update entries folded into its Apply entry, or None when
+    there is none to fold."""
+    ours = [
+        e
+        for e in entries
+        if e.get("manager") == FIELD_MANAGER and e.get("operation") == "Update"
+        and not e.get("subresource")
+    ]  # fmt: skip
+    if not ours:
+        return None
+    applied = [
+        e for e in entries if e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply"
+    ]
+    rest = [dict(e) for e in entries if all(e is not x for x in (*ours, *applied))]
+    fields: Json = {}
+    for entry in (*applied, *ours):
+        fields = _merge_fields(fields, entry.get("fieldsV1") or {})
+    base = dict(applied[0] if applied else ours[0])
+    base.update(operation="Apply", fieldsType="FieldsV1", fieldsV1=fields)
+    return [*rest, base]
+
+
+def _merge_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> Json:
+    """The union of two fieldsV1 trees (nested maps of owned fields)."""
+    merged: Json = dict(a)
+    for key, value in b.items():
+        if key in merged and isinstance(merged[key], Mapping) and isinstance(value, Mapping):
+            merged[key] = _merge_fields(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# What a rule decides about a Service; the rest (status, managedFields, resourceVersion, ...)
+# is the API server's bookkeeping, not a change anyone asked for.
+_COMPARED = (("metadata", "labels"), ("metadata", "annotations"),
+             ("metadata", "ownerReferences"), ("spec",))  # fmt: skip
+
+
+def diff_service(before: Mapping[str, Any], after: Mapping[str, Any]) -> Iterable[FieldChange]:
+    """The fields that differ between two versions of a Service, in a stable order."""
+    for path in _COMPARED:
+        old: Any = before
+        new: Any = after
+        for key in path:
+            old = old.get(key) if isinstance(old, Mapping) else None
+            new = new.get(key) if isinstance(new, Mapping) else None
+        yield from _diff(".".join(path), old, new)
+
+
+def _diff(path: str, old: Any, new: Any) -> Iterable[FieldChange]:
+    if old == new:
+        return
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new)):
+            yield from _diff(_field_path(path, key), old.get(key), new.get(key))
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        for i in range(max(len(old), len(new))):
+            yield from _diff(
+                f"{path}[{i}]",
+                old[i] if i < len(old) else None,
+                new[i] if i < len(new) else None,
+            )
+        return
+    yield FieldChange(path, _text(old), _text(new))
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _field_path(path: str, key: str) -> str:
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key)}]"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(deadline - loop.time(), 0.001)
+
+
+def give_up_at(loop: asyncio.AbstractEventLoop, seconds_left: float | None) -> float | None:
+    """When to stop waiting for the API server, in loop.time() terms, so that the results of
+    what did not finish still reach the caller before its deadline: a tenth of the time left
+    early, at least 50 ms and at most half a second, as the exposer does."""
+    if seconds_left is None:
+        return None
+    return loop.time() + seconds_left - min(max(seconds_left * 0.1, 0.05), 0.5)
+
+
+async def _ready(result: ApplyResult) -> ApplyResult:
+    return result
+
+
+async def _as_completed(jobs: Sequence[Awaitable[T]]) -> AsyncGenerator[T, None]:
+    """Each job's result as soon as it is known; no job outlives the generator."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,334 @@
+"""gRPC glue for the RPCs that manage what CreateServices made: ListServices, DeleteServices
+and ApplyServices. Protobuf in, server.lifecycle in the middle, protobuf and status codes out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from k8sailor.v1 import exposure_pb2 as pb
+from server.auth.errors import AuthError
+from server.auth.gate import AccessControl
+from server.auth.identity import ANONYMOUS, Caller
+from server.errors import KubeError
+from server.exposer import Exposer, Outcome, RequestError, RuleResult, check_target
+from server.lifecycle import (
+    ApplyRequest,
+    ApplyResult,
+    DeleteRequest,
+    DeleteResult,
+    ExposedService,
+    Grant,
+    Grants,
+    Lifecycle,
+    NotPermitted,
+    give_up_at,
+)
+from server.rules import ServiceType
+from server.servicer import (
+    ExposureServicer,
+    outcome_to_proto,
+    port_to_proto,
+    result_to_proto,
+    rule_from_proto,
+    status_for,
+)
+
+log = logging.getLogger("k8sailor.requests")
+
+_TYPES_TO_PB = {
+    ServiceType.CLUSTER_IP: pb.SERVICE_TYPE_CLUSTER_IP,
+    ServiceType.HEADLESS: pb.SERVICE_TYPE_HEADLESS,
+    ServiceType.NODE_PORT: pb.SERVICE_TYPE_NODE_PORT,
+    ServiceType.LOAD_BALANCER: pb.SERVICE_TYPE_LOAD_BALANCER,
+    ServiceType.EXTERNAL_NAME: pb.SERVICE_TYPE_EXTERNAL_NAME,
+}
+
+Domain = TypeVar("Domain")
+Message = TypeVar("Message")
+
+
+def exposed_to_proto(service: ExposedService) -> pb.ExposedService:
+    return pb.ExposedService(
+        name=service.name,
+        type=_TYPES_TO_PB[service.type],
+        rule=service.rule,
+        cluster_ip=service.cluster_ip,
+        ports=[port_to_proto(port) for port in service.ports],
+    )
+
+
+def delete_result_to_proto(result: DeleteResult) -> pb.DeleteServicesResponse:
+    return pb.DeleteServicesResponse(
+        service_name=result.service_name,
+        outcome=outcome_to_proto(result.outcome),
+        error=result.error,
+        reason=result.reason,
+    )
+
+
+def apply_result_to_proto(applied: ApplyResult) -> pb.ApplyServicesResponse:
+    base = result_to_proto(applied.result)
+    return pb.ApplyServicesResponse(
+        index=base.index,
+        rule=base.rule,
+        outcome=base.outcome,
+        service_name=base.service_name,
+        cluster_ip=base.cluster_ip,
+        ports=base.ports,
+        error=base.error,
+        reason=base.reason,
+        changes=[
+            pb.FieldChange(path=change.path, before=change.before, after=change.after)
+            for change in applied.changes
+        ],
+    )
+
+
+def _give_up(seconds_left: float | None) -> float | None:
+    return give_up_at(asyncio.get_running_loop(), seconds_left)
+
+
+def _status(error: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, NotPermitted):
+        return grpc.StatusCode.PERMISSION_DENIED, str(error)
+    return status_for(error)
+
+
+# The Service types a Service can have: what list and delete may meet.
+_EVERY_TYPE = frozenset(ServiceType)
+
+
+class LifecycleServicer(ExposureServicer):
+    """The whole ExposureService: CreateServices (ExposureServicer) and the lifecycle RPCs.
+
+    With authorization on, each RPC asks what CreateServices asks, with its own verbs on
+    k8sailor.io services/<type>: list for ListServices, delete for DeleteServices, and for
+    ApplyServices create (a new Service), update (an existing one) and, with prune, delete.
+    """
+
+    def __init__(
+        self,
+        exposer: Exposer,
+        lifecycle: Lifecycle,
+        access: AccessControl | None = None,
+        *,
+        on_results: Callable[[Sequence[RuleResult]], None] | None = None,
+    ) -> None:
+        super().__init__(exposer, access, on_results=on_results)
+        self._lifecycle = lifecycle
+
+    async def _grants(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        namespace: str,
+        deployment: str,
+        wanted: Callable[[], set[Grant]],
+    ) -> tuple[Caller, Grants | None]:
+        """Who calls and, with authorization on, what of wanted() it may do."""
+        if self._access is None:
+            return ANONYMOUS, None
+        caller = await self._access.authenticate(context)
+        if not self._access.authorizing:
+            return caller, None
+        return caller, await self._access.grants(caller, namespace, deployment, wanted())
+
+    async def ListServices(  # noqa: N802 - the RPC's name
+        self,
+        request: pb.ListServicesRequest,
+        context: grpc.aio.ServicerContext[pb.ListServicesRequest, pb.ListServicesResponse],
+    ) -> pb.ListServicesResponse:
+        started = time.monotonic()
+        namespace, deployment = request.namespace or "default", request.deployment
+        status, message, listed, caller = grpc.StatusCode.OK, "", [], ANONYMOUS
+        try:
+            check_target(namespace, deployment)
+            caller, grants = await self._grants(
+                context, namespace, deployment, lambda: {("list", t) for t in _EVERY_TYPE}
+            )
+            listed = await self._lifecycle.list_owned(
+                namespace,
+                deployment,
+                grants=grants,
+                deadline=_give_up(context.time_remaining()),
+            )
+        except (RequestError, KubeError, AuthError) as error:
+            status, message = _status(error)
+        except Exception as error:  # a bug of ours: logged in full, reported in one sentence
+            log.exception("ListServices failed unexpectedly")
+            status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
+        _log_line(
+            "ListServices", caller, namespace, deployment, status, message, started,
+            services=len(listed),
+        )  # fmt: skip
+        if status is not grpc.StatusCode.OK:
+            await context.abort(status, message)
+        return pb.ListServicesResponse(services=[exposed_to_proto(s) for s in listed])
+
+    async def DeleteServices(  # type: ignore[override]  # noqa: N802 - see CreateServices
+        self,
+        request: pb.DeleteServicesRequest,
+        context: grpc.aio.ServicerContext[pb.DeleteServicesRequest, pb.DeleteServicesResponse],
+    ) -> None:
+        domain = DeleteRequest(
+            namespace=request.namespace or "default",
+            deployment=request.deployment,
+            names=list(request.names),
+            all=request.all,
+            dry_run=request.dry_run,
+        )
+
+        async def results() -> AsyncIterator[DeleteResult]:
+            self._lifecycle.check_delete(domain)
+            caller, grants = await self._grants(
+                context,
+                domain.namespace,
+                domain.deployment,
+                lambda: {("delete", t) for t in _EVERY_TYPE},
+            )
+            callers.append(caller)
+            run = self._lifecycle.delete(
+                dataclasses.replace(domain, grants=grants),
+                deadline=_give_up(context.time_remaining()),
+            )
+            async with contextlib.aclosing(run):
+                async for result in run:
+                    yield result
+
+        callers: list[Caller] = []
+        await _stream(
+            "DeleteServices",
+            callers,
+            domain.namespace,
+            domain.deployment,
+            results(),
+            delete_result_to_proto,
+            lambda result: result.outcome,
+            context,
+            dry_run=domain.dry_run,
+        )
+
+    async def ApplyServices(  # type: ignore[override]  # noqa: N802 - see CreateServices
+        self,
+        request: pb.ApplyServicesRequest,
+        context: grpc.aio.ServicerContext[pb.ApplyServicesRequest, pb.ApplyServicesResponse],
+    ) -> None:
+        domain = ApplyRequest(
+            namespace=request.namespace or "default",
+            deployment=request.deployment,
+            rules=[rule_from_proto(index, rule) for index, rule in enumerate(request.rules)],
+            prune=request.prune,
+            force=request.force,
+            dry_run=request.dry_run,
+        )
+
+        def wanted() -> set[Grant]:
+            types = self._lifecycle.rule_types(domain)
+            pairs = {(verb, t) for verb in ("create", "update") for t in types}
+            if domain.prune:
+                pairs |= {("delete", t) for t in _EVERY_TYPE}
+            return pairs
+
+        async def results() -> AsyncIterator[ApplyResult]:
+            self._lifecycle.check_apply(domain)
+            caller, grants = await self._grants(
+                context, domain.namespace, domain.deployment, wanted
+            )
+            callers.append(caller)
+            run = self._lifecycle.apply(
+                dataclasses.replace(domain, grants=grants),
+                deadline=_give_up(context.time_remaining()),
+            )
+            async with contextlib.aclosing(run):
+                async for result in run:
+                    yield result
+
+        callers: list[Caller] = []
+        await _stream(
+            "ApplyServices",
+            callers,
+            domain.namespace,
+            domain.deployment,
+            results(),
+            apply_result_to_proto,
+            lambda applied: applied.result.outcome,
+            context,
+            dry_run=domain.dry_run,
+            prune=domain.prune,
+            force=domain.force,
+        )
+
+
+async def _stream(
+    event: str,
+    callers: list[Caller],
+    namespace: str,
+    deployment: str,
+    results: AsyncIterator[Domain],
+    to_proto: Callable[[Domain], Message],
+    outcome_of: Callable[[Domain], Outcome],
+    context: grpc.aio.ServicerContext[Any, Message],
+    **flags: bool,
+) -> None:
+    """Write each result as it comes; end with the status for a request-level failure.
+
+    Writing through context.write() closes the domain generator (and cancels what it still
+    runs) as soon as the caller goes away, as CreateServices does. callers gets the caller
+    once it is known, for the log line."""
+    started = time.monotonic()
+    outcomes: Counter[str] = Counter()
+    status, message = grpc.StatusCode.OK, ""
+    try:
+        async with contextlib.aclosing(results) as run:  # type: ignore[type-var]
+            async for result in run:
+                outcomes[outcome_of(result).value] += 1
+                await context.write(to_proto(result))
+    except (RequestError, KubeError, AuthError) as error:
+        status, message = _status(error)
+    except asyncio.CancelledError:
+        status, message = grpc.StatusCode.CANCELLED, "the caller went away"
+        raise
+    except Exception as error:  # a bug of ours: logged in full, reported in one sentence
+        log.exception("%s failed unexpectedly", event)
+        status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
+    finally:
+        caller = callers[0] if callers else ANONYMOUS
+        _log_line(event, caller, namespace, deployment, status, message, started,
+                  outcomes=dict(outcomes), **flags)  # fmt: skip
+    if status is not grpc.StatusCode.OK:
+        await context.abort(status, message)
+
+
+def _log_line(
+    event: str,
+    caller: Caller,
+    namespace: str,
+    deployment: str,
+    status: grpc.StatusCode,
+    message: str,
+    started: float,
+    **extra: object,
+) -> None:
+    """One structured line per request, as CreateServices logs it."""
+    line = {
+        "event": event,
+        "user": caller.user,
+        "groups": list(caller.groups),
+        "authn": caller.method.value,
+        "namespace": namespace,
+        "deployment": deployment,
+        "status": status.name,
+        "message": message,
+        "ms": round((time.monotonic() - started) * 1000, 1),
+        **extra,
+    }
+    log.info(json.dumps(line, separators=(",", ":")))
