@@ -6,7 +6,10 @@ async with connect("127.0.0.1:50051") as k8sailor:
 """
 
 from client.connection import (
+    Change,
     Client,
+    Deleted,
+    ExposedService,
     Outcome,
     Port,
     RequestFailed,
@@ -18,7 +21,10 @@ from client.connection import (
 from k8sailor.v1.exposure_pb2 import Protocol, ServicePort, ServiceSpec, ServiceType
 
 __all__ = [
+    "Change",
     "Client",
+    "Deleted",
+    "ExposedService",
     "Outcome",
     "Port",
     "Protocol",

@@ -24,6 +24,9 @@ class Outcome(enum.Enum):
     CONFLICT = pb.OUTCOME_CONFLICT
     FAILED = pb.OUTCOME_FAILED
     DENIED = pb.OUTCOME_DENIED
+    UPDATED = pb.OUTCOME_UPDATED
+    DELETED = pb.OUTCOME_DELETED
+    NOT_FOUND = pb.OUTCOME_NOT_FOUND
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +60,18 @@ class Port:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """One field an apply changed (or, in a dry run, would change); "" means absent."""
+
+    path: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
-    """What became of one rule of the request (match it to the rule by index)."""
+    """What became of one rule of the request (match it to the rule by index). From
+    apply_services also what changed, and index -1 for a pruned Service."""
 
     index: int
     rule: str
@@ -68,13 +81,17 @@ class Result:
     ports: tuple[Port, ...]
     error: str
     reason: str
+    changes: tuple[Change, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.CREATED, Outcome.UNCHANGED)
+        return self.outcome in _DONE
 
     @classmethod
-    def from_proto(cls, message: pb.CreateServicesResponse) -> Result:
+    def from_proto(cls, message: pb.CreateServicesResponse | pb.ApplyServicesResponse) -> Result:
+        changes: tuple[Change, ...] = ()
+        if isinstance(message, pb.ApplyServicesResponse):
+            changes = tuple(Change(c.path, c.before, c.after) for c in message.changes)
         return cls(
             index=message.index,
             rule=message.rule,
@@ -82,6 +99,55 @@ class Result:
             service_name=message.service_name,
             cluster_ip=message.cluster_ip,
             ports=tuple(Port.from_proto(port) for port in message.ports),
+            error=message.error,
+            reason=message.reason,
+            changes=changes,
+        )
+
+
+# Outcomes that leave the Service as the caller asked.
+_DONE = frozenset({Outcome.CREATED, Outcome.UNCHANGED, Outcome.UPDATED, Outcome.DELETED})
+
+
+@dataclass(frozen=True, slots=True)
+class ExposedService:
+    """A Service the Deployment owns, and the canonical rule it was made from."""
+
+    name: str
+    type: str  # CLUSTER_IP, HEADLESS, NODE_PORT, LOAD_BALANCER, EXTERNAL_NAME
+    rule: str
+    cluster_ip: str
+    ports: tuple[Port, ...]
+
+    @classmethod
+    def from_proto(cls, message: pb.ExposedService) -> ExposedService:
+        return cls(
+            name=message.name,
+            type=pb.ServiceType.Name(message.type).removeprefix("SERVICE_TYPE_"),
+            rule=message.rule,
+            cluster_ip=message.cluster_ip,
+            ports=tuple(Port.from_proto(port) for port in message.ports),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """What became of one Service a delete named (or, with all, found)."""
+
+    service_name: str
+    outcome: Outcome
+    error: str
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.DELETED
+
+    @classmethod
+    def from_proto(cls, message: pb.DeleteServicesResponse) -> Deleted:
+        return cls(
+            service_name=message.service_name,
+            outcome=Outcome(message.outcome),
             error=message.error,
             reason=message.reason,
         )
@@ -126,6 +192,72 @@ class Client:
             dry_run=dry_run,
         )
         call = self._stub.CreateServices(request, timeout=timeout)
+        try:
+            async for message in call:
+                yield Result.from_proto(message)
+        except grpc.aio.AioRpcError as error:
+            raise RequestFailed(error.code(), error.details() or "") from error
+        finally:
+            call.cancel()
+
+    async def list_services(
+        self, deployment: str, *, namespace: str = "", timeout: float | None = None
+    ) -> list[ExposedService]:
+        """The Services the Deployment owns, sorted by name; RequestFailed with NOT_FOUND when
+        there is no such Deployment."""
+        request = pb.ListServicesRequest(namespace=namespace, deployment=deployment)
+        try:
+            response = await self._stub.ListServices(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise RequestFailed(error.code(), error.details() or "") from error
+        return [ExposedService.from_proto(service) for service in response.services]
+
+    async def delete_services(
+        self,
+        deployment: str,
+        names: Iterable[str] = (),
+        *,
+        all: bool = False,  # the request's own field name
+        namespace: str = "",
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Deleted]:
+        """Delete Services the Deployment owns, by name or all; one Deleted per Service."""
+        request = pb.DeleteServicesRequest(
+            namespace=namespace, deployment=deployment, names=list(names), all=all,
+            dry_run=dry_run,
+        )  # fmt: skip
+        call = self._stub.DeleteServices(request, timeout=timeout)
+        try:
+            async for message in call:
+                yield Deleted.from_proto(message)
+        except grpc.aio.AioRpcError as error:
+            raise RequestFailed(error.code(), error.details() or "") from error
+        finally:
+            call.cancel()
+
+    async def apply_services(
+        self,
+        deployment: str,
+        rules: Iterable[Rule],
+        *,
+        namespace: str = "",
+        prune: bool = False,
+        force: bool = False,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Result]:
+        """Make the Deployment's Services what the rules say (server-side apply); one Result
+        per rule with what changed, plus one (index -1) per Service pruned."""
+        request = pb.ApplyServicesRequest(
+            namespace=namespace,
+            deployment=deployment,
+            rules=[to_proto_rule(rule) for rule in rules],
+            prune=prune,
+            force=force,
+            dry_run=dry_run,
+        )
+        call = self._stub.ApplyServices(request, timeout=timeout)
         try:
             async for message in call:
                 yield Result.from_proto(message)
