@@ -58,11 +58,45 @@ func (c *Client) Close() error {
 // use status.Code(err) for NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE and the like.
 // The deadline is the context's.
 func (c *Client) CreateServices(ctx context.Context, req *k8sailorv1.CreateServicesRequest, opts ...grpc.CallOption) iter.Seq2[*k8sailorv1.CreateServicesResponse, error] {
-	return func(yield func(*k8sailorv1.CreateServicesResponse, error) bool) {
+	return results(ctx, func(ctx context.Context) (grpc.ServerStreamingClient[k8sailorv1.CreateServicesResponse], error) {
+		return c.Exposure.CreateServices(ctx, req, opts...)
+	})
+}
+
+// ListServices returns the Services that the Deployment owns, sorted by name, each with
+// the canonical rule it was made from. NOT_FOUND when there is no such Deployment.
+func (c *Client) ListServices(ctx context.Context, req *k8sailorv1.ListServicesRequest, opts ...grpc.CallOption) ([]*k8sailorv1.ExposedService, error) {
+	res, err := c.Exposure.ListServices(ctx, req, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return res.GetServices(), nil
+}
+
+// DeleteServices deletes Services the Deployment owns, by name or all of them, and
+// yields one result per Service as the server finishes it; errors as CreateServices.
+func (c *Client) DeleteServices(ctx context.Context, req *k8sailorv1.DeleteServicesRequest, opts ...grpc.CallOption) iter.Seq2[*k8sailorv1.DeleteServicesResponse, error] {
+	return results(ctx, func(ctx context.Context) (grpc.ServerStreamingClient[k8sailorv1.DeleteServicesResponse], error) {
+		return c.Exposure.DeleteServices(ctx, req, opts...)
+	})
+}
+
+// ApplyServices makes the Deployment's Services what the rules say (server-side apply)
+// and yields one result per rule, with what changed, plus one per pruned Service
+// (index -1); errors as CreateServices.
+func (c *Client) ApplyServices(ctx context.Context, req *k8sailorv1.ApplyServicesRequest, opts ...grpc.CallOption) iter.Seq2[*k8sailorv1.ApplyServicesResponse, error] {
+	return results(ctx, func(ctx context.Context) (grpc.ServerStreamingClient[k8sailorv1.ApplyServicesResponse], error) {
+		return c.Exposure.ApplyServices(ctx, req, opts...)
+	})
+}
+
+// results yields what a server stream sends, then its error (if any) once.
+func results[T any](ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[T], error)) iter.Seq2[*T, error] {
+	return func(yield func(*T, error) bool) {
 		// Cancelling ends the stream on the server too when the caller stops early.
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stream, err := c.Exposure.CreateServices(ctx, req, opts...)
+		stream, err := open(ctx)
 		if err != nil {
 			yield(nil, err)
 			return
@@ -105,8 +139,16 @@ func Rules(texts ...string) []*k8sailorv1.Rule {
 // OK reports whether the rule's Service now exists as asked: created (or, in a dry run,
 // creatable) or already there unchanged.
 func OK(res *k8sailorv1.CreateServicesResponse) bool {
-	switch res.GetOutcome() {
-	case k8sailorv1.Outcome_OUTCOME_CREATED, k8sailorv1.Outcome_OUTCOME_UNCHANGED:
+	return Done(res.GetOutcome())
+}
+
+// Done reports whether an outcome leaves the Service as the caller asked: created,
+// unchanged, updated, or (for a delete or a prune) deleted. An outcome this client does
+// not know is not done.
+func Done(o k8sailorv1.Outcome) bool {
+	switch o {
+	case k8sailorv1.Outcome_OUTCOME_CREATED, k8sailorv1.Outcome_OUTCOME_UNCHANGED,
+		k8sailorv1.Outcome_OUTCOME_UPDATED, k8sailorv1.Outcome_OUTCOME_DELETED:
 		return true
 	default:
 		return false

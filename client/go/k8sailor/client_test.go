@@ -50,6 +50,11 @@ func TestOK(t *testing.T) {
 		k8sailorv1.Outcome_OUTCOME_INVALID:     false,
 		k8sailorv1.Outcome_OUTCOME_CONFLICT:    false,
 		k8sailorv1.Outcome_OUTCOME_FAILED:      false,
+		k8sailorv1.Outcome_OUTCOME_DENIED:      false,
+		k8sailorv1.Outcome_OUTCOME_UPDATED:     true,
+		k8sailorv1.Outcome_OUTCOME_DELETED:     true,
+		k8sailorv1.Outcome_OUTCOME_NOT_FOUND:   false,
+		k8sailorv1.Outcome(99):                 false, // from a newer server
 	} {
 		if got := OK(&k8sailorv1.CreateServicesResponse{Outcome: outcome}); got != want {
 			t.Errorf("OK(%v) = %v, want %v", outcome, got, want)

@@ -1,8 +1,9 @@
 // Command k8sailor-go creates Kubernetes Services in front of a Deployment through a
 // k8sailor server, the Go twin of the Python `k8sailor expose`.
 //
-//	k8sailor-go [flags] DEPLOYMENT RULE... [--spec JSON]...
-//	k8sailor-go --deployment NAME [flags] [RULE...] [--spec JSON]...
+//	k8sailor-go [expose] [flags] DEPLOYMENT RULE... [--spec JSON]...
+//	k8sailor-go [expose] --deployment NAME [flags] [RULE...] [--spec JSON]...
+//	k8sailor-go get|delete|apply ...  (see lifecycle.go)
 //
 // Rules are compact text ("80:8088", "#80:80", "!31234:80:8088", "@db.example.com") or,
 // with --spec, a k8sailor.v1.ServiceSpec in protobuf JSON. They are numbered from 0 in the
@@ -42,8 +43,9 @@ const (
 	exitRequestFailed = 2 // also for a wrong command line, as the flag package does
 )
 
-const usage = `usage: k8sailor-go [flags] DEPLOYMENT RULE... [--spec JSON]...
-       k8sailor-go --deployment NAME [flags] [RULE...] [--spec JSON]...
+const usage = `usage: k8sailor-go [expose] [flags] DEPLOYMENT RULE... [--spec JSON]...
+       k8sailor-go [expose] --deployment NAME [flags] [RULE...] [--spec JSON]...
+       k8sailor-go get|delete|apply ... (k8sailor-go get -h)
 
 Creates one Service per rule in front of a Deployment through a k8sailor server and
 prints each result as it arrives. Rules: 80:8088, #80:80 (headless), !31234:80:8088
@@ -222,6 +224,15 @@ func (o *options) dialOptions() ([]grpc.DialOption, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// A Deployment named like a subcommand is exposed with "expose NAME" or --deployment.
+	if len(args) > 0 {
+		switch args[0] {
+		case "get", "delete", "apply":
+			return runLifecycle(ctx, args[0], args[1:], stdout, stderr)
+		case "expose":
+			args = args[1:]
+		}
+	}
 	opts, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
