@@ -1,0 +1,141 @@
+"""ListServices, DeleteServices and ApplyServices under RBAC: the verbs list, delete, create
+and update on k8sailor.io services/<type>, decided by the real API server per Service type."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from kubernetes_asyncio import client
+
+from client import Client, Outcome, RequestFailed, connect
+from tests.auth.conftest import Pki, Serve, Teams, mtls, service_names
+from tests.pki import Issued
+from tests.servers import k8sailor_over
+
+
+async def grant(
+    api_client: client.ApiClient, namespace: str, user: str, rules: dict[str, list[str]]
+) -> None:
+    """A Role with verbs per k8sailor.io services/<subresource>, bound to user."""
+    name = f"lifecycle-{uuid.uuid4().hex[:6]}"
+    role: Any = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": ["k8sailor.io"], "resources": [f"services/{sub}"], "verbs": verbs}
+            for sub, verbs in rules.items()
+        ],
+    }
+    binding: Any = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_namespaced_role(namespace, role)
+    await rbac.create_namespaced_role_binding(namespace, binding)
+
+
+def as_caller(target: str, pki: Pki, identity: Issued) -> Any:
+    return connect(
+        target,
+        root_certificates=pki.ca.pem,
+        certificate_chain=identity.certificate,
+        private_key=identity.private_key,
+    )
+
+
+async def applied(k8sailor: Client, namespace: str, *rules: str, **options: Any) -> dict[str, Any]:
+    return {
+        r.service_name: (r.outcome, r.error)
+        async for r in k8sailor.apply_services("web", rules, namespace=namespace, **options)
+    }
+
+
+async def deleted(k8sailor: Client, namespace: str, **options: Any) -> dict[str, Any]:
+    return {
+        r.service_name: (r.outcome, r.error)
+        async for r in k8sailor.delete_services("web", namespace=namespace, **options)
+    }
+
+
+async def test_each_verb_is_decided_per_service_type(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient
+) -> None:
+    await grant(api_client, teams.a, "carol", {
+        "clusterip": ["create", "update", "list", "delete"],
+        "headless": ["list"],
+    })  # fmt: skip
+    carol = pki.ca.issue(common_name="carol")
+    # A headless Service that someone allowed made.
+    async with k8sailor_over(api_client) as admin:
+        assert (await applied(admin, teams.a, "#80:8080"))["web-headless"][0] is Outcome.CREATED
+
+    async with serve(mtls(pki)) as target, as_caller(target, pki, carol) as k8sailor:
+        made = await applied(k8sailor, teams.a, "80:8080", "!80:8080")
+        changed = await applied(k8sailor, teams.a, "80:http", "#81:8080")
+        listed = await k8sailor.list_services("web", namespace=teams.a)
+        gone = await deleted(k8sailor, teams.a, all=True)
+
+    assert made["web"][0] is Outcome.CREATED
+    assert made["web-nodeport"] == (
+        Outcome.DENIED,
+        f"carol may not create services/nodeport in API group k8sailor.io in namespace "
+        f'"{teams.a}" (resourceName "web")',
+    )
+    assert changed["web"][0] is Outcome.UPDATED, changed
+    outcome, error = changed["web-headless"]
+    assert outcome is Outcome.DENIED
+    assert error.startswith("carol may not update services/headless")
+    assert [(s.name, s.rule) for s in listed] == [("web", "80:http"), ("web-headless", "#80:8080")]
+    assert gone["web"][0] is Outcome.DELETED
+    assert gone["web-headless"][0] is Outcome.DENIED
+    assert gone["web-headless"][1].startswith("carol may not delete services/headless")
+    assert await service_names(api_client, teams.a) == {"web-headless"}
+
+
+async def test_a_caller_who_may_not_list_every_type_present_gets_no_partial_list(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient
+) -> None:
+    await grant(api_client, teams.a, "erin", {"clusterip": ["list"]})
+    erin = pki.ca.issue(common_name="erin")
+    async with k8sailor_over(api_client) as admin:
+        await applied(admin, teams.a, "80:8080", "!80:8080")
+
+    async with serve(mtls(pki)) as target, as_caller(target, pki, erin) as k8sailor:
+        with pytest.raises(RequestFailed) as raised:
+            await k8sailor.list_services("web", namespace=teams.a)
+
+    assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details.startswith("erin may not list services/nodeport")
+
+
+async def test_a_caller_with_no_right_is_refused_before_anything_is_read(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient
+) -> None:
+    await grant(api_client, teams.b, "dave", {"clusterip": ["create", "list", "delete"]})
+    dave = pki.ca.issue(common_name="dave")
+    async with k8sailor_over(api_client) as admin:
+        await applied(admin, teams.a, "80:8080")
+
+    async with serve(mtls(pki)) as target, as_caller(target, pki, dave) as k8sailor:
+        refusals = []
+        for call in (
+            k8sailor.list_services("web", namespace=teams.a),
+            deleted(k8sailor, teams.a, all=True),
+            applied(k8sailor, teams.a, "80:9090", prune=True),
+        ):
+            with pytest.raises(RequestFailed) as raised:
+                await call
+            refusals.append((raised.value.code, raised.value.details))
+
+    assert [code for code, _ in refusals] == [grpc.StatusCode.PERMISSION_DENIED] * 3
+    assert all(details.startswith("dave may do none of") for _, details in refusals), refusals
+    assert "delete services/clusterip" in refusals[1][1]
+    assert await service_names(api_client, teams.a) == {"web"}
