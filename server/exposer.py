@@ -19,7 +19,14 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from server.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
+from server.errors import (
+    KubeAlreadyExists,
+    KubeError,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    KubeUnavailable,
+)
 from server.kube import Kube
 from server.manifests import Deployment, DeploymentError, build_services, owned_by, same_service
 from server.rules import (
@@ -92,6 +99,29 @@ class DeploymentNotFound(RequestError):
 
 class DeploymentUnusable(RequestError):
     """The Deployment exists but cannot be exposed (e.g. a selector without matchLabels)."""
+
+
+class ClusterForbidden(RequestError):
+    """The API server (403) does not let k8sailor itself do what the request needs."""
+
+
+class ClusterUnavailable(RequestError):
+    """The API server could not be reached, kept throttling, or refused k8sailor's own
+    credentials, for as long as the caller's deadline allowed retrying."""
+
+
+class ClusterFailed(RequestError):
+    """The API server failed in any other way."""
+
+
+def request_error(error: KubeError, doing: str) -> RequestError:
+    """A request-level Kubernetes failure as the exposer's own error, so that the layers above
+    never need to know Kubernetes' error kinds. doing says what was being done."""
+    if isinstance(error, KubeForbidden):
+        return ClusterForbidden(f"the API server refused k8sailor {doing}: {error.message}")
+    if isinstance(error, KubeUnavailable):
+        return ClusterUnavailable(f"{doing}: {error.message}")
+    return ClusterFailed(f"the API server failed {doing}: {error.message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +202,7 @@ class Exposer:
     ) -> AsyncGenerator[RuleResult, None]:
         """Yield one result per rule as each is known. deadline is in loop.time() terms.
 
-        Raises RequestError or KubeError (before the first result) for request-level failures.
+        Raises RequestError (before the first result) for request-level failures.
         Close the generator (contextlib.aclosing) to cancel what is still running.
         """
         self.check(request)
@@ -297,6 +327,9 @@ class Exposer:
                 f'Deployment "{request.deployment}" not found in namespace '
                 f'"{request.namespace}" ({error.message})'
             ) from error
+        except KubeError as error:
+            doing = f'reading Deployment "{request.deployment}"'
+            raise request_error(error, doing) from error
         try:
             return Deployment.from_manifest(raw)
         except DeploymentError as error:

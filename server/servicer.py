@@ -18,9 +18,11 @@ from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
-from server.errors import KubeError, KubeForbidden, KubeUnavailable
 from server.exposer import (
     BadRequest,
+    ClusterFailed,
+    ClusterForbidden,
+    ClusterUnavailable,
     DeploymentNotFound,
     DeploymentUnusable,
     Exposer,
@@ -165,12 +167,12 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(error)
     if isinstance(error, DeploymentUnusable):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error)
-    if isinstance(error, KubeForbidden):
-        return grpc.StatusCode.PERMISSION_DENIED, f"the API server refused: {error.message}"
-    if isinstance(error, KubeUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, error.message
-    if isinstance(error, KubeError):
-        return grpc.StatusCode.INTERNAL, f"the API server failed: {error.message}"
+    if isinstance(error, ClusterForbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, str(error)
+    if isinstance(error, ClusterUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
+    if isinstance(error, ClusterFailed):
+        return grpc.StatusCode.INTERNAL, str(error)
     return grpc.StatusCode.INTERNAL, str(error)
 
 
@@ -226,7 +228,7 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
                 async for result in run:
                     results.append(result)
                     await context.write(result_to_proto(result))
-        except (RequestError, KubeError, AuthError) as error:
+        except (RequestError, AuthError) as error:
             status, message = status_for(error)
         except asyncio.CancelledError:
             status, message = grpc.StatusCode.CANCELLED, "the caller went away"
