@@ -125,3 +125,21 @@ async def service_account_kubeconfig(
 ) -> Path:
     token = await service_account_token(admin, namespace)
     return kubeconfig_for(admin_kubeconfig, directory, token_file_user(directory, token))
+
+
+def server_of(kubeconfig: Path) -> str:
+    server: str = _cluster_of(kubeconfig)["server"]
+    return server
+
+
+def through(admin_kubeconfig: Path, directory: Path, server: str) -> Path:
+    """The admin kubeconfig with its cluster reached at server (a proxy) instead."""
+    loaded = yaml.safe_load(admin_kubeconfig.read_text())
+    current = next(c for c in loaded["contexts"] if c["name"] == loaded["current-context"])
+    for cluster in loaded["clusters"]:
+        if cluster["name"] == current["context"]["cluster"]:
+            cluster["cluster"]["server"] = server
+    path = directory / "kubeconfig-through-proxy"
+    path.write_text(json.dumps(loaded, indent=2))
+    path.chmod(0o600)
+    return path
