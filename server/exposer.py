@@ -114,14 +114,16 @@ class ClusterFailed(RequestError):
     """The API server failed in any other way."""
 
 
-def request_error(error: KubeError, doing: str) -> RequestError:
+def request_error(error: KubeError, doing: str = "") -> RequestError:
     """A request-level Kubernetes failure as the exposer's own error, so that the layers above
-    never need to know Kubernetes' error kinds. doing says what was being done."""
+    never need to know Kubernetes' error kinds. doing says what was being done, if known."""
     if isinstance(error, KubeForbidden):
-        return ClusterForbidden(f"the API server refused k8sailor {doing}: {error.message}")
+        during = f" {doing}" if doing else ""
+        return ClusterForbidden(f"the API server refused k8sailor{during}: {error.message}")
     if isinstance(error, KubeUnavailable):
-        return ClusterUnavailable(f"{doing}: {error.message}")
-    return ClusterFailed(f"the API server failed {doing}: {error.message}")
+        return ClusterUnavailable(f"{doing}: {error.message}" if doing else error.message)
+    during = f" {doing}" if doing else ""
+    return ClusterFailed(f"the API server failed{during}: {error.message}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,14 @@ from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.errors import KubeError
-from server.exposer import Exposer, Outcome, RequestError, RuleResult, check_target
+from server.exposer import (
+    Exposer,
+    Outcome,
+    RequestError,
+    RuleResult,
+    check_target,
+    request_error,
+)
 from server.lifecycle import (
     ApplyRequest,
     ApplyResult,
@@ -101,6 +108,8 @@ def _give_up(seconds_left: float | None) -> float | None:
 def _status(error: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, NotPermitted):
         return grpc.StatusCode.PERMISSION_DENIED, str(error)
+    if isinstance(error, KubeError):  # server.lifecycle lets these through as they came
+        error = request_error(error)
     return status_for(error)
 
 
