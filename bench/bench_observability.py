@@ -10,6 +10,8 @@ four k8sailor servers, each in a process of its own, all started before the firs
   tracing  an SDK tracer provider exporting to an in-memory exporter through a
            BatchSpanProcessor (as production would export over OTLP), emptied every round
   both     metrics and tracing
+  both_sampled  metrics, and tracing with 1 request in 10 sampled
+           (OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1)
 
 Every request is one dry-run ClusterIP rule to the same Deployment: a Deployment read and a
 Service create, but nothing stored, so the API server's state is the same for every server
@@ -48,6 +50,7 @@ from kubernetes_asyncio import config as kube_config
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from client import Client, Outcome, connect
 from server.app import ServerConfig, serving
@@ -56,7 +59,7 @@ from tests import objects
 from tests.controlplane import free_port, running
 
 REPO = Path(__file__).resolve().parent.parent
-MODES = ("off", "metrics", "tracing", "both")
+MODES = ("off", "metrics", "tracing", "both", "both_sampled")
 NAMESPACE = "k8sailor-bench-observability"
 SELECTOR = {"app": "bench"}
 
@@ -70,10 +73,11 @@ async def serve(mode: str, listen: str, kubeconfig: str) -> None:
     On SIGUSR1 (a round ended) it prints how many spans it exported since the last one, and
     forgets them, so memory stays flat and the parent knows tracing really was on.
     """
-    metrics = mode in ("metrics", "both")
+    metrics = mode in ("metrics", "both", "both_sampled")
     provider, exporter = None, InMemorySpanExporter()
-    if mode in ("tracing", "both"):
-        provider = TracerProvider()
+    if mode in ("tracing", "both", "both_sampled"):
+        sampler = ParentBased(TraceIdRatioBased(0.1 if mode == "both_sampled" else 1.0))
+        provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(exporter))
 
     def round_ended() -> None:

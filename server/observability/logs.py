@@ -42,7 +42,7 @@ class Fields(Mapping[str, Any]):
         return len(self._fields)
 
     def __str__(self) -> str:
-        return json.dumps(self._fields, separators=(",", ":"))
+        return json.dumps(self._fields, separators=(",", ":"), default=str)
 
 
 def trace_fields() -> dict[str, str]:
