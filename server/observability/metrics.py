@@ -84,9 +84,9 @@ RULES: Final = Counter(
     ("type", "outcome", "reason"),
 )
 
-# The reasons a rule result can carry: k8sailor's own, and the API server's metav1.StatusReason
-# values (the API server's answer is network input: anything else is counted as Other).
-RULE_REASONS: Final = frozenset(
+# The API server's metav1.StatusReason values, and k8sailor's own reasons. The API server's
+# answer is network input: any other reason is counted as Other.
+KUBE_REASONS: Final = frozenset(
     {
         "",
         # k8sailor's
@@ -115,6 +115,7 @@ RULE_REASONS: Final = frozenset(
         "Expired",
     }
 )
+RULE_REASONS: Final = KUBE_REASONS
 UNKNOWN_TYPE: Final = "Unknown"  # a rule refused before its type was known
 
 
@@ -167,7 +168,6 @@ _RESOURCES: Final = frozenset(
     }
 )
 _CODE: Final = re.compile(r"[1-5][0-9][0-9]|error|timeout")
-_RETRY_REASON: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def _bounded(value: str, known: frozenset[str]) -> str:
@@ -188,7 +188,9 @@ class KubeCallMetrics:
         KUBE_REQUEST_SECONDS.labels(verb, resource).observe(seconds)
 
     def call_retried(self, verb: str, resource: str, reason: str) -> None:
-        KUBE_RETRIES.labels(reason if _RETRY_REASON.fullmatch(reason) else OTHER).inc()
+        # The Status reason the API server gave, or its HTTP status when it gave none.
+        known = reason in KUBE_REASONS or _CODE.fullmatch(reason)
+        KUBE_RETRIES.labels(reason if known else OTHER).inc()
 
 
 # --- for the Deployment cache and authentication to count with ---------------------------------

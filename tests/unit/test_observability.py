@@ -10,10 +10,11 @@ import sys
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
 
 from server.exposer import Outcome, RuleResult
 from server.observability.logs import Fields, JsonFormatter, configure, default_format
-from server.observability.metrics import rule_labels, split_address
+from server.observability.metrics import KubeCallMetrics, rule_labels, split_address
 from server.observability.tracing import TracingConfigError, provider_from_env
 from server.rules import ServiceType
 
@@ -146,6 +147,23 @@ def test_rule_label_values_are_bounded() -> None:
     assert rule_labels(known) == ("Unknown", "FAILED", "TooManyRequests")
     assert rule_labels(odd) == ("Unknown", "FAILED", "Other")
     assert rule_labels(created) == ("NodePort", "CREATED", "")
+
+
+def test_retry_reasons_are_bounded() -> None:
+    def count(reason: str) -> float:
+        labels = {"reason": reason}
+        return REGISTRY.get_sample_value("k8sailor_kube_retries_total", labels) or 0.0
+
+    before = {reason: count(reason) for reason in ("TooManyRequests", "503", "Other")}
+    observer = KubeCallMetrics()
+    observer.call_retried("create", "services", "TooManyRequests")
+    observer.call_retried("create", "services", "503")
+    observer.call_retried("create", "services", "a reason a proxy made up")
+    assert {reason: count(reason) - before[reason] for reason in before} == {
+        "TooManyRequests": 1,
+        "503": 1,
+        "Other": 1,
+    }
 
 
 @pytest.mark.parametrize(
