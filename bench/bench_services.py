@@ -711,8 +711,8 @@ def _request_pipeline(rounds: int, rules: int = MAX_RULES, repeats: int = 20) ->
         started = time.process_time()
         for _ in range(repeats):
             parsed = [parse_rule(text, index) for index, text in enumerate(texts)]
-            canonical = [rule.canonical() for rule in parsed]
-            build_services(parsed, deployment, canonical)
+            _ = [rule.canonical() for rule in parsed]
+            build_services(parsed, deployment)
         times.append(time.process_time() - started)
     return {
         "what": f"parse_rule + canonical() + build_services, {rules}-rule requests of "

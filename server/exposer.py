@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
+from server import pointing
 from server.errors import (
     KubeAlreadyExists,
     KubeError,
@@ -242,10 +243,13 @@ class Exposer:
                 for index, rule in enumerate(parsed)
             ]
         deployment = await self._read_deployment(request, _remaining(loop, deadline))
-        # Errors found while building point at the caller's own text (columns), or at field
-        # paths for structured specs (None).
+        # Errors found while building name field paths; those of rules written as text point
+        # at the caller's own columns instead.
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
-        manifests = build_services(parsed, deployment, written)
+        manifests = [
+            pointing.at_column(built, written[index]) if isinstance(built, RuleError) else built
+            for index, built in enumerate(build_services(parsed, deployment))
+        ]
 
         give_up = None if deadline is None else deadline - _deadline_margin(deadline - started)
         tasks: dict[asyncio.Task[RuleResult], tuple[int, str, str]] = {}
@@ -261,7 +265,7 @@ class Exposer:
                     yield self._settled(_invalid(manifest, types[index]))
                     continue
                 coroutine = self._rule(
-                    request, index, texts[index], manifest, types[index], deadline
+                    request, index, texts[index], written[index], manifest, types[index], deadline
                 )
                 task = asyncio.create_task(coroutine)
                 task.add_done_callback(finished.put_nowait)
@@ -347,6 +351,7 @@ class Exposer:
         request: ExposeRequest,
         index: int,
         text: str,
+        written: str | None,
         manifest: Mapping[str, Any],
         service_type: ServiceType | None,
         deadline: float | None,
@@ -354,7 +359,7 @@ class Exposer:
         """One rule's task: its Service created (or found) inside a span of its own, so the
         API calls it makes are that span's children."""
         with self._tracer.start_as_current_span(_RULE_SPAN) as span:
-            result = await self._create(request, index, text, manifest, deadline=deadline)
+            result = await self._create(request, index, text, written, manifest, deadline=deadline)
             result = replace(result, service_type=service_type)
             _end_rule_span(span, result, end=False)
         return result
@@ -364,10 +369,13 @@ class Exposer:
         request: ExposeRequest,
         index: int,
         text: str,
+        written: str | None,
         manifest: Mapping[str, Any],
         *,
         deadline: float | None,
     ) -> RuleResult:
+        """Create the rule's Service; text is its canonical form, written the caller's own
+        text when it came as text (refused fields then point at its columns)."""
         name: str = manifest["metadata"]["name"]
         loop = asyncio.get_running_loop()
         try:
@@ -408,8 +416,9 @@ class Exposer:
                 index, text, Outcome.CONFLICT, name, error=problem, reason="AlreadyExists"
             )
         except KubeInvalid as error:
+            where = pointing.refused(index, text, written, error.causes, error.message)
             return RuleResult(
-                index, text, Outcome.INVALID, name, error=error.message, reason=error.reason
+                index, text, Outcome.INVALID, name, error=str(where), reason=error.reason
             )
         except KubeError as error:
             return RuleResult(

@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequen
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from server import pointing
 from server.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
 from server.exposer import (
     BadRequest,
@@ -331,7 +332,10 @@ class Lifecycle:
             request.namespace, request.deployment, _remaining(loop, deadline), to_expose=True
         )
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
-        manifests = build_services(parsed, owner, written)
+        manifests = [
+            pointing.at_column(built, written[index]) if isinstance(built, RuleError) else built
+            for index, built in enumerate(build_services(parsed, owner))
+        ]
 
         unreadable = [m for m in manifests if isinstance(m, RuleError)]
         prune = request.prune and not unreadable

@@ -27,7 +27,6 @@ from server.rules import (
     ServiceRule,
     ServiceType,
     dns1035_label_problem,
-    locate,
     port_names,
 )
 
@@ -217,25 +216,18 @@ def service_name(rule: ServiceRule, deployment_name: str) -> str:
     return deployment_name + NAME_SUFFIX[rule.type]
 
 
-def _error(rule: ServiceRule, index: int, text: str | None, path: str, message: str) -> RuleError:
-    """An error found while building: a column in the text if the rule came as text, a field
-    path if it came as a structured spec."""
-    if text is None:
-        return RuleError(index, rule.canonical(), path, None, message)
-    column = locate(text, path)
-    if column is None:
-        return RuleError(index, text, "", None, message)
-    return RuleError(index, text, f"column {column}", column, message)
+def _error(rule: ServiceRule, index: int, path: str, message: str) -> RuleError:
+    """An error found while building, at a field path of the rule (server.pointing turns it
+    into a column of the caller's text when the rule came as text)."""
+    return RuleError(index, rule.canonical(), path, None, message)
 
 
-def build_service(
-    rule: ServiceRule, deployment: Deployment, index: int, text: str | None = None
-) -> dict[str, Any]:
+def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict[str, Any]:
     """One Service manifest for a validated rule (from :func:`~server.rules.parse_rule` or
     :func:`~server.rules.check_rule`).
 
-    ``text`` is the rule as the caller wrote it, if it came as text: errors then point at its
-    columns; without it they name spec fields. Raises :class:`RuleError`.
+    Raises :class:`RuleError` naming a field path of the rule (never a column: this layer does
+    not see the caller's text; see server.pointing).
     """
     rtype = rule.type
     name = rule.name
@@ -245,7 +237,6 @@ def build_service(
             raise _error(
                 rule,
                 index,
-                text,
                 "name",
                 f'the Service name "{name}" derived from deployment "{deployment.name}" is not '
                 f"a valid DNS-1035 label: it {problem}; give the rule a name, as in "
@@ -256,7 +247,6 @@ def build_service(
         raise _error(
             rule,
             index,
-            text,
             "ports",
             f"the rule is {len(canonical)} characters long, too long to record in an annotation "
             f"(the apiserver allows {MAX_ANNOTATIONS_BYTES} bytes); split it into several rules",
@@ -272,7 +262,7 @@ def build_service(
             p = rule_ports[i]
             target = p.target_port
             if target.__class__ is str:
-                _check_named_target(rule, deployment, index, text, i)
+                _check_named_target(rule, deployment, index, i)
             port: dict[str, Any] = {
                 "name": names[i],
                 "protocol": _PROTOCOL_TEXT[p.protocol],
@@ -316,9 +306,7 @@ def build_service(
     }
 
 
-def _check_named_target(
-    rule: ServiceRule, deployment: Deployment, index: int, text: str | None, i: int
-) -> None:
+def _check_named_target(rule: ServiceRule, deployment: Deployment, index: int, i: int) -> None:
     """A named target port resolves per pod, by name and protocol; one the Deployment's pods
     do not have would leave the Service without endpoints, silently. Refuse it now."""
     port = rule.ports[i]
@@ -344,19 +332,17 @@ def _check_named_target(
         else:
             listed = "it has no named container ports"
         message = f'deployment "{deployment.name}" has no container port named "{target}"; {listed}'
-    raise _error(rule, index, text, f"ports[{i}].target_port", message)
+    raise _error(rule, index, f"ports[{i}].target_port", message)
 
 
 def build_services(
-    rules: Sequence[ServiceRule | RuleError],
-    deployment: Deployment,
-    texts: Sequence[str | None] | None = None,
+    rules: Sequence[ServiceRule | RuleError], deployment: Deployment
 ) -> list[dict[str, Any] | RuleError]:
     """One manifest or error per input, in order; parse errors pass through unchanged.
 
     Also refuses a rule whose Service would get the same name as an earlier rule's: creating
-    it would fail (or, worse, look like the first one already existing). ``texts[i]`` is rule
-    i as written, or None for a structured spec; the index of each rule is its position.
+    it would fail (or, worse, look like the first one already existing). The index of each
+    rule is its position.
     """
     results: list[dict[str, Any] | RuleError] = []
     taken: dict[str, int] = {}
@@ -364,9 +350,8 @@ def build_services(
         if isinstance(rule, RuleError):
             results.append(rule)
             continue
-        text = texts[i] if texts is not None else None
         try:
-            manifest = build_service(rule, deployment, i, text)
+            manifest = build_service(rule, deployment, i)
         except RuleError as e:
             results.append(e)
             continue
@@ -381,7 +366,6 @@ def build_services(
                 _error(
                     rule,
                     i,
-                    text,
                     "name",
                     f'rule {first} already makes a Service named "{name}"; give this one '
                     f"its own name, as in {suggestion}={body}",

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server import pointing
 from server.manifests import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -45,7 +46,20 @@ SELECTOR = {"app.kubernetes.io/name": "web", "tier": "frontend"}
 
 
 def build(text: str, deployment: Deployment | None = None) -> dict[str, Any]:
-    return build_service(parse_rule(text, 0), deployment or make_deployment(), 0, text)
+    """Build as the exposer does: an error at a field path points at the text's column."""
+    try:
+        return build_service(parse_rule(text, 0), deployment or make_deployment(), 0)
+    except RuleError as error:
+        raise pointing.at_column(error, text) from error
+
+
+def build_all(
+    rules: list[ServiceRule | RuleError], texts: list[str]
+) -> list[dict[str, Any] | RuleError]:
+    return [
+        pointing.at_column(built, texts[index]) if isinstance(built, RuleError) else built
+        for index, built in enumerate(build_services(rules, make_deployment()))
+    ]
 
 
 def test_full_manifest() -> None:
@@ -236,8 +250,8 @@ def test_service_name_is_derived_from_the_deployment(rtype: ServiceType, expecte
 def test_invalid_derived_name_is_refused(deployment_name: str, text: str, message: str) -> None:
     deployment = make_deployment(deployment_name)
     with pytest.raises(RuleError) as caught:
-        build_service(parse_rule(text, 0), deployment, 5, text)
-    assert (caught.value.index, caught.value.text, caught.value.message) == (5, text, message)
+        build(text, deployment)
+    assert (caught.value.index, caught.value.text, caught.value.message) == (0, text, message)
     assert (caught.value.where, caught.value.column) == ("", None)
     # A structured spec gets a field path instead: where to put the name.
     with pytest.raises(RuleError) as caught:
@@ -307,7 +321,7 @@ def test_build_services_keeps_order_passes_errors_and_refuses_name_clashes() -> 
             parsed.append(parse_rule(text, i))
         except RuleError as e:
             parsed.append(e)
-    results = build_services(parsed, make_deployment(), texts)
+    results = build_all(parsed, texts)
     assert len(results) == len(texts)
     assert results[1] is parsed[1]
     names = [r["metadata"]["name"] if isinstance(r, dict) else None for r in results]
@@ -350,9 +364,7 @@ def test_build_services_without_texts_names_fields() -> None:
 
 def test_a_failed_rule_leaves_its_name_free() -> None:
     texts = ["80:admin", "80"]
-    results = build_services(
-        [parse_rule(t, i) for i, t in enumerate(texts)], make_deployment(), texts
-    )
+    results = build_all([parse_rule(t, i) for i, t in enumerate(texts)], texts)
     assert isinstance(results[0], RuleError)
     assert isinstance(results[1], dict)
 
@@ -621,5 +633,5 @@ def test_every_accepted_text_rule_builds_a_valid_service(text: str) -> None:
         rule = parse_rule(text, 0)
     except RuleError:
         return
-    manifest = build_service(rule, deployment_for(rule), 0, text)
+    manifest = build_service(rule, deployment_for(rule), 0)
     assert apiserver_errors(manifest) == []
