@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from server.lifecycle import (
     NotPermitted,
     give_up_at,
 )
+from server.observability.logs import Fields, trace_fields
 from server.rules import ServiceType
 from server.servicer import (
     ExposureServicer,
@@ -176,7 +176,7 @@ class LifecycleServicer(ExposureServicer):
             log.exception("ListServices failed unexpectedly")
             status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
         _log_line(
-            "ListServices", caller, namespace, deployment, status, message, started,
+            "ListServices", caller, namespace, deployment, status, message, started, context,
             services=len(listed),
         )  # fmt: skip
         if status is not grpc.StatusCode.OK:
@@ -311,7 +311,7 @@ async def _stream(
         status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
     finally:
         caller = callers[0] if callers else ANONYMOUS
-        _log_line(event, caller, namespace, deployment, status, message, started,
+        _log_line(event, caller, namespace, deployment, status, message, started, context,
                   outcomes=dict(outcomes), **flags)  # fmt: skip
     if status is not grpc.StatusCode.OK:
         await context.abort(status, message)
@@ -325,6 +325,7 @@ def _log_line(
     status: grpc.StatusCode,
     message: str,
     started: float,
+    context: grpc.aio.ServicerContext[Any, Any],
     **extra: object,
 ) -> None:
     """One structured line per request, as CreateServices logs it."""
@@ -339,5 +340,7 @@ def _log_line(
         "message": message,
         "ms": round((time.monotonic() - started) * 1000, 1),
         **extra,
+        "peer": context.peer(),
+        **trace_fields(),
     }
-    log.info(json.dumps(line, separators=(",", ":")))
+    log.info(Fields(line))

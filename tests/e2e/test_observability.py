@@ -263,3 +263,55 @@ async def test_a_request_with_traceparent_makes_one_trace_with_rule_and_api_call
     assert line["peer"].startswith("ipv4:127.0.0.1:")
     assert line["event"] == "CreateServices"
     assert line["outcomes"] == {"CREATED": 2, "INVALID": 1}
+
+
+async def test_lifecycle_calls_are_counted_traced_and_logged_like_create(
+    own_api_client: client.ApiClient,
+    namespace: str,
+    deployment: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    caplog.set_level(logging.INFO, logger="k8sailor.requests")
+    apply = pb.ApplyServicesRequest(
+        namespace=namespace, deployment="web", rules=[pb.Rule(raw=rule) for rule in RULES[:2]]
+    )
+    metadata = (("traceparent", TRACEPARENT),)
+
+    async with observed_server(own_api_client, provider) as (running, stub, _):
+        port = running.telemetry.metrics_port
+        assert port is not None
+        before = scrape(port)
+        applied = [response async for response in stub.ApplyServices(apply, metadata=metadata)]
+        listed = await stub.ListServices(
+            pb.ListServicesRequest(namespace=namespace, deployment="web"), metadata=metadata
+        )
+        after = scrape(port)
+
+    assert len(applied) == 2
+    assert len(listed.services) == 2
+    apply_labels = {"grpc_type": "server_stream", "grpc_service": SERVICE}
+    apply_labels["grpc_method"] = "ApplyServices"
+    assert delta(before, after, "grpc_server_handled_total", grpc_code="OK", **apply_labels) == 1
+    assert delta(before, after, "grpc_server_msg_sent_total", **apply_labels) == 2
+    list_labels = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "ListServices"}
+    assert delta(before, after, "grpc_server_handled_total", grpc_code="OK", **list_labels) == 1
+    assert delta(before, after, "grpc_server_msg_sent_total", **list_labels) == 1
+
+    servers = {
+        span.name: span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER
+    }
+    assert set(servers) == {f"/{SERVICE}/ApplyServices", f"/{SERVICE}/ListServices"}
+    assert {span.context.trace_id for span in servers.values()} == {CALLER_TRACE_ID}
+    lines = {
+        record.msg["event"]: record.msg
+        for record in caplog.records
+        if isinstance(record.msg, Fields)
+    }
+    assert set(lines) == {"ApplyServices", "ListServices"}
+    for event, line in lines.items():
+        assert line["trace_id"] == f"{CALLER_TRACE_ID:032x}"
+        assert line["span_id"] == f"{servers[f'/{SERVICE}/{event}'].context.span_id:016x}"
+        assert line["peer"].startswith("ipv4:127.0.0.1:")
