@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -16,7 +17,6 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
-from opentelemetry.sdk.trace import TracerProvider
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.auth.gate import AccessControl
@@ -27,6 +27,9 @@ from server.kube import CallObserver, Kube
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
 from server.observability.serving import ServerTelemetry, server_telemetry
+
+if TYPE_CHECKING:  # the SDK is imported only where tracing is on (server.observability)
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("k8sailor.server")
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kubernetes_asyncio import client
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from server.exposer import RuleResult
-from server.observability import tracing
 from server.observability.grpc_metrics import PrometheusServerInterceptor, ServerInterceptor
 from server.observability.metrics import KubeCallMetrics, count_rules, serve_metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ def server_telemetry(
         interceptors.append(PrometheusServerInterceptor())
         observer, on_results = KubeCallMetrics(), count_rules
     if tracer_provider is not None:
+        # Imported here: the SDK and the instrumentations take a good part of a second to
+        # import on a busy machine, which a server without tracing need not spend at start.
+        from server.observability import tracing
+
         interceptors.append(tracing.server_interceptor(tracer_provider))
         undo.append(tracing.trace_api_calls(api, tracer_provider))
         tracer = tracer_provider.get_tracer("k8sailor")
