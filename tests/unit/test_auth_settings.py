@@ -136,3 +136,13 @@ async def test_the_cache_is_bounded_and_does_not_keep_unanswered_reviews() -> No
     with pytest.raises(RuntimeError):
         await cache.get("e", failing)
     assert await cache.get("e", lambda: answer("later")) == "later"
+
+
+def test_cached_answers_are_there_without_awaiting_and_only_while_current() -> None:
+    now = [0.0]
+    cache: ReviewCache[str, str] = ReviewCache(max_entries=4, clock=lambda: now[0])
+    cache._store("k", Timed("yes", ttl=5))
+    assert cache.cached("k") == "yes"
+    assert cache.cached("other") is None
+    now[0] = 5.0
+    assert cache.cached("k") is None
