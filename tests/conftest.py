@@ -52,14 +52,14 @@ async def api_client(cluster: Cluster) -> AsyncIterator[client.ApiClient]:
 
 @pytest.fixture
 async def namespace(api_client: client.ApiClient) -> AsyncIterator[str]:
-    """A namespace of the test's own. Without a controller-manager a deleted namespace stays
-    Terminating, which is harmless: names are unique per test."""
+    """A namespace of the test's own, deleted afterwards (the local control plane's namespace
+    controller then empties and removes it)."""
     name = f"k8sailor-test-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(api_client)
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
-    # Node ports are cluster-wide and no namespace controller runs here to free them, so
-    # delete the Services first: later tests can then use the same node ports again.
+    # Node ports are cluster-wide, and the namespace controller frees them only once it gets
+    # to this namespace: delete the Services first, so later tests can use the same ports.
     services = await core.list_namespaced_service(name)
     for service in services.items:
         await core.delete_namespaced_service(service.metadata.name, name)

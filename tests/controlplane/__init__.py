@@ -1,10 +1,13 @@
-"""A real Kubernetes control plane (etcd + kube-apiserver) on 127.0.0.1.
+"""A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on 127.0.0.1.
 
 Everything k8sailor does is decided by the API server: validation, cluster IP and node port
 allocation, conflicts, dry runs. So the tests and `make run` talk to the real thing, compiled
 from the pinned k8s.io/kubernetes release by the Go module beside this file and cached outside
-the repository. There is no kubelet, scheduler or controller-manager: pods never run and
-Endpoints stay empty, but Services are validated and allocated exactly as on a real cluster.
+the repository. kube-controller-manager runs only the garbage collector and the namespace
+controller, so that owner references and namespace deletion behave as on a real cluster (a
+Deployment's Services go with it; a deleted namespace is emptied and goes away) while start-up
+stays quick. There is no kubelet or scheduler, and no Deployment controller: pods never exist
+and Endpoints stay empty, but Services are validated and allocated exactly as on a real cluster.
 """
 
 from __future__ import annotations
@@ -37,7 +40,17 @@ ADMIN_USER = "k8sailor-admin"
 READY_TIMEOUT_S = 90.0
 
 # What the binaries are built from; the cache key hashes these files.
-_BUILD_INPUTS = ("go.mod", "go.sum", "cmd/kube-apiserver/main.go", "cmd/etcd/main.go")
+_BUILD_INPUTS = (
+    "go.mod",
+    "go.sum",
+    "cmd/kube-apiserver/main.go",
+    "cmd/kube-controller-manager/main.go",
+    "cmd/etcd/main.go",
+)
+# The controllers the tests rely on, and nothing else: each one more is more informers to sync
+# and more memory. GC deletes what an ownerReference ties to a deleted owner; the namespace
+# controller empties and removes deleted namespaces.
+CONTROLLERS = ("garbage-collector-controller", "namespace-controller")
 
 
 class ControlPlaneError(RuntimeError):
@@ -64,30 +77,37 @@ def cache_dir() -> Path:
 @dataclass(frozen=True)
 class Binaries:
     kube_apiserver: Path
+    kube_controller_manager: Path
     etcd: Path
+
+    def all_exist(self) -> bool:
+        return all(path.exists() for path in (self.kube_apiserver, self.kube_controller_manager,
+                                              self.etcd))  # fmt: skip
 
 
 def ensure_binaries(log: bool = True) -> Binaries:
-    """Build kube-apiserver and etcd unless the cache already has them.
+    """Build kube-apiserver, kube-controller-manager and etcd unless the cache has them.
 
     A file lock serialises concurrent builds (pytest-xdist workers, `make cluster` racing
     `make test`), and the binaries are moved into place only once both are built, so a
     half-finished build is never taken for a cached one.
     """
     target = cache_dir()
-    binaries = Binaries(target / "kube-apiserver", target / "etcd")
-    if binaries.kube_apiserver.exists() and binaries.etcd.exists():
+    binaries = Binaries(
+        target / "kube-apiserver", target / "kube-controller-manager", target / "etcd"
+    )
+    if binaries.all_exist():
         return binaries
     go = shutil.which("go")
     if go is None:
         raise ControlPlaneError(
-            "the Go toolchain is not on PATH: it is needed once to build kube-apiserver and etcd "
+            "the Go toolchain is not on PATH: it is needed once to build the control plane "
             "(install Go >= 1.26, or point K8SAILOR_TEST_KUBECONFIG at a real cluster)"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if binaries.kube_apiserver.exists() and binaries.etcd.exists():
+        if binaries.all_exist():
             return binaries
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -104,7 +124,7 @@ def ensure_binaries(log: bool = True) -> Binaries:
         )
         command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(staging), "./cmd/..."]
         if log:
-            print(f"building kube-apiserver and etcd {version} into {target} ...", file=sys.stderr)
+            print(f"building the control plane {version} into {target} ...", file=sys.stderr)
         started = time.monotonic()
         result = subprocess.run(command, cwd=MODULE_DIR, capture_output=True, text=True)
         if result.returncode != 0:
@@ -153,6 +173,12 @@ def make_pki(pki: Path) -> None:
         ),
         # system:masters is bound to cluster-admin by the bootstrap RBAC policy.
         "admin": (f"/O=system:masters/CN={ADMIN_USER}", "extendedKeyUsage=clientAuth\n"),
+        # The controller manager's own identity, as kubeadm names it; system:masters so that
+        # the garbage collector may delete any kind of dependent.
+        "controller-manager": (
+            "/O=system:masters/CN=system:kube-controller-manager",
+            "extendedKeyUsage=clientAuth\n",
+        ),
     }
     for name, (subject, extensions) in leaves.items():
         (pki / f"{name}.ext").write_text(extensions)
@@ -169,7 +195,9 @@ def make_pki(pki: Path) -> None:
     _openssl("rsa", "-in", path("sa.key"), "-pubout", "-out", path("sa.pub"))
 
 
-def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str = "admin") -> None:
+    """A kubeconfig for server with the client certificate pki/<user>.crt."""
+
     def b64(name: str) -> str:
         return base64.b64encode((pki / name).read_bytes()).decode()
 
@@ -186,8 +214,8 @@ def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
             {
                 "name": ADMIN_USER,
                 "user": {
-                    "client-certificate-data": b64("admin.crt"),
-                    "client-key-data": b64("admin.key"),
+                    "client-certificate-data": b64(f"{user}.crt"),
+                    "client-key-data": b64(f"{user}.key"),
                 },
             }
         ],
@@ -221,13 +249,15 @@ class RunningControlPlane:
     startup_seconds: float
     # How the API server was started, so it can be started again as it was (see restart).
     apiserver_argv: tuple[str, ...] = ()
+    controller_manager_pid: int = 0
 
-    def pids(self) -> tuple[int, int]:
-        return self.apiserver_pid, self.etcd_pid
+    def pids(self) -> tuple[int, int, int]:
+        return self.controller_manager_pid, self.apiserver_pid, self.etcd_pid
 
     def rss_mib(self) -> dict[str, float]:
         return {
             "kube-apiserver": rss_mib(self.apiserver_pid),
+            "kube-controller-manager": rss_mib(self.controller_manager_pid),
             "etcd": rss_mib(self.etcd_pid),
         }
 
@@ -239,6 +269,7 @@ class RunningControlPlane:
                 "server": self.server,
                 "etcd_pid": self.etcd_pid,
                 "apiserver_pid": self.apiserver_pid,
+                "controller_manager_pid": self.controller_manager_pid,
                 "startup_seconds": self.startup_seconds,
                 "apiserver_argv": list(self.apiserver_argv),
             }
@@ -255,6 +286,8 @@ class RunningControlPlane:
             apiserver_pid=int(raw["apiserver_pid"]),
             startup_seconds=float(raw["startup_seconds"]),
             apiserver_argv=tuple(raw.get("apiserver_argv", ())),
+            # 0 for a plane recorded before it had one: not alive, so it is restarted whole.
+            controller_manager_pid=int(raw.get("controller_manager_pid", 0)),
         )
 
 
@@ -318,6 +351,7 @@ def start(
     pki = data_dir / "pki"
     make_pki(pki)
     etcd_client, etcd_peer, secure_port = free_port(), free_port(), free_port()
+    controller_manager_port = free_port()
     started = time.monotonic()
     preexec = _die_with_parent if tie_to_parent else None
     processes: list[subprocess.Popen[bytes]] = []
@@ -372,6 +406,40 @@ def start(
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         server = f"https://127.0.0.1:{secure_port}"
         _wait_ready(f"{server}/readyz", context, apiserver, apiserver_log)
+
+        controller_kubeconfig = data_dir / "controller-manager.kubeconfig"
+        write_kubeconfig(controller_kubeconfig, server, pki, user="controller-manager")
+        controller_log = data_dir / "kube-controller-manager.log"
+        controller_manager = _launch(
+            [
+                str(binaries.kube_controller_manager),
+                # No --authentication-kubeconfig: nothing calls its endpoints but the health
+                # check, which is open, and delegated authentication would only log errors
+                # about the front-proxy CA that this control plane does not have.
+                f"--kubeconfig={controller_kubeconfig}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={controller_manager_port}",
+                f"--cert-dir={data_dir / 'controller-manager-certs'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--v=0",
+            ],
+            controller_log,
+            preexec,
+        )
+        processes.append(controller_manager)
+        # Its serving certificate is self-signed; /healthz is open to anyone and proves
+        # only that it runs, which is all start-up waits for.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        _wait_ready(
+            f"https://127.0.0.1:{controller_manager_port}/healthz",
+            insecure,
+            controller_manager,
+            controller_log,
+        )
     except BaseException:
         for process in reversed(processes):
             _terminate(process.pid)
@@ -384,6 +452,7 @@ def start(
         server=server,
         etcd_pid=etcd.pid,
         apiserver_pid=apiserver.pid,
+        controller_manager_pid=controller_manager.pid,
         startup_seconds=time.monotonic() - started,
         apiserver_argv=tuple(apiserver_argv),
     )
@@ -431,7 +500,10 @@ def _is_ours(pid: int) -> bool:
         executable = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
-    return Path(executable).name in ("kube-apiserver", "etcd") and "k8sailor" in executable
+    return Path(executable).name in _BINARY_NAMES and "k8sailor" in executable
+
+
+_BINARY_NAMES = ("kube-apiserver", "kube-controller-manager", "etcd")
 
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:
@@ -459,7 +531,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def stop(plane: RunningControlPlane) -> None:
-    """Stop exactly the two processes that start() launched: the API server first, then etcd."""
+    """Stop exactly the processes that start() launched: its clients first, then etcd."""
+    _terminate(plane.controller_manager_pid)
     _terminate(plane.apiserver_pid)
     _terminate(plane.etcd_pid)
 

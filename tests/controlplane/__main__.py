@@ -1,8 +1,8 @@
 """`python -m tests.controlplane build|up|down|status`: the local control plane for people.
 
-`up` starts etcd and kube-apiserver in the background (data, logs and kubeconfig under
-.cluster/) and prints `export KUBECONFIG=...`; a second `up` finds the running pair and only
-prints the line again. `down` stops exactly the processes `up` recorded.
+`up` starts etcd, kube-apiserver and kube-controller-manager in the background (data, logs
+and kubeconfig under .cluster/) and prints `export KUBECONFIG=...`; a second `up` finds them
+running and only prints the line again. `down` stops exactly the processes `up` recorded.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def _load(data_dir: Path) -> RunningControlPlane | None:
 
 
 def ensure_running(data_dir: Path) -> RunningControlPlane:
-    """The control plane recorded in data_dir if both its processes live, else a new one."""
+    """The control plane recorded in data_dir if all its processes live, else a new one."""
     plane = _load(data_dir)
     if plane is not None and is_alive(plane):
         print(f"# control plane already running at {plane.server}", file=sys.stderr)
         return plane
     if plane is not None:
-        stop(plane)  # one of the pair died: do not leave the other behind
+        stop(plane)  # one of them died: do not leave the others behind
     plane = start(data_dir, tie_to_parent=False)
     _state_file(data_dir).write_text(plane.to_json() + "\n")
     rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in plane.rss_mib().items())
@@ -67,7 +67,10 @@ def down(data_dir: Path) -> int:
         return 0
     stop(plane)
     _state_file(data_dir).unlink(missing_ok=True)
-    print(f"# stopped kube-apiserver (pid {plane.apiserver_pid}) and etcd (pid {plane.etcd_pid})")
+    print(
+        f"# stopped kube-controller-manager (pid {plane.controller_manager_pid}), "
+        f"kube-apiserver (pid {plane.apiserver_pid}) and etcd (pid {plane.etcd_pid})"
+    )
     return 0
 
 
@@ -76,7 +79,7 @@ def status(data_dir: Path) -> int:
     if plane is None or not is_alive(plane):
         print("# not running")
         return 1
-    print(f"# running at {plane.server}; pids {plane.apiserver_pid}, {plane.etcd_pid}")
+    print(f"# running at {plane.server}; pids {', '.join(map(str, plane.pids()))}")
     print(f"export KUBECONFIG={plane.kubeconfig}")
     return 0
 
@@ -84,7 +87,8 @@ def status(data_dir: Path) -> int:
 def build() -> int:
     started = time.monotonic()
     binaries = ensure_binaries()
-    print(f"# {binaries.kube_apiserver} and {binaries.etcd} ({time.monotonic() - started:.1f} s)")
+    built = ", ".join(map(str, (binaries.kube_apiserver, binaries.kube_controller_manager)))
+    print(f"# {built} and {binaries.etcd} ({time.monotonic() - started:.1f} s)")
     return 0
 
 
