@@ -79,6 +79,10 @@ class RetryPolicy:
     """
 
     attempts: int = 6  # in all, the first included
+    # When the API server says when to come back (Retry-After), it is managing its load, not
+    # failing: allow more attempts, as client-go does (10). Under priority and fairness the
+    # same call can be told to wait several times in a row; the deadline still bounds it all.
+    throttled_attempts: int = 10
     first_backoff: float = 0.2  # seconds before the second attempt; doubles after each
     max_backoff: float = 5.0
     # An attempt that has no answer by then is abandoned and tried again (when the deadline
@@ -86,8 +90,11 @@ class RetryPolicy:
     attempt_timeout: float = 20.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+        if not 1 <= self.attempts <= self.throttled_attempts:
+            raise ValueError(
+                f"attempts must satisfy 1 <= attempts ({self.attempts}) <= throttled_attempts "
+                f"({self.throttled_attempts})"
+            )
         if not 0 <= self.first_backoff <= self.max_backoff:
             raise ValueError("backoffs must satisfy 0 <= first_backoff <= max_backoff")
         if self.attempt_timeout <= 0:
@@ -104,7 +111,7 @@ class RetryPolicy:
         return jittered if retry_after is None else retry_after + jittered
 
 
-NO_RETRIES = RetryPolicy(attempts=1)
+NO_RETRIES = RetryPolicy(attempts=1, throttled_attempts=1)
 
 
 class Kube:
@@ -301,7 +308,10 @@ class Kube:
                 self._observer.call_retried(verb, resource, "Unauthorized")
                 await self._reload_credentials(generation, error)
             except KubeError as error:
-                if attempt >= policy.attempts or not is_transient(error):
+                limit_attempts = (
+                    policy.attempts if error.retry_after is None else policy.throttled_attempts
+                )
+                if attempt >= limit_attempts or not is_transient(error):
                     raise
                 pause = policy.pause(attempt, error.retry_after)
                 if deadline is not None and loop.time() + pause >= deadline:
