@@ -17,9 +17,12 @@ Every request is one dry-run ClusterIP rule to the same Deployment: a Deployment
 Service create, but nothing stored, so the API server's state is the same for every server
 and every round, and the request is as short as a request gets, which makes the overhead's
 share as large as it gets. The modes take turns within each round (rotating the order every
-round), c clients at once send R requests each, and the median over rounds of requests per
-second is quoted, with its ratio to "off", and the server process's CPU milliseconds per
-request. A benchmark, not a test: figures on a shared machine are noisy.
+round), c clients at once sending a round's requests between them. Quoted: the median over
+rounds of requests per second; "ratio to off", the median over rounds of the mode's requests
+per second divided by "off"'s in the same round (a paired figure: many short rounds, so a
+burst of load from elsewhere on the machine falls on few of them and on every mode alike);
+and the server process's CPU milliseconds per request. A benchmark, not a test: figures on a
+shared machine are noisy.
 
 Writes observability.json and observability.md under --out (bench/results by default).
 """
@@ -158,8 +161,10 @@ async def server(mode: str, kubeconfig: Path) -> AsyncIterator[Server]:
 
 
 async def one_round(target: Server, clients: int, requests: int) -> dict[str, float]:
+    """requests one-rule requests, sent by clients at once (requests // clients each)."""
+
     async def worker() -> None:
-        for _ in range(requests):
+        for _ in range(requests // clients):
             results = [
                 result
                 async for result in target.client.create_services(
@@ -177,7 +182,7 @@ async def one_round(target: Server, clients: int, requests: int) -> dict[str, fl
     target.process.send_signal(signal.SIGUSR1)
     assert target.process.stdout is not None
     spans = int(await asyncio.wait_for(target.process.stdout.readline(), 30))
-    total = clients * requests
+    total = clients * (requests // clients)
     return {
         "requests_per_second": total / seconds,
         "server_cpu_ms_per_request": 1000 * cpu / total,
@@ -204,7 +209,7 @@ async def bench(kubeconfig: Path, rounds: int, clients: Sequence[int], requests:
     async with contextlib.AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(server(mode, kubeconfig)) for mode in MODES]
         for target in servers:  # warm up: connections, imports, the API server's caches
-            await one_round(target, 2, 10)
+            await one_round(target, 2, 20)
         figures: dict[int, dict[str, list[dict[str, float]]]] = {}
         for c in clients:
             figures[c] = {mode: [] for mode in MODES}
@@ -223,7 +228,7 @@ def summarise(
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "rounds": rounds,
-        "requests_per_client_per_round": requests,
+        "requests_per_round": requests,
         "by_clients": {},
     }
     for c, by_mode in figures.items():
@@ -238,9 +243,13 @@ def summarise(
             }
             for mode, runs in by_mode.items()
         }
-        off = medians["off"]["requests_per_second"]
+        off = [run["requests_per_second"] for run in by_mode["off"]]
         for mode in MODES:
-            medians[mode]["ratio_to_off"] = medians[mode]["requests_per_second"] / off
+            paired = [
+                run["requests_per_second"] / base
+                for run, base in zip(by_mode[mode], off, strict=True)
+            ]
+            medians[mode]["ratio_to_off"] = statistics.median(paired)
         result["by_clients"][str(c)] = medians
     return result
 
@@ -250,7 +259,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Observability overhead (bench/bench_observability.py)",
         "",
         f"{result['when']}, {result['cpus']} CPUs; median of {result['rounds']} rounds, each "
-        f"c clients x {result['requests_per_client_per_round']} one-rule dry-run requests.",
+        f"{result['requests_per_round']} one-rule dry-run requests sent by c clients at once; "
+        "ratio to off: median of per-round ratios.",
         "",
         "| clients | mode | requests/s | ratio to off | server CPU ms/request | spans/request |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
@@ -268,9 +278,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench_observability", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of fewer requests")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--requests", type=int, default=60, help="per client per round")
+    parser.add_argument("--quick", action="store_true", help="5 rounds of 16 requests")
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--requests", type=int, default=48, help="per round, all clients")
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
     parser.add_argument("--kubeconfig", type=Path, help="an existing cluster instead of ours")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         asyncio.run(serve(args.serve[0], args.serve[1], str(args.kubeconfig)))
         return 0
-    rounds, requests = (3, 20) if args.quick else (args.rounds, args.requests)
+    rounds, requests = (5, 16) if args.quick else (args.rounds, args.requests)
     clients = [int(c) for c in args.clients.split(",")]
     with contextlib.ExitStack() as stack:
         kubeconfig = args.kubeconfig
