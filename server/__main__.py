@@ -1,106 +1,51 @@
-"""`k8sailor-server`: serve ExposureService until SIGTERM or SIGINT, then drain and exit 0."""
+"""`k8sailor-server`: serve ExposureService until SIGTERM or SIGINT, then drain and exit 0.
+
+Exit status 2, with one line on stderr and never a traceback, when the configuration is wrong
+(a flag, a K8SAILOR_* value, the kubeconfig, a busy port); 1 when a second signal cut the drain
+short.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 import sys
+from collections.abc import Sequence
 
-from kubernetes_asyncio.config import ConfigException
-
-from server.app import ServerConfig, serve_until_signalled
-from server.exposer import Settings
+from server.app import ListenError, serve_until_signalled
+from server.config import ConfigError, ServerConfig, fail, load
 from server.kube import load_api_client
-from server.rules import NodePortRange
+
+log = logging.getLogger("k8sailor.server")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"K8SAILOR_{name}", default)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def _node_ports(text: str) -> NodePortRange:
+async def _main(config: ServerConfig) -> int:
     try:
-        return NodePortRange.parse(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="k8sailor-server",
-        description="Expose Kubernetes Deployments through Services, over gRPC. "
-        "Every flag can also be set as K8SAILOR_<FLAG> in the environment.",
-    )
-    parser.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:50051"), help="host:port")
-    parser.add_argument(
-        "--kubeconfig",
-        default=_env("KUBECONFIG", "") or None,
-        help="kubeconfig file (default: $KUBECONFIG, in-cluster, then ~/.kube/config)",
-    )
-    parser.add_argument("--context", default=_env("CONTEXT", "") or None, help="kubeconfig context")
-    parser.add_argument(
-        "--max-concurrency",
-        type=_positive,
-        default=_positive(_env("MAX_CONCURRENCY", "32")),
-        help="API calls in flight at once, across all requests (default 32)",
-    )
-    parser.add_argument(
-        "--max-rules",
-        type=_positive,
-        default=_positive(_env("MAX_RULES", "256")),
-        help="rules accepted in one request (default 256)",
-    )
-    parser.add_argument(
-        "--node-port-range",
-        type=_node_ports,
-        default=_node_ports(_env("NODE_PORT_RANGE", "30000-32767")),
-        help="the cluster's --service-node-port-range (default 30000-32767)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=float(_env("GRACE", "10")),
-        help="seconds in-flight requests get to finish on SIGTERM (default 10)",
-    )
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
-    return parser.parse_args(argv)
-
-
-async def _main(args: argparse.Namespace) -> int:
-    try:
-        api = await load_api_client(args.kubeconfig, args.context, pool_size=args.max_concurrency)
-    except (ConfigException, OSError) as error:
-        logging.getLogger("k8sailor.server").error(
-            "no usable cluster configuration: %s (set --kubeconfig or KUBECONFIG)", error
+        api = await load_api_client(
+            config.kubeconfig, config.context, pool_size=config.max_in_flight
         )
-        return 2
-    config = ServerConfig(
-        listen=args.listen,
-        max_in_flight=args.max_concurrency,
-        settings=Settings(max_rules=args.max_rules, node_ports=args.node_port_range),
-    )
+    # kubernetes_asyncio raises ConfigException, OSError, yaml errors or plain ValueErrors and
+    # TypeErrors for a kubeconfig it cannot use, depending on where in the file the problem is.
+    except Exception as error:
+        fail(f"no usable cluster configuration: {error} (set --kubeconfig or KUBECONFIG)")
     async with api:
-        await serve_until_signalled(api, config, args.grace)
-    return 0
+        try:
+            return await serve_until_signalled(api, config)
+        except ListenError as error:
+            fail(str(error))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load(argv)
+    except ConfigError as error:
+        fail(str(error))
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=config.logging_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(_main(args))
+    return asyncio.run(_main(config))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import grpc
 
@@ -20,9 +20,9 @@ from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.auth.gate import AccessControl
-from server.auth.settings import AuthSettings
 from server.auth.tls import ReloadingCertificates
-from server.exposer import Exposer, Settings
+from server.config import ServerConfig
+from server.exposer import Exposer
 from server.kube import CallObserver, Kube
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
@@ -36,13 +36,39 @@ log = logging.getLogger("k8sailor.server")
 SERVICE_NAME: str = exposure_pb2.DESCRIPTOR.services_by_name["ExposureService"].full_name
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    listen: str = "127.0.0.1:50051"
-    max_in_flight: int = 32
-    settings: Settings = field(default_factory=Settings)
-    auth: AuthSettings = field(default_factory=AuthSettings)
-    metrics_listen: str = ""  # HOST:PORT for /metrics; empty: no metrics
+__all__ = ["GRPC_OPTIONS", "ListenError", "RunningServer", "ServerConfig", "start_server"]
+
+MiB: Final = 1024 * 1024
+
+#: Chosen, not inherited; the README's "Server" section lists them and says why.
+GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
+    # A port that is already in use is an error. gRPC's default (SO_REUSEPORT on) lets a
+    # second server share the port silently, and callers then land on either.
+    ("grpc.so_reuseport", 0),
+    # Bounded before any work is spent: 256 rules of the longest rule the parser accepts
+    # (server.rules.MAX_RULE_LENGTH) would not reach this; anything beyond is refused by
+    # gRPC itself with RESOURCE_EXHAUSTED, before it is decoded.
+    ("grpc.max_receive_message_length", 4 * MiB),
+    # A result is a few hundred bytes; this only guards against a bug of ours.
+    ("grpc.max_send_message_length", 4 * MiB),
+    # Calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); more wait
+    # in the client. 100 is the HTTP/2 recommendation and grpc-go's usual figure.
+    ("grpc.max_concurrent_streams", 100),
+    # Clients may ping every 10 s (grpc-go's smallest keepalive time), also between calls;
+    # gRPC's default (5 min, and only during calls) makes such clients be cut off with
+    # GOAWAY too_many_pings. Two pings faster than that end the connection.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 2),
+    # The server pings a connection idle for 2 min and drops it after 20 s without an
+    # answer, so a caller that vanished (no FIN) does not hold a stream forever.
+    ("grpc.keepalive_time_ms", 120_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+
+
+class ListenError(OSError):
+    """The server could not listen where it was told to (port in use, bad address)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +124,7 @@ async def _start(
         max_in_flight=config.max_in_flight,
         observer=observer if observer is not None else telemetry.kube_observer,
     )
-    server = grpc.aio.server(interceptors=telemetry.interceptors)
+    server = grpc.aio.server(interceptors=telemetry.interceptors, options=GRPC_OPTIONS)
     access = AccessControl(kube, config.auth)
     lifecycle = Lifecycle(kube, config.settings)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
@@ -118,15 +144,22 @@ async def _start(
         server,
     )  # fmt: skip
     auth = config.auth
-    if auth.tls_cert_file is not None and auth.tls_private_key_file is not None:
-        certificates = ReloadingCertificates(
-            auth.tls_cert_file, auth.tls_private_key_file, auth.client_ca_file
-        )
-        port = server.add_secure_port(config.listen, certificates.credentials())
-    else:
-        port = server.add_insecure_port(config.listen)
+    try:
+        if auth.tls_cert_file is not None and auth.tls_private_key_file is not None:
+            certificates = ReloadingCertificates(
+                auth.tls_cert_file, auth.tls_private_key_file, auth.client_ca_file
+            )
+            port = server.add_secure_port(config.listen, certificates.credentials())
+        else:
+            port = server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+        await server.stop(None)
+        raise ListenError(
+            f"cannot listen on {config.listen}: the port is in use or the address is not "
+            f"this machine's"
+        )
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -149,15 +182,34 @@ async def serving(
         await running.stop(grace)
 
 
-async def serve_until_signalled(api: client.ApiClient, config: ServerConfig, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    stop = asyncio.Event()
+async def serve_until_signalled(api: client.ApiClient, config: ServerConfig) -> int:
+    """Serve until SIGTERM or SIGINT, then drain for config.grace seconds; 0 when drained.
+
+    A second signal during the drain cancels the calls still running and returns 1 at once:
+    whoever sends it (an impatient person, an orchestrator) wants the process gone.
+    """
+    signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with serving(api, config, grace) as running:
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    try:
+        running = await start_server(api, config)
         host = config.listen.rsplit(":", 1)[0]
         log.info("k8sailor serving %s on %s:%d", SERVICE_NAME, host, running.port)
-        await stop.wait()
-        log.info("signal received: draining for up to %.1f s", grace)
-    log.info("stopped")
+        received = await signals.get()
+        log.info("%s received: draining for up to %.1f s", received.name, config.grace)
+        drain = asyncio.create_task(running.stop(config.grace))
+        second = asyncio.create_task(signals.get())
+        await asyncio.wait({drain, second}, return_when=asyncio.FIRST_COMPLETED)
+        if drain.done():
+            second.cancel()
+            await drain
+            log.info("stopped")
+            return 0
+        log.warning("%s received again: cancelling the calls still running", second.result().name)
+        await running.server.stop(None)
+        await drain
+        return 1
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

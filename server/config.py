@@ -1,0 +1,307 @@
+"""The server's configuration: one frozen, validated object, built from flags and K8SAILOR_*.
+
+Every setting is one field of :class:`ServerConfig`, declared with :func:`setting`: its flag,
+its help, how to read it from text, and what makes a value wrong. The command line, the
+environment variables and ``--help`` are all generated from those fields, so adding a setting
+is adding one field here (and reading it where it is used). A flag on the command line wins
+over ``K8SAILOR_<FLAG>``, which wins over the default.
+
+A value that is wrong, from wherever it came, is one :class:`ConfigError` naming where it came
+from and what is wrong; ``ServerConfig(...)`` checks its values too, so no code path can build
+a server with, say, zero API slots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+
+from server.auth.settings import AuthSettings
+from server.exposer import Settings
+from server.rules import DEFAULT_NODE_PORTS, NodePortRange
+
+T = TypeVar("T")
+
+PROG: Final = "k8sailor-server"
+ENV_PREFIX: Final = "K8SAILOR_"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting whose value is wrong; str() is the one line the server prints before exit 2."""
+
+
+# --- readers: text -> value, raising ValueError with a message a person understands ---------
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    return value
+
+
+def optional_text(text: str) -> str | None:
+    return text or None
+
+
+def log_level(text: str) -> str:
+    return text.strip().upper()
+
+
+# --- checks: value -> the problem with it, or None --------------------------------------------
+
+
+def at_least(low: int, high: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        if not low <= value <= high:
+            return f"{value} is outside {low}-{high}"
+        return None
+
+    return check
+
+
+def finite_non_negative(value: float) -> str | None:
+    if not math.isfinite(value) or value < 0:
+        return f"{value} is not a finite number of seconds >= 0"
+    return None
+
+
+def host_port(value: str) -> str | None:
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        return f"{value!r} is not HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:50051)"
+    return None
+
+
+def one_of(choices: Sequence[str]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if value not in choices:
+            return f"{value!r} is not one of {', '.join(choices)}"
+        return None
+
+    return check
+
+
+def _no_check(_: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one ServerConfig field is set from outside: stored in the field's metadata."""
+
+    flag: str  # without the leading "--"; the environment variable is K8SAILOR_<FLAG>
+    help: str
+    read: Callable[[str], Any]
+    check: Callable[[Any], str | None]
+    metavar: str | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flag.upper().replace("-", "_")
+
+
+def setting(
+    default: T,
+    *,
+    flag: str,
+    help: str,
+    read: Callable[[str], T],
+    check: Callable[[T], str | None] = _no_check,
+    metavar: str | None = None,
+) -> T:
+    """A dataclass field that is also a flag and a K8SAILOR_* variable (see the module doc)."""
+    meta = {"setting": Setting(flag, help, read, check, metavar)}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `k8sailor-server` can be told; tests build it directly with keywords."""
+
+    listen: str = setting(
+        "127.0.0.1:50051",
+        flag="listen",
+        help="HOST:PORT to serve on (port 0: any free port)",
+        read=str,
+        check=host_port,
+    )
+    kubeconfig: str | None = setting(
+        None,
+        flag="kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, in-cluster, then ~/.kube/config)",
+        read=optional_text,
+        metavar="PATH",
+    )
+    context: str | None = setting(
+        None, flag="context", help="kubeconfig context", read=optional_text, metavar="NAME"
+    )
+    max_in_flight: int = setting(
+        32,
+        flag="max-concurrency",
+        help="API calls in flight at once, across all requests",
+        read=whole_number,
+        check=at_least(1, 10_000),
+        metavar="N",
+    )
+    max_rules: int = setting(
+        256,
+        flag="max-rules",
+        help="rules accepted in one request",
+        read=whole_number,
+        check=at_least(1, 10_000),
+        metavar="N",
+    )
+    node_ports: NodePortRange = setting(
+        DEFAULT_NODE_PORTS,
+        flag="node-port-range",
+        help="the cluster's --service-node-port-range",
+        read=NodePortRange.parse,
+        metavar="LOW-HIGH",
+    )
+    grace: float = setting(
+        10.0,
+        flag="grace",
+        help="seconds in-flight requests get to finish on SIGTERM or SIGINT",
+        read=seconds,
+        check=finite_non_negative,
+        metavar="SECONDS",
+    )
+    log_level: str = setting(
+        "INFO",
+        flag="log-level",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+        read=log_level,
+        check=one_of(LOG_LEVELS),
+        metavar="LEVEL",
+    )
+
+    metrics_listen: str = setting(
+        "",
+        flag="metrics-listen",
+        help="HOST:PORT to serve Prometheus /metrics on (empty: no metrics)",
+        read=str.strip,
+        check=lambda value: host_port(value) if value else None,
+        metavar="HOST:PORT",
+    )
+    # Set in code (tests) for now; its flags are server.auth's to declare.
+    auth: AuthSettings = field(default_factory=AuthSettings)
+
+    def __post_init__(self) -> None:
+        for name, spec in _settings():
+            value = getattr(self, name)
+            problem = spec.check(value)
+            if problem is not None:
+                raise ConfigError(f"--{spec.flag}: {problem}")
+        problems = self.auth.problems(self.listen)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def settings(self) -> Settings:
+        """What the exposer needs of this configuration."""
+        return Settings(max_rules=self.max_rules, node_ports=self.node_ports)
+
+    @property
+    def logging_level(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+
+def _settings() -> list[tuple[str, Setting]]:
+    return [
+        (f.name, f.metadata["setting"]) for f in fields(ServerConfig) if "setting" in f.metadata
+    ]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage block: the same shape as every other bad value."""
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Expose Kubernetes Deployments through Services, over gRPC.",
+        epilog="Every flag can also be set as K8SAILOR_<FLAG> in the environment "
+        "(K8SAILOR_MAX_CONCURRENCY=64); a flag on the command line wins.",
+    )
+    defaults = ServerConfig()
+    for name, spec in _settings():
+        default = getattr(defaults, name)
+        shown = "" if default is None else f"default {default}; "
+        parser.add_argument(
+            f"--{spec.flag}",
+            dest=name,
+            metavar=spec.metavar or spec.flag.upper().replace("-", "_"),
+            # Kept as text: converted below, after --help has had its chance, so a bad
+            # environment value cannot break --help and every error names its source.
+            default=None,
+            help=f"{spec.help} ({shown}${spec.env})",
+        )
+    return parser
+
+
+def load(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """The configuration the command line and environment ask for, or ConfigError.
+
+    argparse itself exits 2 with one line for an unknown flag or a missing value, and 0 for
+    --help.
+    """
+    env = os.environ if environ is None else environ
+    given = vars(_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for name, spec in _settings():
+        if given[name] is not None:
+            source, text = f"--{spec.flag}", given[name]
+        elif spec.env in env:
+            source, text = spec.env, env[spec.env]
+        else:
+            continue
+        try:
+            value = spec.read(text)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+        problem = spec.check(value)
+        if problem is not None:
+            raise ConfigError(f"{source}: {problem}")
+        values[name] = value
+    config = ServerConfig(**values)
+    _check_readable(config.kubeconfig)
+    return config
+
+
+def _check_readable(path: str | None) -> None:
+    """An unreadable kubeconfig is a configuration error, found before anything starts."""
+    if path is None:
+        return
+    try:
+        with Path(path).expanduser().open("rb") as file:
+            file.read(1)
+    except OSError as error:
+        raise ConfigError(f"--kubeconfig: cannot read {path}: {error.strerror}") from None
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line and exit 2: how the server ends on bad configuration."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    raise SystemExit(2)
