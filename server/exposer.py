@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from server import pointing
+from server.cooperative import in_slices
 from server.errors import (
     KubeAlreadyExists,
     KubeError,
@@ -29,7 +30,7 @@ from server.errors import (
     KubeUnavailable,
 )
 from server.kube import Kube
-from server.manifests import Deployment, DeploymentError, build_services, owned_by, same_service
+from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
 from server.rules import (
     DEFAULT_NODE_PORTS,
     NodePortRange,
@@ -160,15 +161,15 @@ def check_target(namespace: str, deployment: str) -> None:
     problem = dns1123_label_problem(namespace)
     if problem is not None:
         raise BadRequest(
-            f"namespace {namespace!r} is not a valid namespace name (a lowercase DNS-1123 "
-            f"label): it {problem}"
+            f"namespace {_quoted(namespace)} is not a valid namespace name (a lowercase "
+            f"DNS-1123 label): it {problem}"
         )
     if not deployment:
         raise BadRequest("deployment is required")
     problem = dns1123_subdomain_problem(deployment)
     if problem is not None:
         raise BadRequest(
-            f"deployment {deployment!r} is not a valid Deployment name (a lowercase "
+            f"deployment {_quoted(deployment)} is not a valid Deployment name (a lowercase "
             f"DNS-1123 subdomain): it {problem}"
         )
 
@@ -211,8 +212,14 @@ class Exposer:
         self.check(request)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
-        texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
+        # Parsing and building run in slices (server.cooperative): the largest request takes
+        # a few hundred milliseconds of CPU, which must not keep other calls waiting.
+        parsed = await in_slices(
+            self._parse(index, rule) for index, rule in enumerate(request.rules)
+        )
+        texts = await in_slices(
+            item.text if isinstance(item, RuleError) else item.canonical() for item in parsed
+        )
         types = [_type_of(item) for item in parsed]
         # Rules of a type the caller may not create: index -> the permission it lacks.
         denied: dict[int, str] = {}
@@ -246,10 +253,10 @@ class Exposer:
         # Errors found while building name field paths; those of rules written as text point
         # at the caller's own columns instead.
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
-        manifests = [
+        manifests = await in_slices(
             pointing.at_column(built, written[index]) if isinstance(built, RuleError) else built
-            for index, built in enumerate(build_services(parsed, deployment))
-        ]
+            for index, built in enumerate(iter_services(parsed, deployment))
+        )
 
         give_up = None if deadline is None else deadline - _deadline_margin(deadline - started)
         tasks: dict[asyncio.Task[RuleResult], tuple[int, str, str]] = {}
@@ -434,6 +441,12 @@ class Exposer:
                 error=f"internal error: {type(error).__name__}: {error}",
                 reason="InternalError",
             )
+
+
+def _quoted(name: str) -> str:
+    """A name for a request-level error, bounded: the status message is sent back in a
+    trailer, and a hostile request may send a name of megabytes."""
+    return repr(name) if len(name) <= 256 else repr(name[:64]) + f"… ({len(name)} characters)"
 
 
 def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:

@@ -2,7 +2,7 @@
 
 Pure, like :mod:`server.rules`: no I/O, no grpc, and no kubernetes_asyncio model classes. The
 manifests are plain dicts in the camelCase JSON shape the apiserver speaks, ready to be sent as
-a request body; the model constructors are far too slow for 200k rules/s, and the apiserver is
+a request body; the model constructors are far too slow for 50k rules/s, and the apiserver is
 the one to judge the object anyway.
 
 What this layer decides: the Service's name (explicit, else derived from the Deployment's), its
@@ -15,7 +15,7 @@ two rules of one request that would get the same name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ __all__ = [
     "DeploymentError",
     "build_service",
     "build_services",
+    "iter_services",
     "owned_by",
     "same_service",
     "service_name",
@@ -94,12 +95,20 @@ class Deployment:
         init=False, repr=False, compare=False, hash=False
     )
 
+    # The (name, protocol) pairs a named target port can resolve to: looked up once per named
+    # port, where scanning container_ports made a rule cost ports x container ports.
+    _named_ports: frozenset[tuple[str, Protocol]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
     def __post_init__(self) -> None:
         derived = {}
         for rtype, suffix in NAME_SUFFIX.items():
             name = self.name + suffix
             derived[rtype] = (name, dns1035_label_problem(name))
         object.__setattr__(self, "_derived_names", derived)
+        named = frozenset((cp.name, cp.protocol) for cp in self.container_ports if cp.name)
+        object.__setattr__(self, "_named_ports", named)
 
     @classmethod
     def from_manifest(cls, obj: Mapping[str, Any]) -> Deployment:
@@ -311,6 +320,8 @@ def _check_named_target(rule: ServiceRule, deployment: Deployment, index: int, i
     do not have would leave the Service without endpoints, silently. Refuse it now."""
     port = rule.ports[i]
     target, protocol = port.target_port, port.protocol
+    if (target, protocol) in deployment._named_ports:
+        return
     other_protocols = []
     for cp in deployment.container_ports:
         if cp.name == target:
@@ -344,16 +355,22 @@ def build_services(
     it would fail (or, worse, look like the first one already existing). The index of each
     rule is its position.
     """
-    results: list[dict[str, Any] | RuleError] = []
+    return list(iter_services(rules, deployment))
+
+
+def iter_services(
+    rules: Sequence[ServiceRule | RuleError], deployment: Deployment
+) -> Iterator[dict[str, Any] | RuleError]:
+    """:func:`build_services` one rule at a time, for callers that build in slices."""
     taken: dict[str, int] = {}
     for i, rule in enumerate(rules):
         if isinstance(rule, RuleError):
-            results.append(rule)
+            yield rule
             continue
         try:
             manifest = build_service(rule, deployment, i)
         except RuleError as e:
-            results.append(e)
+            yield e
             continue
         name: str = manifest["metadata"]["name"]
         first = taken.get(name)
@@ -362,19 +379,16 @@ def build_services(
             body = rule.canonical()
             if rule.name is not None:
                 body = body[len(rule.name) + 1 :]
-            results.append(
-                _error(
-                    rule,
-                    i,
-                    "name",
-                    f'rule {first} already makes a Service named "{name}"; give this one '
-                    f"its own name, as in {suggestion}={body}",
-                )
+            yield _error(
+                rule,
+                i,
+                "name",
+                f'rule {first} already makes a Service named "{name}"; give this one '
+                f"its own name, as in {suggestion}={body}",
             )
             continue
         taken[name] = i
-        results.append(manifest)
-    return results
+        yield manifest
 
 
 def owned_by(existing: Mapping[str, Any], deployment_uid: str) -> bool:

@@ -18,6 +18,7 @@ from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
+from server.cooperative import in_slices
 from server.exposer import (
     BadRequest,
     ClusterFailed,
@@ -32,7 +33,15 @@ from server.exposer import (
     RuleResult,
 )
 from server.observability.logs import Fields, trace_fields
-from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
+from server.rules import (
+    MAX_PORTS,
+    MAX_RULE_LENGTH,
+    PortRule,
+    Protocol,
+    RuleError,
+    ServiceRule,
+    ServiceType,
+)
 
 log = logging.getLogger("k8sailor.requests")
 
@@ -83,7 +92,29 @@ def _spec_text(spec: pb.ServiceSpec) -> str:
 
 
 def spec_to_rule(index: int, spec: pb.ServiceSpec) -> ServiceRule | RuleError:
-    """The structured form in domain terms; checking it is server.rules.check_rule's job."""
+    """The structured form in domain terms; checking it is server.rules.check_rule's job.
+
+    Size comes first, before any field is read: the limits of text rules, in encoded bytes.
+    """
+    size = spec.ByteSize()
+    if size > MAX_RULE_LENGTH:
+        return RuleError(
+            index,
+            f"{{a spec of {size} bytes}}",
+            "",
+            None,
+            f"the spec is {size} bytes long encoded; a rule may be at most {MAX_RULE_LENGTH}: "
+            "split it into several rules",
+        )
+    if len(spec.ports) > MAX_PORTS:
+        return RuleError(
+            index,
+            _spec_text(spec),
+            f"ports[{MAX_PORTS}]",
+            None,
+            f"the rule has {len(spec.ports)} ports; a rule may have at most {MAX_PORTS} ports: "
+            "split it into several rules",
+        )
     type_ = _TYPES.get(spec.type)
     if type_ is None:
         known = ", ".join(pb.ServiceType.Name(value) for value in _TYPES)
@@ -204,7 +235,10 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         domain = ExposeRequest(
             namespace=request.namespace or "default",
             deployment=request.deployment,
-            rules=[rule_from_proto(index, rule) for index, rule in enumerate(request.rules)],
+            # In slices: a large request of structured rules is many thousand ports to read.
+            rules=await in_slices(
+                rule_from_proto(index, rule) for index, rule in enumerate(request.rules)
+            ),
             dry_run=request.dry_run,
         )
         remaining = context.time_remaining()

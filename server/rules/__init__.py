@@ -13,10 +13,15 @@ node port already taken, a custom node port range we were not told about).
 The grammar, the error list and the differences from ``kubectl create service`` and from the
 earlier Go tool are documented in ``docs/rules.md``.
 
-Speed matters here (the target is 200k rules/s for parse + build on one core), which explains
-a few choices: str-valued enums (they hash and compare at C speed), possessive regexes that never
-backtrack, a fast path for the common spellings (checked against the general parser by the
-tests), and private builders for the frozen dataclasses (see model._PortRuleBuilder).
+Hostile input is cheap to refuse: every step is linear in the length of the rule, and a rule
+longer than :data:`MAX_RULE_LENGTH` characters or with more than :data:`MAX_PORTS` ports is
+refused before it is parsed.
+
+Speed matters, within reason: parse + build should reach 50k rules/s on one core
+(``bench/bench_rules.py``), well above what the API server can take. Hence str-valued enums
+(they hash and compare at C speed), possessive regexes that never backtrack, and a fast path
+for the common spellings (checked against the general parser by the tests); the rules
+themselves are plain frozen dataclasses.
 
 The modules, each importing only those above it:
 
@@ -37,6 +42,8 @@ from server.rules.grammar import locate
 from server.rules.model import (
     DEFAULT_NODE_PORTS,
     KUBE_SERVICE_TYPE,
+    MAX_PORTS,
+    MAX_RULE_LENGTH,
     NAME_SUFFIX,
     TYPE_PREFIX,
     NodePortRange,
@@ -58,6 +65,8 @@ from server.rules.text import parse_rule
 __all__ = [
     "DEFAULT_NODE_PORTS",
     "KUBE_SERVICE_TYPE",
+    "MAX_PORTS",
+    "MAX_RULE_LENGTH",
     "NAME_SUFFIX",
     "TYPE_PREFIX",
     "NodePortRange",

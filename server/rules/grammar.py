@@ -26,8 +26,6 @@ from server.rules.model import (
     PortRule,
     RuleError,
     ServiceRule,
-    _make_port,
-    _make_rule,
     _near_transport,
     _show,
 )
@@ -213,7 +211,7 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
             if app is not None:
                 app = _normalize_app_protocol(app)
 
-        p = _make_port(port, target, protocol, node, app, port_name)
+        p = PortRule(port, target, protocol, node, app, port_name)
         problem = _port_problem(rtype, p, node_ports)
         if problem is None and (ports or end):
             # A second port is coming or already here: track clashes from the first one on.
@@ -228,7 +226,7 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
             break
         pos = m.end()
 
-    rule = _make_rule(rtype, tuple(ports), name, None)
+    rule = ServiceRule(rtype, tuple(ports), name)
     if seen is not None and seen.by_name:
         clash = _port_names_problem(rule)
         if clash is not None:
@@ -303,7 +301,7 @@ def _parse_external_name(
     problem = _external_name_problem(host)
     if problem is not None:
         raise _text_error(index, text, pos, problem)
-    return _make_rule(_EXTERNAL_NAME, (), name, host)
+    return ServiceRule(_EXTERNAL_NAME, (), name, host)
 
 
 def _syntax_error(text: str, pos: int, index: int) -> RuleError:

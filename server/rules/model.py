@@ -6,9 +6,6 @@ and :class:`ServiceRule` with their canonical rendering; :class:`NodePortRange`;
 :class:`RuleError`, which the parsers and ``check_rule`` raise. Nothing here checks a rule's
 values: that is the job of the modules that import this one (:mod:`.names`, :mod:`.ports`,
 :mod:`.grammar`, :mod:`.text`, :mod:`.specs`), and this one imports none of them.
-
-Also here, because they must match the dataclasses' layout exactly, the private builders
-that the parsers use to make rules fast (see _PortRuleBuilder).
 """
 
 from __future__ import annotations
@@ -78,6 +75,13 @@ NAME_SUFFIX: Final[dict[ServiceType, str]] = {
 }
 
 _PREFIX_TYPE: Final[dict[str, ServiceType]] = {v: k for k, v in TYPE_PREFIX.items() if v}
+
+#: The longest rule text accepted, checked before a rule is parsed. Far beyond what a person
+#: writes (a rule of 256 ports spelled out in full, names and app protocols included, fits),
+#: it bounds what one hostile rule can cost, and the echo of a refused rule in its result.
+MAX_RULE_LENGTH: Final = 16 * 1024
+#: The most ports one rule may have (text or structured), checked before the ports are read.
+MAX_PORTS: Final = 256
 
 # How a person reads each type in an error sentence.
 _TYPE_WORDS: Final[dict[ServiceType, str]] = {
@@ -303,88 +307,9 @@ def _render_protocol(protocol: Protocol, app: str | None) -> str:
     return f"/{str(protocol).lower()}/{shown}"
 
 
-# --------------------------------------------------------------------------------------------
-# Fast construction, for the parsers' hot path. The one place that knows the trick below:
-# the parsers call _make_port and _make_rule, and get ordinary PortRule and ServiceRule objects.
-# Measured again when this became a package: plain PortRule(...) and ServiceRule(...), or
-# object.__new__ + object.__setattr__ in a classmethod, cost 30-40% more instructions per
-# parse + build, which puts parse + build well under the 200k rules/s target.
-
-
-class _PortRuleBuilder:
-    """Makes PortRule objects at a third of the cost of PortRule(...).
-
-    A frozen dataclass's __init__ goes through object.__setattr__ for every field, which
-    dominated the parser's profile. This class has the very same slots but plain attribute
-    stores; the finished object then takes PortRule as its class (CPython allows __class__
-    assignment between classes of identical layout) and is from then on an ordinary, frozen,
-    PortRule. Checked at import time below, and by the tests.
-    """
-
-    __slots__ = PortRule.__slots__
-
-    port: int
-    target_port: int | str
-    protocol: Protocol
-    node_port: int | None
-    app_protocol: str | None
-    name: str | None
-
-
-class _ServiceRuleBuilder:
-    """Makes ServiceRule objects, as _PortRuleBuilder makes PortRules."""
-
-    __slots__ = ServiceRule.__slots__
-
-    type: ServiceType
-    ports: tuple[PortRule, ...]
-    name: str | None
-    external_name: str | None
-    _canonical: str | None
-
-
-_new: Final = object.__new__
-
-
-def _make_port(
-    port: int,
-    target: int | str,
-    protocol: Protocol,
-    node: int | None,
-    app: str | None,
-    name: str | None,
-) -> PortRule:
-    # Attribute stores on a bare object: cheaper still than an __init__ call.
-    p = _new(_PortRuleBuilder)
-    p.port = port
-    p.target_port = target
-    p.protocol = protocol
-    p.node_port = node
-    p.app_protocol = app
-    p.name = name
-    p.__class__ = PortRule  # type: ignore[assignment]
-    return p  # type: ignore[return-value]
-
-
-def _make_rule(
-    rtype: ServiceType,
-    ports: tuple[PortRule, ...],
-    name: str | None,
-    external: str | None,
-    canonical: str | None = None,
-) -> ServiceRule:
-    r = _new(_ServiceRuleBuilder)
-    r.type = rtype
-    r.ports = ports
-    r.name = name
-    r.external_name = external
-    r._canonical = canonical
-    r.__class__ = ServiceRule  # type: ignore[assignment]
-    return r  # type: ignore[return-value]
-
-
-# Fail at import, not later, if the dataclasses and their builders ever drift apart.
-if _make_rule(_CLUSTER_IP, (_make_port(1, 2, _TCP, None, None, None),), None, None) != (
-    ServiceRule(_CLUSTER_IP, (PortRule(1, 2),))
-):  # pragma: no cover
-    raise ImportError("server.rules: the rule builders do not match the dataclasses")
+def _noting_canonical(rule: ServiceRule, text: str | None) -> ServiceRule:
+    """``rule``, remembering ``text`` as its canonical text: the parsers know it for free
+    when what they read was already canonical, which saves rendering it again later."""
+    if text is not None:
+        object.__setattr__(rule, "_canonical", text)
+    return rule

@@ -12,6 +12,8 @@ rules get the column of the token that holds that field.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from server.rules.model import (
     _LOAD_BALANCER,
     _NODE_PORT,
@@ -116,7 +118,8 @@ def port_names(rule: ServiceRule) -> tuple[str, ...]:
     if len(set(numbers)) == len(numbers):
         # No port number used twice: no protocol suffixes needed.
         return tuple(p.name if p.name is not None else f"{p.port}-{p.target_port}" for p in ports)
-    shared = {n for n in numbers if numbers.count(n) > 1}
+    # Counted in one pass: list.count() per port made a rule with many ports quadratic.
+    shared = {n for n, times in Counter(numbers).items() if times > 1}
     return tuple(
         p.name
         if p.name is not None

@@ -15,6 +15,8 @@ from server.rules.model import (
     _EXTERNAL_NAME,
     _TYPE_WORDS,
     DEFAULT_NODE_PORTS,
+    MAX_PORTS,
+    MAX_RULE_LENGTH,
     NodePortRange,
     PortRule,
     Protocol,
@@ -73,6 +75,12 @@ def check_rule(
         )
     if not rule.ports:
         raise fail("ports", f"{_TYPE_WORDS[rtype]} needs at least one port")
+    if len(rule.ports) > MAX_PORTS:
+        raise fail(
+            f"ports[{MAX_PORTS}]",
+            f"the rule has {len(rule.ports)} ports; a rule may have at most {MAX_PORTS} ports: "
+            "split it into several rules",
+        )
 
     ports: list[PortRule] = []
     changed = False
@@ -122,7 +130,11 @@ def _port_type_problem(p: Any) -> _Problem | None:
 
 
 def _safe_canonical(rule: ServiceRule) -> str:
+    """The rule's text for an error, bounded: errors quote it back to the caller."""
     try:
-        return rule.canonical()
+        if len(rule.ports) > MAX_PORTS:
+            return f"<a rule of {len(rule.ports)} ports>"
+        text = rule.canonical()
     except Exception:  # a spec so malformed it cannot even be shown; say so instead
         return "<unprintable rule>"
+    return text if len(text) <= MAX_RULE_LENGTH else text[:64] + "…"
