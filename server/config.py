@@ -302,6 +302,7 @@ def _check_readable(path: str | None) -> None:
 
 
 def fail(message: str) -> NoReturn:
-    """Print one line and exit 2: how the server ends on bad configuration."""
-    sys.stderr.write(f"{PROG}: {message}\n")
+    """Print one line and exit 2: how the server ends on bad configuration. Messages from
+    libraries (a YAML parser's, for one) span lines: they are joined into one."""
+    sys.stderr.write(f"{PROG}: {' '.join(message.split())}\n")
     raise SystemExit(2)
