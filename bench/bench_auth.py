@@ -119,7 +119,8 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     api = await load_api_client(args.kubeconfig, None, pool_size=32)
     async with api:
-        await serve_until_signalled(api, ServerConfig(f"127.0.0.1:{args.port}", auth=auth), 1.0)
+        config = ServerConfig(f"127.0.0.1:{args.port}", auth=auth, grace=1.0)
+        await serve_until_signalled(api, config)
 
 
 async def _prepare(kubeconfig: Path) -> str:
