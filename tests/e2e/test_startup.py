@@ -19,7 +19,6 @@ from client import connect
 from server.app import ListenError, ServerConfig, serving
 from tests.conftest import Cluster
 from tests.controlplane import free_port
-from tests.e2e.test_server_process import _wait_serving
 
 SERVER = str(Path(sys.executable).parent / "k8sailor-server")
 
@@ -31,6 +30,22 @@ async def _server(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
+    """Until the server at target says SERVING. Start-up takes seconds on a loaded machine,
+    so the bound is generous; a server that exits instead fails the test at once."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(1200):
+            assert process.returncode is None, "server exited during start-up"
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+    raise AssertionError("server never became SERVING")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
