@@ -104,11 +104,14 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number `attempt` (1-based).
 
         Exponential backoff with jitter (between half and all of it), so that calls throttled
-        together do not all come back together; never less than the API server asked for.
+        together do not all come back together. With the API server's Retry-After, never less
+        than it asked, and spread over as long again (or the backoff, if longer): the calls it
+        turned away at once then come back spread out, not at once to be turned away again.
         """
         backoff = min(self.max_backoff, self.first_backoff * 2 ** (attempt - 1))
-        jittered = random.uniform(backoff / 2, backoff)
-        return jittered if retry_after is None else retry_after + jittered
+        if retry_after is None:
+            return random.uniform(backoff / 2, backoff)
+        return retry_after + random.uniform(0, max(backoff, retry_after))
 
 
 NO_RETRIES = RetryPolicy(attempts=1, throttled_attempts=1)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -32,67 +31,13 @@ from server.errors import (
 from server.kube import NO_RETRIES, Kube
 from tests import objects
 from tests.servers import k8sailor_over
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
-class FakeApiServer:
-    """Answers each path with whatever the test set; 404 with a Status body otherwise."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], Handler] = {}
-        # Set at teardown, so handlers that hang on purpose let the server shut down.
-        self.released = asyncio.Event()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        handler = self.routes.get((request.method, request.path))
-        if handler is None:
-            body = status_body(404, "NotFound", f"{request.path} not found")
-            return web.json_response(body, status=404)
-        return await handler(request)
+from tests.unit.fakeapi import FakeApiServer, answer, drop, fake_api_server, status_body
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeApiServer, client.ApiClient]]:
-    fake = FakeApiServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
-    try:
-        yield fake, api
-    finally:
-        fake.released.set()
-        await api.close()
-        await runner.cleanup()
-
-
-def answer(code: int, reason: str, message: str) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.json_response(status_body(code, reason, message), status=code)
-
-    return handler
-
-
-async def drop(request: web.Request) -> web.StreamResponse:
-    assert request.transport is not None
-    request.transport.close()  # the connection goes away without an answer
-    return web.Response()
+    async with fake_api_server() as running:
+        yield running
 
 
 SERVICES = "/api/v1/namespaces/ns/services"
