@@ -27,6 +27,13 @@ class Outcome(enum.Enum):
     UPDATED = pb.OUTCOME_UPDATED
     DELETED = pb.OUTCOME_DELETED
     NOT_FOUND = pb.OUTCOME_NOT_FOUND
+    # A value that a newer server sends and this client does not know yet (the proto's enum is
+    # open): reported as UNKNOWN, never done, rather than failing the whole call.
+    UNKNOWN = -1
+
+    @classmethod
+    def _missing_(cls, value: object) -> Outcome:
+        return cls.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
