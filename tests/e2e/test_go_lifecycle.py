@@ -12,8 +12,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.e2e.test_go_client import Finished, k8sailor_go, run
+from tests.e2e.test_lifecycle import kubectl, run_kubectl
 
-__all__ = ["k8sailor_go"]  # the session fixture that builds the command, shared from there
+__all__ = ["k8sailor_go", "kubectl"]  # fixtures, shared from there
 
 Command = Callable[..., Awaitable[Finished]]
 
@@ -111,3 +112,28 @@ async def test_delete_without_names_or_all_is_a_usage_error(go: Command) -> None
 
     assert finished.code == 2, finished
     assert "give the Services' names or --all" in finished.err
+
+
+async def test_a_field_kubectl_changed_is_a_conflict_until_apply_force(
+    go: Command, namespace: str, deployment: dict[str, Any], kubectl: list[str]
+) -> None:
+    assert (await go("apply", "80:8088")).code == 0
+    patch = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 7070}]}}
+    await run_kubectl(kubectl, "-n", namespace, "patch", "service", "web", "-p", json.dumps(patch))
+
+    refused = await go("apply", "80:9090")
+
+    assert refused.code == 1, refused
+    head, error = refused.out.splitlines()
+    assert head == "conflict             web  (rule 0: 80:9090)"
+    assert '"kubectl-patch"' in error, error
+    assert "apply with force to take them over" in error
+
+    forced = await go("apply", "80:9090", "--force", "--json")
+
+    assert forced.code == 0, forced
+    (result,) = map(json.loads, forced.out.splitlines())
+    assert result["outcome"] == "OUTCOME_UPDATED"
+    assert {"path": "spec.ports[0].targetPort", "before": "7070", "after": "9090"} in result[
+        "changes"
+    ]

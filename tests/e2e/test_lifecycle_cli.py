@@ -11,6 +11,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from tests.e2e.test_lifecycle import kubectl, run_kubectl
+
+__all__ = ["kubectl"]  # the fixture, shared from there
+
 BIN = Path(sys.executable).parent
 
 
@@ -137,3 +141,28 @@ async def test_a_missing_deployment_and_a_wrong_delete_line_exit_2(
     code, _, err = await k8sailor(target, namespace, "delete", "web")
     assert code == 2
     assert "nothing to delete: give NAME... or --all" in err
+
+
+async def test_a_field_kubectl_changed_is_a_conflict_until_apply_force(
+    target: str, namespace: str, deployment: dict[str, Any], kubectl: list[str]
+) -> None:
+    code, _, err = await k8sailor(target, namespace, "apply", "web", "80:8088")
+    assert code == 0, err
+    patch = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 7070}]}}
+    await run_kubectl(kubectl, "-n", namespace, "patch", "service", "web", "-p", json.dumps(patch))
+
+    code, out, _ = await k8sailor(target, namespace, "apply", "web", "80:9090")
+
+    assert code == 1
+    head, error = out.splitlines()
+    assert head == "conflict             web  (rule 0: 80:9090)"
+    assert error.startswith("  ! fields of Service 'web' are owned by another field manager")
+    assert '"kubectl-patch"' in error
+
+    code, out, err = await k8sailor(target, namespace, "apply", "web", "80:9090", "--force")
+
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "updated              web  (rule 0: 80:9090)"
+    assert "  - spec.ports[0].targetPort: 7070" in lines
+    assert "  + spec.ports[0].targetPort: 9090" in lines
