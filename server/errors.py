@@ -71,6 +71,10 @@ class KubeError(Exception):
         self.status = status
         self.reason = reason
         self.api_status = api_status or ApiStatus(code=status, reason=reason, message=message)
+        # Set by Kube when an earlier attempt of the same call went unanswered (the connection
+        # dropped or timed out after the request was sent), so it may have taken effect: a
+        # 404 on a delete, or a 409 on a create, may then be the call's own doing.
+        self.unanswered_before = False
 
     @property
     def causes(self) -> tuple[Cause, ...]:

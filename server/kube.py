@@ -142,6 +142,11 @@ class Kube:
         if rest.proxy is None:
             rest.proxy = _env_proxy(api.configuration.host)
         rest.pool_manager._trust_env = False
+        # aiohttp quietly sends a GET, PUT or DELETE again when a pooled connection drops before
+        # the answer. Retries are this class's alone: it counts them, tells the observer, bounds
+        # them by the deadline, and knows that a delete whose first answer was lost may have
+        # done its work already (KubeError.unanswered_before).
+        rest.pool_manager._retry_connection = False
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._authentication = client.AuthenticationV1Api(api)
@@ -288,6 +293,7 @@ class Kube:
         policy = self._retry
         attempt = 1
         reloaded = False
+        unanswered = False  # an attempt so far got no answer, and so may have taken effect
         while True:
             generation = self._credentials_generation
             remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
@@ -311,6 +317,8 @@ class Kube:
                 self._observer.call_retried(verb, resource, "Unauthorized")
                 await self._reload_credentials(generation, error)
             except KubeError as error:
+                error.unanswered_before = unanswered
+                unanswered = unanswered or _maybe_applied(error)
                 limit_attempts = (
                     policy.attempts if error.retry_after is None else policy.throttled_attempts
                 )
@@ -423,6 +431,16 @@ class Kube:
                 ) from error
             finally:
                 self._credentials_generation += 1
+
+
+def _maybe_applied(error: KubeError) -> bool:
+    """True when the request may have reached the API server though no answer came back: any
+    failure without an answer except one to connect at all."""
+    if error.status is not None:
+        return False
+    return not isinstance(
+        error.__cause__, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+    )
 
 
 class ReloadableApiClient(client.ApiClient):

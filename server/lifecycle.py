@@ -280,6 +280,10 @@ class Lifecycle:
                 timeout=_remaining(loop, deadline),
             )
         except KubeNotFound as error:
+            if error.unanswered_before:
+                # An earlier attempt reached the API server, but its answer was lost: the
+                # Service is gone because this very call deleted it.
+                return DeleteResult(name, Outcome.DELETED)
             return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
         except KubeConflict as error:
             # The uid precondition failed: the Service was deleted and made again since it

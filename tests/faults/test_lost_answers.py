@@ -1,9 +1,11 @@
-"""A create whose answer is lost after the API server made the Service: k8sailor sends it
-again, finds its Service already there, reads and compares it, and reports UNCHANGED.
+"""A create or delete whose answer is lost after the API server did it: k8sailor sends it
+again, and reports what its first attempt did (a create finds its Service already there,
+reads and compares it: UNCHANGED; a delete finds nothing left: DELETED, not NOT_FOUND).
 
 The real API server cannot be made to lose an answer, so an HTTP proxy of the test's own sits
 in front of it: it serves TLS with the API server's own certificate, passes every request on
-(as the admin), and for creates it is told to, drops the connection instead of answering."""
+(as the admin), and for the creates and deletes it is told to, drops the connection instead
+of answering."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class AnswerLosingProxy:
     def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
         self.upstream, self.session = upstream, session
         self.lose_creates = 0  # how many more Service creates to pass on and not answer
+        self.lose_deletes = 0  # and deletes
         self.lost = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -40,17 +43,25 @@ class AnswerLosingProxy:
         ) as answer:  # fmt: skip
             body = await answer.read()
             creating = request.method == "POST" and request.path.endswith("/services")
+            deleting = request.method == "DELETE" and "/services/" in request.path
             if creating and answer.status == 201 and self.lose_creates > 0:
                 self.lose_creates -= 1
-                self.lost += 1
-                assert request.transport is not None
-                request.transport.close()  # created, and the answer goes nowhere
-                return web.Response()
+                return self._lose(request)
+            if deleting and answer.status == 200 and self.lose_deletes > 0:
+                self.lose_deletes -= 1
+                return self._lose(request)
             return web.Response(
                 status=answer.status,
                 body=body,
                 headers={k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP},
             )
+
+    def _lose(self, request: web.Request) -> web.StreamResponse:
+        """Done, and the answer goes nowhere: the connection drops instead."""
+        self.lost += 1
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
 
 
 @pytest.fixture
@@ -101,3 +112,32 @@ async def test_a_create_sent_again_after_its_answer_was_lost_is_unchanged(
     assert all(result.cluster_ip for result in results)
     assert observer.retry_reasons() == {"Unreachable": 5}
     assert observer.codes()["409"] == 5
+
+
+async def test_a_delete_sent_again_after_its_answer_was_lost_is_deleted(
+    fault_plane: FaultPlane,
+    fault_namespace: str,
+    proxy: tuple[AnswerLosingProxy, str],
+    tmp_path: Path,
+) -> None:
+    losing, address = proxy
+    kubeconfig = through(fault_plane.plane.kubeconfig, tmp_path, address)
+    observer = RecordingObserver()
+    api = await load_api_client(str(kubeconfig), None, pool_size=8)
+    async with api, k8sailor_over(api, observer) as k8sailor:
+        created = [
+            r async for r in k8sailor.create_services("web", ["gone=80"], namespace=fault_namespace)
+        ]
+        assert [result.outcome for result in created] == [Outcome.CREATED]
+        losing.lose_deletes = 1
+        deleted = [
+            d
+            async for d in k8sailor.delete_services(
+                "web", ["gone"], namespace=fault_namespace, timeout=60
+            )
+        ]
+    assert losing.lost == 1
+    # The first attempt deleted it; the second found nothing: this call's own doing.
+    assert [(d.service_name, d.outcome) for d in deleted] == [("gone", Outcome.DELETED)]
+    assert [code for verb, _, code in observer.finished if verb == "delete"] == ["error", "404"]
+    assert observer.retry_reasons() == {"Unreachable": 1}
