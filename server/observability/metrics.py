@@ -126,10 +126,19 @@ def rule_labels(result: RuleResult) -> tuple[str, str, str]:
     return type_, result.outcome.value, reason
 
 
+# Label children by label values: .labels() validates and locks on every call, which costs
+# more than the count itself on the request path. The key sets are bounded (see above).
+_RULE_COUNTERS: dict[tuple[str, str, str], Counter] = {}
+
+
 def count_rules(results: Iterable[RuleResult]) -> None:
     """Count a request's rule results (the servicer calls this once per request)."""
     for result in results:
-        RULES.labels(*rule_labels(result)).inc()
+        labels = rule_labels(result)
+        counter = _RULE_COUNTERS.get(labels)
+        if counter is None:
+            counter = _RULE_COUNTERS[labels] = RULES.labels(*labels)
+        counter.inc()
 
 
 # --- the API server, as k8sailor sees it --------------------------------------------------------
@@ -168,6 +177,7 @@ _RESOURCES: Final = frozenset(
     }
 )
 _CODE: Final = re.compile(r"[1-5][0-9][0-9]|error|timeout")
+_MAX_CACHED: Final = 1024
 
 
 def _bounded(value: str, known: frozenset[str]) -> str:
@@ -177,15 +187,29 @@ def _bounded(value: str, known: frozenset[str]) -> str:
 class KubeCallMetrics:
     """server.kube's CallObserver, in Prometheus terms: one started/finished per attempt."""
 
+    def __init__(self) -> None:
+        # As for _RULE_COUNTERS: keyed by the values Kube passes, bounded before use.
+        self._calls: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
     def call_started(self, verb: str, resource: str) -> None:
         KUBE_IN_FLIGHT.inc()
 
     def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None:
         KUBE_IN_FLIGHT.dec()
-        verb, resource = _bounded(verb, _VERBS), _bounded(resource, _RESOURCES)
-        code = code if _CODE.fullmatch(code) else OTHER
-        KUBE_REQUESTS.labels(verb, resource, code).inc()
-        KUBE_REQUEST_SECONDS.labels(verb, resource).observe(seconds)
+        key = (verb, resource, code)
+        children = self._calls.get(key)
+        if children is None:
+            verb, resource = _bounded(verb, _VERBS), _bounded(resource, _RESOURCES)
+            code = code if _CODE.fullmatch(code) else OTHER
+            children = (
+                KUBE_REQUESTS.labels(verb, resource, code),
+                KUBE_REQUEST_SECONDS.labels(verb, resource),
+            )
+            if len(self._calls) < _MAX_CACHED:  # codes come from the network
+                self._calls[key] = children
+        requests, durations = children
+        requests.inc()
+        durations.observe(seconds)
 
     def call_retried(self, verb: str, resource: str, reason: str) -> None:
         # The Status reason the API server gave, or its HTTP status when it gave none.
