@@ -182,7 +182,12 @@ async def serving(
         await running.stop(grace)
 
 
-async def serve_until_signalled(api: client.ApiClient, config: ServerConfig) -> int:
+async def serve_until_signalled(
+    api: client.ApiClient,
+    config: ServerConfig,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> int:
     """Serve until SIGTERM or SIGINT, then drain for config.grace seconds; 0 when drained.
 
     A second signal during the drain cancels the calls still running and returns 1 at once:
@@ -193,7 +198,7 @@ async def serve_until_signalled(api: client.ApiClient, config: ServerConfig) -> 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals.put_nowait, signum)
     try:
-        running = await start_server(api, config)
+        running = await start_server(api, config, tracer_provider=tracer_provider)
         host = config.listen.rsplit(":", 1)[0]
         log.info("k8sailor serving %s on %s:%d", SERVICE_NAME, host, running.port)
         received = await signals.get()

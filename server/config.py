@@ -33,6 +33,7 @@ T = TypeVar("T")
 PROG: Final = "k8sailor-server"
 ENV_PREFIX: Final = "K8SAILOR_"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: Final = ("json", "text")
 
 
 class ConfigError(ValueError):
@@ -200,6 +201,14 @@ class ServerConfig:
         read=str.strip,
         check=lambda value: host_port(value) if value else None,
         metavar="HOST:PORT",
+    )
+    log_format: str = setting(
+        "",
+        flag="log-format",
+        help="json or text (empty: json, or text when stderr is a terminal)",
+        read=lambda text: text.strip().lower(),
+        check=lambda value: one_of(LOG_FORMATS)(value) if value else None,
+        metavar="FORMAT",
     )
     # Set in code (tests) for now; its flags are server.auth's to declare.
     auth: AuthSettings = field(default_factory=AuthSettings)

@@ -155,6 +155,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
     assert process.stderr is not None
     log = (await process.stderr.read()).decode()
     assert "draining" in log
-    request_lines = [line for line in log.splitlines() if '"event":"CreateServices"' in line]
-    logged = json.loads(request_lines[0].split(" k8sailor.requests ", 1)[1])
+    # stderr is not a terminal: every line is a JSON object.
+    lines = [json.loads(line) for line in log.splitlines()]
+    [logged] = [line for line in lines if line.get("event") == "CreateServices"]
     assert logged["outcomes"] == {"CREATED": 120}

@@ -4,6 +4,7 @@ bad configuration, a busy port is an error, and a second signal ends the drain a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -68,6 +69,8 @@ async def test_help_works_with_a_bad_environment_value() -> None:
         (["--kubeconfig", "/nonexistent/kubeconfig"], {}, "--kubeconfig: cannot read"),
         (["--max-concurency", "4"], {}, "unrecognized arguments: --max-concurency 4"),
         (["--grace"], {}, "argument --grace: expected one argument"),
+        (["--log-format", "yaml"], {}, "--log-format: 'yaml' is not one of json, text"),
+        (["--metrics-listen", "9090"], {}, "--metrics-listen: '9090' is not HOST:PORT"),
     ],
 )
 async def test_bad_configuration_is_one_line_and_exit_2(
@@ -86,8 +89,11 @@ async def test_a_kubeconfig_that_is_not_one_is_one_line_and_exit_2(tmp_path: Pat
     garbage.write_text("clusters: [this is: not {a kubeconfig\n")
     code, _, err = await _server("--kubeconfig", str(garbage), env=_clean_env())
     assert code == 2
-    assert err.startswith("k8sailor-server: no usable cluster configuration: "), err
     assert err.count("\n") == 1, err
+    # Found after the logs are set up, so it is a log line: JSON, as stderr is no terminal.
+    line = json.loads(err)
+    assert line["level"] == "CRITICAL"
+    assert line["message"].startswith("k8sailor-server: no usable cluster configuration: "), err
 
 
 async def test_a_second_server_on_a_busy_port_is_refused(api_client: client.ApiClient) -> None:
