@@ -31,6 +31,7 @@ from server.errors import (
     from_transport,
     is_transient,
 )
+from server.fairness import FairSlots
 
 Json = dict[str, Any]
 
@@ -151,7 +152,8 @@ class Kube:
         self._apps = client.AppsV1Api(api)
         self._authentication = client.AuthenticationV1Api(api)
         self._authorization = client.AuthorizationV1Api(api)
-        self._slots = asyncio.Semaphore(max_in_flight)
+        # Round robin between requests, so a big one cannot starve small ones (fairness.py).
+        self._slots = FairSlots(max_in_flight)
         self._observer: CallObserver = observer or NoObserver()
         self._retry = retry
         self._reload = api.reload_credentials if isinstance(api, ReloadableApiClient) else None
@@ -341,7 +343,7 @@ class Kube:
         kwargs: dict[str, Any],
         timeout: float,
     ) -> Json:
-        async with self._slots:
+        async with self._slots.slot():
             self._observer.call_started(verb, resource)
             started = time.monotonic()
             code = "error"
