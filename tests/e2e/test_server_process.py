@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client import Outcome, RequestFailed, Result, connect
 from tests.conftest import Cluster
-from tests.controlplane import free_port
+from tests.servers import server_process
 
 BIN = Path(sys.executable).parent
 
@@ -99,35 +98,12 @@ async def test_cli_exits_2_with_a_message_when_the_request_fails(
     assert "Traceback" not in err
 
 
-async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
-    # Generous: importing kubernetes_asyncio alone has taken 5 s on a loaded 2-core machine.
-    # This bounds a wait; it asserts nothing about speed.
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + 60
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while loop.time() < give_up:
-            assert process.returncode is None, "server exited during start-up"
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-    raise AssertionError("server never became SERVING")
-
-
 async def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
-    cluster: Cluster, namespace: str, deployment: dict[str, Any]
+    cluster: Cluster, namespace: str, deployment: dict[str, Any], tmp_path: Path
 ) -> None:
-    target = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "k8sailor-server"), "--listen", target, "--max-concurrency", "1",
-        "--grace", "30", env=env, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        await _wait_serving(target, process)
+    flags = ["--max-concurrency", "1", "--grace", "30"]
+    async with server_process(cluster.kubeconfig, tmp_path, flags) as server:
+        process, target = server.process, server.target
         rules = [f"svc-{i}=80" for i in range(120)]
         async with connect(target) as c:
             results: list[Result] = []
@@ -148,12 +124,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
         assert sorted(result.index for result in results) == list(range(120))
         assert all(result.outcome is Outcome.CREATED for result in results)
         assert await asyncio.wait_for(process.wait(), 30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    log = (await process.stderr.read()).decode()
+    log = server.log.read_text()
     assert "draining" in log
     # stderr is not a terminal: every line is a JSON object.
     lines = [json.loads(line) for line in log.splitlines()]
