@@ -22,6 +22,7 @@ from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
+from server.deployments import DeploymentCache
 from server.exposer import Exposer
 from server.kube import CallObserver, Kube
 from server.lifecycle import Lifecycle
@@ -77,6 +78,7 @@ class RunningServer:
     health: health_aio.HealthServicer
     port: int
     telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)
+    deployments: DeploymentCache | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new RPCs, and give in-flight ones `grace` seconds."""
@@ -84,6 +86,8 @@ class RunningServer:
         try:
             await self.server.stop(grace)
         finally:
+            if self.deployments is not None:
+                await self.deployments.stop()
             self.telemetry.close()
 
 
@@ -124,12 +128,15 @@ async def _start(
         max_in_flight=config.max_in_flight,
         observer=observer if observer is not None else telemetry.kube_observer,
     )
+    deployments = None
+    if config.deployment_cache == "watch":
+        deployments = DeploymentCache(kube, config.watch_namespaces)
     server = grpc.aio.server(interceptors=telemetry.interceptors, options=GRPC_OPTIONS)
     access = AccessControl(kube, config.auth)
     lifecycle = Lifecycle(kube, config.settings)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
         LifecycleServicer(
-            Exposer(kube, config.settings, tracer=telemetry.tracer),
+            Exposer(kube, config.settings, tracer=telemetry.tracer, deployments=deployments),
             lifecycle,
             access,
             on_results=telemetry.on_results,
@@ -160,10 +167,18 @@ async def _start(
             f"cannot listen on {config.listen}: the port is in use or the address is not "
             f"this machine's"
         )
+    if deployments is not None:
+        await deployments.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, health=health_servicer, port=port, telemetry=telemetry)
+    return RunningServer(
+        server=server,
+        health=health_servicer,
+        port=port,
+        telemetry=telemetry,
+        deployments=deployments,
+    )
 
 
 @asynccontextmanager

@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from server.auth.settings import AuthSettings
 from server.exposer import Settings
-from server.rules import DEFAULT_NODE_PORTS, NodePortRange
+from server.rules import DEFAULT_NODE_PORTS, NodePortRange, dns1123_label_problem
 
 T = TypeVar("T")
 
@@ -34,6 +34,7 @@ PROG: Final = "k8sailor-server"
 ENV_PREFIX: Final = "K8SAILOR_"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("json", "text")
+DEPLOYMENT_CACHES: Final = ("watch", "off")
 
 
 class ConfigError(ValueError):
@@ -98,6 +99,21 @@ def one_of(choices: Sequence[str]) -> Callable[[str], str | None]:
         return None
 
     return check
+
+
+def namespace_list(text: str) -> tuple[str, ...]:
+    """ "a, b" -> ("a", "b"); empty: ()."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def namespaces_problem(value: tuple[str, ...]) -> str | None:
+    for namespace in value:
+        problem = dns1123_label_problem(namespace)
+        if problem is not None:
+            return (
+                f"{namespace!r} is not a namespace name (a lowercase DNS-1123 label): it {problem}"
+            )
+    return None
 
 
 def _no_check(_: object) -> None:
@@ -210,6 +226,24 @@ class ServerConfig:
         check=lambda value: one_of(LOG_FORMATS)(value) if value else None,
         metavar="FORMAT",
     )
+    deployment_cache: str = setting(
+        "watch",
+        flag="deployment-cache",
+        help="watch: Deployments from a watch (needs list and watch on deployments); "
+        "off: a GET for every request",
+        read=str.strip,
+        check=one_of(DEPLOYMENT_CACHES),
+        metavar="watch|off",
+    )
+    watch_namespaces: tuple[str, ...] = setting(
+        (),
+        flag="watch-namespaces",
+        help="comma-separated namespaces to watch Deployments in, for an install that may "
+        "list them only there (default: the whole cluster)",
+        read=namespace_list,
+        check=namespaces_problem,
+        metavar="NS,NS",
+    )
     # Set in code (tests) for now; its flags are server.auth's to declare.
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -255,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()
     for name, spec in _settings():
         default = getattr(defaults, name)
-        shown = "" if default is None else f"default {default}; "
+        shown = "" if default is None or default == () else f"default {default}; "
         parser.add_argument(
             f"--{spec.flag}",
             dest=name,

@@ -21,6 +21,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from server import pointing
 from server.cooperative import in_slices
+from server.deployments import DeploymentSource, DirectReads
 from server.errors import (
     KubeAlreadyExists,
     KubeError,
@@ -176,12 +177,21 @@ def check_target(namespace: str, deployment: str) -> None:
 
 
 class Exposer:
-    def __init__(self, kube: Kube, settings: Settings, *, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        *,
+        tracer: Tracer | None = None,
+        deployments: DeploymentSource | None = None,
+    ) -> None:
         """tracer: where the span of each rule goes. The OpenTelemetry API's own (a no-op until
-        an SDK provider is installed) when not given."""
+        an SDK provider is installed) when not given. deployments: where Deployments come
+        from; a GET per request unless a watch cache is given."""
         self._kube = kube
         self._settings = settings
         self._tracer = tracer or trace.get_tracer(__name__)
+        self._deployments = deployments or DirectReads(kube)
 
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
@@ -335,7 +345,7 @@ class Exposer:
 
     async def _read_deployment(self, request: ExposeRequest, timeout: float | None) -> Deployment:
         try:
-            raw = await self._kube.read_deployment(
+            return await self._deployments.get(
                 request.namespace, request.deployment, timeout=timeout
             )
         except KubeNotFound as error:
@@ -346,8 +356,6 @@ class Exposer:
         except KubeError as error:
             doing = f'reading Deployment "{request.deployment}"'
             raise request_error(error, doing) from error
-        try:
-            return Deployment.from_manifest(raw)
         except DeploymentError as error:
             raise DeploymentUnusable(str(error)) from error
 

@@ -9,13 +9,22 @@ whole rest of a request. Every failure leaves this module as a server.errors.Kub
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import random
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -148,6 +157,7 @@ class Kube:
         # them by the deadline, and knows that a delete whose first answer was lost may have
         # done its work already (KubeError.unanswered_before).
         rest.pool_manager._retry_connection = False
+        self._configuration = api.configuration
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._authentication = client.AuthenticationV1Api(api)
@@ -434,6 +444,97 @@ class Kube:
             finally:
                 self._credentials_generation += 1
 
+    # --- list and watch, for the Deployment cache (server/deployments.py) -------------------
+
+    async def list_deployments(
+        self,
+        namespace: str | None,
+        *,
+        limit: int,
+        continue_token: str | None,
+        timeout: float | None,
+    ) -> Json:
+        """One page of Deployments, cluster-wide when namespace is None."""
+        extra: dict[str, Any] = {"limit": limit}
+        if continue_token:
+            extra["_continue"] = continue_token
+        if namespace is None:
+            return await self._call(
+                "list",
+                "deployments",
+                self._apps.list_deployment_for_all_namespaces,
+                timeout=timeout,
+                **extra,
+            )
+        return await self._call(
+            "list",
+            "deployments",
+            self._apps.list_namespaced_deployment,
+            namespace,
+            timeout=timeout,
+            **extra,
+        )
+
+    @contextlib.asynccontextmanager
+    async def watch_deployments(
+        self,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        read_timeout: float,
+    ) -> AsyncIterator[AsyncGenerator[Json, None]]:
+        """A watch of Deployments after resource_version: entering the block means the API
+        server accepted it; the block gets the events ({"type": ..., "object": ...}).
+
+        A watch is one long-lived streaming answer, so it takes no call slot (it would hold
+        one for minutes) and has no total timeout: the API server ends it after
+        timeout_seconds, and read_timeout ends it when nothing at all (not even a bookmark)
+        arrived for that long, which is how a dead connection shows. Each event is bounded
+        before it is decoded.
+        """
+        limits = aiohttp.ClientTimeout(
+            total=None, sock_connect=_CONNECT_TIMEOUT_S, sock_read=read_timeout
+        )
+        # A watch holds its connection for minutes, so it gets one of its own, outside the
+        # pool sized for the call slots: it never keeps a call waiting for a connection.
+        async with client.ApiClient(self._configuration) as watcher:
+            apps = client.AppsV1Api(watcher)
+            method: Callable[..., Awaitable[Any]] = (
+                apps.list_deployment_for_all_namespaces
+                if namespace is None
+                else functools.partial(apps.list_namespaced_deployment, namespace)
+            )
+            self._observer.call_started("watch", "deployments")
+            started = time.monotonic()
+            code = "error"
+            try:
+                try:
+                    response: aiohttp.ClientResponse = await method(
+                        watch=True,
+                        allow_watch_bookmarks=True,
+                        resource_version=resource_version,
+                        timeout_seconds=timeout_seconds,
+                        _preload_content=False,
+                        _request_timeout=limits,
+                    )
+                except ApiException as error:
+                    code = str(error.status) if error.status else "error"
+                    raise from_api_exception(error) from error
+                except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                    raise from_transport(error) from error
+                async with response:
+                    code = str(response.status)
+                    if not 200 <= response.status < 300:
+                        body = await response.content.read(_MAX_EVENT)
+                        raise from_response(response.status, body)
+                    yield _events(response.content)
+            finally:
+                # One watch is one call, however long it lasted.
+                self._observer.call_finished(
+                    "watch", "deployments", code, time.monotonic() - started
+                )
+
 
 def _maybe_applied(error: KubeError) -> bool:
     """True when the request may have reached the API server though no answer came back: any
@@ -464,6 +565,44 @@ class ReloadableApiClient(client.ApiClient):
 
     async def reload_credentials(self) -> None:
         await self._load(self.configuration)
+
+
+# A watch event is one object; etcd refuses objects over 1.5 MiB, so twice that is plenty.
+_MAX_EVENT = 3 * 1024 * 1024
+_CONNECT_TIMEOUT_S = 10.0
+
+
+async def _events(stream: aiohttp.StreamReader) -> AsyncGenerator[Json, None]:
+    try:
+        async for line in _lines(stream, _MAX_EVENT):
+            try:
+                event = json.loads(line)
+            except ValueError as error:
+                raise KubeError(f"unreadable watch event: {line[:200]!r}") from error
+            if not isinstance(event, dict):
+                raise KubeError(f"unexpected watch event: {line[:200]!r}")
+            yield event
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        raise from_transport(error) from error
+
+
+async def _lines(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """Newline-separated records of a stream, none longer than limit bytes."""
+    pending = bytearray()
+    async for chunk in stream.iter_any():
+        pending += chunk
+        while True:
+            end = pending.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(pending[:end])
+            del pending[: end + 1]
+            if line.strip():
+                yield line
+        if len(pending) > limit:
+            raise KubeError(f"a watch event is larger than {limit} bytes; the watch was dropped")
+    if pending.strip():
+        yield bytes(pending)
 
 
 async def load_api_client(

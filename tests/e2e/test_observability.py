@@ -60,7 +60,10 @@ async def observed_server(
     api: client.ApiClient, tracer_provider: TracerProvider | None = None, metrics: bool = True
 ) -> AsyncIterator[tuple[RunningServer, pb_grpc.ExposureServiceAsyncStub, grpc.aio.Channel]]:
     server_config = ServerConfig(
-        listen="127.0.0.1:0", metrics_listen="127.0.0.1:0" if metrics else ""
+        listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0" if metrics else "",
+        # A GET per request, so that each request's Deployment read is a call and a span here.
+        deployment_cache="off",
     )
     async with (
         serving(api, server_config, tracer_provider=tracer_provider) as running,

@@ -12,6 +12,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from client import Outcome, RequestFailed
+from server.app import ServerConfig
 from server.kube import load_api_client
 from tests.conftest import Cluster
 from tests.faults.identity import (
@@ -25,6 +26,8 @@ from tests.faults.observers import RecordingObserver
 from tests.servers import k8sailor_over
 
 REFUSED = "not-a-token-the-api-server-knows"
+# A GET per request (no Deployment watch), so that the calls seen are the request's own.
+READ_EACH_TIME = ServerConfig(listen="127.0.0.1:0", deployment_cache="off")
 
 UserMaker = Callable[[Path, str], dict[str, Any]]
 
@@ -44,7 +47,7 @@ async def test_a_rotated_credential_is_loaded_again_after_a_401(
     # The credential is rotated after k8sailor loaded it: the token it holds is refused.
     (tmp_path / "token").write_text(token)
     observer = RecordingObserver()
-    async with api, k8sailor_over(api, observer) as k8sailor:
+    async with api, k8sailor_over(api, observer, READ_EACH_TIME) as k8sailor:
         results = [
             r async for r in k8sailor.create_services("web", ["80:8088"], namespace=namespace)
         ]
@@ -69,7 +72,7 @@ async def test_credentials_refused_after_reloading_are_unavailable_not_denied(
     kubeconfig = kubeconfig_for(cluster.kubeconfig, tmp_path, make_user(tmp_path, REFUSED))
     api = await load_api_client(str(kubeconfig), None, pool_size=4)
     observer = RecordingObserver()
-    async with api, k8sailor_over(api, observer) as k8sailor:
+    async with api, k8sailor_over(api, observer, READ_EACH_TIME) as k8sailor:
         with pytest.raises(RequestFailed) as raised:
             _ = [r async for r in k8sailor.create_services("web", ["80"], namespace=namespace)]
     assert raised.value.code is grpc.StatusCode.UNAVAILABLE

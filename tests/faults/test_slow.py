@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from client import Outcome, Result
+from server.app import ServerConfig
 from server.kube import ReloadableApiClient, load_api_client
 from tests.conftest import Cluster
 from tests.faults.identity import server_of, through
@@ -34,6 +35,11 @@ async def api_through_proxy(
     api = await load_api_client(str(kubeconfig), None, pool_size=32)
     async with api:
         yield api
+
+
+# A GET per request and no Deployment watch: the connections and calls these tests count are
+# the requests' own.
+READ_EACH_TIME = ServerConfig(listen="127.0.0.1:0", deployment_cache="off")
 
 
 def rules(count: int, prefix: str = "s") -> list[str]:
@@ -68,7 +74,7 @@ async def test_stalled_connections_end_as_deadline_exceeded_before_the_deadline(
     namespace: str,
     deployment: dict[str, Any],
 ) -> None:
-    async with k8sailor_over(api_through_proxy) as k8sailor:
+    async with k8sailor_over(api_through_proxy, config=READ_EACH_TIME) as k8sailor:
         # One pooled connection is open and well; every connection opened after it hangs.
         warm = [r async for r in k8sailor.create_services("web", ["w=81"], namespace=namespace)]
         assert [result.outcome for result in warm] == [Outcome.CREATED]
@@ -107,7 +113,7 @@ async def test_a_caller_that_goes_away_takes_its_work_with_it(
 ) -> None:
     proxy.latency = 0.05  # creates are still in flight when the caller leaves
     observer = RecordingObserver()
-    async with k8sailor_over(api_through_proxy, observer) as k8sailor:
+    async with k8sailor_over(api_through_proxy, observer, READ_EACH_TIME) as k8sailor:
         async for _ in k8sailor.create_services("web", rules(200), namespace=namespace):
             break  # the caller has seen enough, and goes away mid-stream
         # The server notices at once; give it a bounded while to cancel what was running.

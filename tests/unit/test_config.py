@@ -26,6 +26,12 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
     assert load([], {"K8SAILOR_LOG_LEVEL": "debug"}).log_level == "DEBUG"
 
 
+def test_the_deployment_cache_watches_everywhere_unless_told_otherwise() -> None:
+    assert (load([], {}).deployment_cache, load([], {}).watch_namespaces) == ("watch", ())
+    config = load(["--deployment-cache", "off", "--watch-namespaces", "team-a, team-b"], {})
+    assert (config.deployment_cache, config.watch_namespaces) == ("off", ("team-a", "team-b"))
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -41,6 +47,12 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
             [],
             {"K8SAILOR_NODE_PORT_RANGE": "a-b"},
             "K8SAILOR_NODE_PORT_RANGE: node port range 'a-b'",
+        ),
+        (["--deployment-cache", "maybe"], {}, "--deployment-cache: 'maybe' is not one of watch"),
+        (
+            [],
+            {"K8SAILOR_WATCH_NAMESPACES": "team-a,Team_B"},
+            "K8SAILOR_WATCH_NAMESPACES: 'Team_B' is not a namespace name",
         ),
     ],
 )
