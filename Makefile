@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench clean
+.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench bench-shapes clean
 
 all: test
 
@@ -48,8 +48,18 @@ test: controlplane
 	$(PY) -m pytest
 
 # Not part of `make test`: timings belong in figures, not in assertions. Results: bench/results/.
-bench: controlplane
+# The client-go program is built into build/ (ignored by git), never committed.
+CLIENTGO := build/bench-clientgo
+
+$(CLIENTGO): bench/clientgo/main.go bench/clientgo/go.mod bench/clientgo/go.sum
+	cd bench/clientgo && go build -o ../../$(CLIENTGO) .
+
+bench: controlplane $(CLIENTGO)
 	$(PY) -m bench.bench_services
+
+# Only the request shapes of issue 11 and the fairness figure: a few minutes.
+bench-shapes: controlplane $(CLIENTGO)
+	$(PY) -m bench.bench_services --shapes
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
@@ -65,6 +75,9 @@ lint-go:
 	if [ -n "$$unformatted" ]; then echo "gofmt -w needed in client/go: $$unformatted" >&2; exit 1; fi
 	cd client/go && go vet ./... && go test ./...
 	client/go/scripts/buf-check.sh
+	@unformatted="$$(cd bench/clientgo && gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w needed in bench/clientgo: $$unformatted" >&2; exit 1; fi
+	cd bench/clientgo && go vet ./...
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
