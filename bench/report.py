@@ -410,13 +410,13 @@ def shapes_verdicts(shapes: dict[str, Any], rows: dict[str, Any]) -> list[str]:
             f"{shapes['labels'][path]} vs {shapes['labels'][against]} ≥ {target:g}x: "
             f"{ratio:.2f}x — {'met' if ratio >= target else 'missed'}"
         )
-    fairness = shapes.get("fairness") or {}
-    for which, target in FAIRNESS_GOALS.items():
-        ratio = fairness.get(f"{which}_ratio")
-        if ratio is not None:
+    for fairness in shapes.get("fairness") or ():
+        for which, target in FAIRNESS_GOALS.items():
+            ratio = fairness[f"{which}_ratio"]
             out.append(
                 f"one-rule latency beside a {fairness['big_rules']}-rule request vs alone, "
-                f"{which} ≤ {target:g}x: {ratio:.2f}x — {'met' if ratio <= target else 'missed'}"
+                f"--max-concurrency {fairness['server_concurrency']}, {which} ≤ {target:g}x: "
+                f"{ratio:.2f}x — {'met' if ratio <= target else 'missed'}"
             )
     return out
 
@@ -450,22 +450,27 @@ def shapes_markdown(result: dict[str, Any]) -> str:
             f"| {_ms(row['p50_s'])} / {_ms(row['p99_s'])} | {server}{_num(cpu.get('client'), 2)} "
             f"| {row['errors']} |"
         )
-    fairness = shapes.get("fairness") or {}
-    if fairness:
-        alone, busy = fairness["alone"], fairness["busy"]
+    fairness_runs = shapes.get("fairness") or []
+    if fairness_runs:
         lines += [
             "",
-            f"Fairness: one-rule requests one after another, alone ({alone['count']}) and while "
-            f"a {fairness['big_rules']}-rule request runs ({busy['count']}, over "
-            f"{fairness['big_requests']} big requests), same server:",
+            f"Fairness: one-rule requests one after another, alone and while a "
+            f"{fairness_runs[0]['big_rules']}-rule request runs on the same server:",
             "",
-            "| one-rule request | p50 ms | p99 ms | max ms |",
-            "|---|---:|---:|---:|",
-            f"| alone | {_ms(alone['p50_s'])} | {_ms(alone['p99_s'])} | {_ms(alone['max_s'])} |",
-            f"| beside a {fairness['big_rules']}-rule request | {_ms(busy['p50_s'])} "
-            f"| {_ms(busy['p99_s'])} | {_ms(busy['max_s'])} |",
-            f"| ratio | {fairness['p50_ratio']:.2f}x | {fairness['p99_ratio']:.2f}x | |",
+            "| --max-concurrency | one-rule request | samples | p50 ms | p99 ms | max ms |",
+            "|---:|---|---:|---:|---:|---:|",
         ]
+        for fairness in fairness_runs:
+            slots = fairness["server_concurrency"]
+            alone, busy = fairness["alone"], fairness["busy"]
+            lines += [
+                f"| {slots} | alone | {alone['count']} | {_ms(alone['p50_s'])} "
+                f"| {_ms(alone['p99_s'])} | {_ms(alone['max_s'])} |",
+                f"| {slots} | beside the big request | {busy['count']} | {_ms(busy['p50_s'])} "
+                f"| {_ms(busy['p99_s'])} | {_ms(busy['max_s'])} |",
+                f"| {slots} | ratio | | {fairness['p50_ratio']:.2f}x "
+                f"| {fairness['p99_ratio']:.2f}x | |",
+            ]
     cache = shapes.get("cache") or {}
     if cache:
         size = cache["bytes_per_deployment"]
@@ -520,18 +525,22 @@ def shapes_plot(result: dict[str, Any], destination: Path) -> None:
                 values[position] * 0.02, position, f"{ratio:.2f}x raw", va="center",
                 color="white", fontsize=8,
             )  # fmt: skip
-    fairness = shapes.get("fairness") or {}
-    if fairness:
-        labels = ["p50", "p99"]
-        alone = [fairness["alone"]["p50_s"] * 1000, fairness["alone"]["p99_s"] * 1000]
-        busy = [fairness["busy"]["p50_s"] * 1000, fairness["busy"]["p99_s"] * 1000]
+    fairness_runs = shapes.get("fairness") or []
+    if fairness_runs:
+        labels, alone, busy = [], [], []
+        for fairness in fairness_runs:
+            for which in ("p50", "p99"):
+                labels.append(f"{which}, {fairness['server_concurrency']} slots")
+                alone.append(fairness["alone"][f"{which}_s"] * 1000)
+                busy.append(fairness["busy"][f"{which}_s"] * 1000)
         xs = range(len(labels))
         fair.bar([x - 0.2 for x in xs], alone, width=0.4, label="alone")
         fair.bar(
             [x + 0.2 for x in xs], busy, width=0.4,
-            label=f"beside a {fairness['big_rules']}-rule request",
+            label=f"beside a {fairness_runs[0]['big_rules']}-rule request",
         )  # fmt: skip
-        fair.set_xticks(list(xs), labels)
+        fair.set_xticks(list(xs), labels, fontsize=8)
+        fair.set_yscale("log")
         fair.set_ylabel("one-rule request latency, ms")
         fair.legend(fontsize=8)
         fair.set_title("fairness", fontsize=10)

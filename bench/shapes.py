@@ -69,6 +69,7 @@ LABELS = {
 REQUESTS = {BIG: (200, 1), FIVE: (5, 32), ONE: (1, 32), ONE_OFF: (1, 32)}
 CONCURRENCY = 32
 FAIRNESS_BIG = 256
+FEW_SLOTS = 4
 RUN_TIMEOUT_S = 300.0
 
 
@@ -143,7 +144,12 @@ class Shapes:
                 )
                 print(f"# round {round_ + 1}/{self.rounds}: {rates}", file=sys.stderr, flush=True)
             await delete_leftovers(admin, self.namespace)
-            fairness = await self._fairness(server, admin)
+            fairness = [await self._fairness(server, CONCURRENCY, admin)]
+            # The review's case too: few slots, where first come, first served hurt most.
+            few = await stack.enter_async_context(
+                k8sailor_server(self.kubeconfig, FEW_SLOTS, self.work_dir)
+            )
+            fairness.append(await self._fairness(few, FEW_SLOTS, admin))
             await delete_leftovers(admin, self.namespace)
             await stack.aclose()
             cache = await self._cache_figures(admin_api)
@@ -180,7 +186,7 @@ class Shapes:
             raise RuntimeError(f"one-rule request failed: {results}")
         return time.perf_counter() - sent, name
 
-    async def _fairness(self, server: ServerProcess, admin: Any) -> dict[str, Any]:
+    async def _fairness(self, server: ServerProcess, slots: int, admin: Any) -> dict[str, Any]:
         """One-rule requests one after another, alone and while a 256-rule request runs."""
         alone: list[float] = []
         created: list[str] = []
@@ -218,13 +224,14 @@ class Shapes:
             "busy": _latencies(busy),
             "big_requests": big_requests,
             "big_rules": FAIRNESS_BIG,
-            "server_concurrency": CONCURRENCY,
+            "server_concurrency": slots,
         }
         figures["p50_ratio"] = figures["busy"]["p50_s"] / figures["alone"]["p50_s"]
         figures["p99_ratio"] = figures["busy"]["p99_s"] / figures["alone"]["p99_s"]
+        alone_ms, busy_ms = figures["alone"]["p50_s"] * 1000, figures["busy"]["p50_s"] * 1000
         print(
-            f"# fairness: one-rule p50 {figures['alone']['p50_s'] * 1000:.1f} ms alone, "
-            f"{figures['busy']['p50_s'] * 1000:.1f} ms beside a {FAIRNESS_BIG}-rule request",
+            f"# fairness, {slots} slots: one-rule p50 {alone_ms:.1f} ms alone, "
+            f"{busy_ms:.1f} ms beside a {FAIRNESS_BIG}-rule request",
             file=sys.stderr,
             flush=True,
         )
