@@ -353,7 +353,9 @@ def report(result: dict[str, Any], out: Path) -> None:
         "# k8sailor benchmark: Services per second\n\n"
         "Written by `make bench` (`.venv/bin/python -m bench.bench_services`); raw figures in "
         "[latest.json](latest.json), plot in "
-        "[services_per_second.png](services_per_second.png).\n\n"
+        "[services_per_second.png](services_per_second.png). The request shapes platform "
+        "services send, against client-go, and the fairness figure: [shapes.md](shapes.md) "
+        "(`make bench-shapes`).\n\n"
         f"![Services/s against concurrency](services_per_second.png)\n\n{table}\n\n"
         f"Full run: {result['seconds'] / 60:.1f} min.\n"
     )
