@@ -34,6 +34,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from server.errors import (
     KubeError,
+    KubeServerError,
     KubeUnauthorized,
     from_api_exception,
     from_response,
@@ -46,6 +47,11 @@ Json = dict[str, Any]
 
 #: The field manager of every write k8sailor makes, so that server-side apply knows its fields.
 FIELD_MANAGER = "k8sailor"
+
+
+# The most k8sailor reads of one answer: far above any Service or Deployment (the API server
+# itself refuses objects over 1.5 MiB), room for a list of thousands of them.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class CallObserver(Protocol):
@@ -143,6 +149,7 @@ class Kube:
         max_in_flight: int,
         observer: CallObserver | None = None,
         retry: RetryPolicy = RetryPolicy(),
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         rest = api.rest_client
         # kubernetes_asyncio opens its aiohttp session with trust_env=True, so aiohttp looks
@@ -166,6 +173,7 @@ class Kube:
         self._slots = FairSlots(max_in_flight)
         self._observer: CallObserver = observer or NoObserver()
         self._retry = retry
+        self._max_answer_bytes = max_answer_bytes
         self._reload = api.reload_credentials if isinstance(api, ReloadableApiClient) else None
         self._reload_lock = asyncio.Lock()
         self._credentials_generation = 0
@@ -364,7 +372,7 @@ class Kube:
                 async with response:
                     status: int = response.status
                     code = str(status)
-                    body: bytes = await response.read()
+                    body = await _read_bounded(response, self._max_answer_bytes)
                     headers = response.headers
             except ApiException as error:
                 code = str(error.status) if error.status else "error"
@@ -534,6 +542,31 @@ class Kube:
                 self._observer.call_finished(
                     "watch", "deployments", code, time.monotonic() - started
                 )
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body, refused unread beyond limit bytes: what comes from the network is
+    bounded before memory or CPU is spent on it."""
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _too_large(response.status, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(response.status, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(status: int, limit: int) -> KubeServerError:
+    return KubeServerError(
+        f"the API server's answer (HTTP {status}) is larger than the {limit} bytes k8sailor "
+        f"reads; it was refused unread",
+        status=status,
+        reason="AnswerTooLarge",
+    )
 
 
 def _maybe_applied(error: KubeError) -> bool:

@@ -204,3 +204,31 @@ async def test_the_caller_deadline_fails_the_unanswered_rules_and_leaves_no_task
         assert by_index[index].outcome is Outcome.FAILED
         assert by_index[index].reason == "DeadlineExceeded"
         assert by_index[index].error.startswith("deadline exceeded before the API server answered")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_an_answer_larger_than_the_bound_is_refused_unread(
+    fake: tuple[FakeApiServer, client.ApiClient], chunked: bool
+) -> None:
+    server, api = fake
+    huge = json.dumps({"metadata": {"name": "x" * 5000}}).encode()
+
+    async def answer_huge(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=huge, status=200, content_type="application/json")
+        response = web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(huge), 1000):
+            await response.write(huge[start : start + 1000])
+        await response.write_eof()
+        return response
+
+    server.routes["GET", DEPLOYMENT] = answer_huge
+    kube = Kube(api, max_in_flight=4, retry=NO_RETRIES, max_answer_bytes=4096)
+    with pytest.raises(KubeServerError, match="larger than the 4096 bytes") as raised:
+        await kube.read_deployment("ns", "web", timeout=5)
+    assert raised.value.reason == "AnswerTooLarge"
+    # Within the bound, the same answer is read as usual.
+    roomy = Kube(api, max_in_flight=4, retry=NO_RETRIES, max_answer_bytes=len(huge))
+    assert await roomy.read_deployment("ns", "web", timeout=5) == json.loads(huge)
