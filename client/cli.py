@@ -15,7 +15,7 @@ import sys
 from typing import TextIO
 
 from client import lifecycle_cli
-from client.connection import RequestFailed, Result
+from client.connection import Outcome, RequestFailed, Result
 from client.options import common_options, connect_from
 
 _COLUMNS = (("INDEX", 5), ("OUTCOME", 9), ("SERVICE", 24), ("CLUSTER-IP", 15), ("PORTS", 28))
@@ -30,12 +30,19 @@ def format_header() -> str:
     return _row([name for name, _ in _COLUMNS] + ["ERROR"])
 
 
+def outcome_name(result: Result) -> str:
+    """The outcome's name, and for one newer than this client, its number too."""
+    if result.outcome is Outcome.UNKNOWN:
+        return f"UNKNOWN({result.outcome_number})"
+    return result.outcome.name
+
+
 def format_row(result: Result) -> str:
     ports = ",".join(str(port) for port in result.ports) or "-"
     return _row(
         [
             str(result.index),
-            result.outcome.name,
+            outcome_name(result),
             result.service_name or "-",
             result.cluster_ip or "-",
             ports,
@@ -49,7 +56,7 @@ def format_json(result: Result) -> str:
         {
             "index": result.index,
             "rule": result.rule,
-            "outcome": result.outcome.name,
+            "outcome": outcome_name(result),
             "service": result.service_name,
             "cluster_ip": result.cluster_ip,
             "ports": [
@@ -71,6 +78,7 @@ def format_json(result: Result) -> str:
 
 async def expose(args: argparse.Namespace, out: TextIO) -> int:
     failed = printed = 0
+    reported: set[int] = set()
     try:
         async with connect_from(args) as client:
             async for result in client.create_services(
@@ -84,6 +92,7 @@ async def expose(args: argparse.Namespace, out: TextIO) -> int:
                     print(format_header(), file=out, flush=True)
                 printed += 1
                 failed += not result.ok
+                reported.add(result.index)
                 print(
                     format_json(result) if args.json else format_row(result), file=out, flush=True
                 )
@@ -93,6 +102,16 @@ async def expose(args: argparse.Namespace, out: TextIO) -> int:
     except (OSError, ValueError) as error:  # an unreadable file, TLS options that do not fit
         print(f"k8sailor: {error}", file=sys.stderr)
         return 2
+    # The server promises exactly one result per rule: a rule it did not report is not known
+    # to exist, and one reported twice (or an index out of range) is a result to distrust.
+    expected = len(args.rules)
+    if printed != expected or reported != set(range(expected)):
+        print(
+            f"k8sailor: the server reported {len(reported & set(range(expected)))} of "
+            f"{expected} rules in {printed} results",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if failed else 0
 
 

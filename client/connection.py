@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -36,6 +37,15 @@ class Outcome(enum.Enum):
         return cls.UNKNOWN
 
 
+def _enum_name(names: Callable[[Any], str], value: int, prefix: str) -> str:
+    """The name of a proto enum value without its prefix; UNKNOWN(n) for one added to the
+    proto after this client was built, where the generated Name() would raise."""
+    try:
+        return names(value).removeprefix(prefix)
+    except ValueError:
+        return f"UNKNOWN({value})"
+
+
 @dataclass(frozen=True, slots=True)
 class Port:
     port: int
@@ -53,13 +63,18 @@ class Port:
     @classmethod
     def from_proto(cls, message: pb.ServicePort) -> Port:
         which = message.WhichOneof("target_port")
+        # Unset means "the same as port", as the server and the Go client read it.
         target: int | str = (
-            message.target_port_name if which == "target_port_name" else message.target_port_number
+            message.target_port_name
+            if which == "target_port_name"
+            else message.target_port_number
+            if which == "target_port_number"
+            else message.port
         )
         return cls(
             port=message.port,
             target_port=target,
-            protocol=pb.Protocol.Name(message.protocol).removeprefix("PROTOCOL_"),
+            protocol=_enum_name(pb.Protocol.Name, message.protocol, "PROTOCOL_"),
             node_port=message.node_port,
             name=message.name,
             app_protocol=message.app_protocol,
@@ -89,6 +104,7 @@ class Result:
     error: str
     reason: str
     changes: tuple[Change, ...] = ()
+    outcome_number: int = 0  # the outcome as sent: which value it was, when it reads as UNKNOWN
 
     @property
     def ok(self) -> bool:
@@ -109,6 +125,7 @@ class Result:
             error=message.error,
             reason=message.reason,
             changes=changes,
+            outcome_number=message.outcome,
         )
 
 
@@ -130,7 +147,7 @@ class ExposedService:
     def from_proto(cls, message: pb.ExposedService) -> ExposedService:
         return cls(
             name=message.name,
-            type=pb.ServiceType.Name(message.type).removeprefix("SERVICE_TYPE_"),
+            type=_enum_name(pb.ServiceType.Name, message.type, "SERVICE_TYPE_"),
             rule=message.rule,
             cluster_ip=message.cluster_ip,
             ports=tuple(Port.from_proto(port) for port in message.ports),
