@@ -46,9 +46,9 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
     # A port that is already in use is an error. gRPC's default (SO_REUSEPORT on) lets a
     # second server share the port silently, and callers then land on either.
     ("grpc.so_reuseport", 0),
-    # Bounded before any work is spent: 256 rules of the longest rule the parser accepts
-    # (server.rules.MAX_RULE_LENGTH) would not reach this; anything beyond is refused by
-    # gRPC itself with RESOURCE_EXHAUSTED, before it is decoded.
+    # Bounded before any work is spent: --max-rules (256) ordinary rules are a few KiB, and
+    # about 250 of the longest rules the parser accepts (server.rules.MAX_RULE_LENGTH) fill
+    # it; anything beyond is refused by gRPC itself with RESOURCE_EXHAUSTED, undecoded.
     ("grpc.max_receive_message_length", 4 * MiB),
     # A result is a few hundred bytes; this only guards against a bug of ours.
     ("grpc.max_send_message_length", 4 * MiB),
