@@ -417,8 +417,8 @@ def run_shapes(args: argparse.Namespace) -> int:
         return 0
     description = machine()
     services = args.services or (120 if args.quick else 600)
-    rounds = args.rounds or (2 if args.quick else 5)
-    samples = args.fairness_samples or (10 if args.quick else 40)
+    rounds = args.rounds or (2 if args.quick else 3)
+    samples = args.fairness_samples or (10 if args.quick else 30)
     parse = {"this_request": request_pipeline(3)}
     with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
         work_dir = Path(scratch)
