@@ -37,6 +37,11 @@ from typing import Any, Protocol
 from server.errors import KubeError, from_transport
 from server.kube import Kube
 from server.manifests import Deployment, DeploymentError
+from server.observability.metrics import (
+    DEPLOYMENT_CACHE_HITS,
+    DEPLOYMENT_CACHE_MISSES,
+    DEPLOYMENT_CACHE_RELISTS,
+)
 
 __all__ = [
     "Backoff",
@@ -160,6 +165,8 @@ class _Reflector:
                 break
         self.entries = entries
         self.lists += 1
+        if self.lists > 1:
+            DEPLOYMENT_CACHE_RELISTS.inc()
         version = meta.get("resourceVersion")
         if not isinstance(version, str) or not version:
             raise KubeError("the Deployment list has no resourceVersion to watch from")
@@ -291,8 +298,10 @@ class DeploymentCache:
         found = self.peek(namespace, name)
         if found is not None:
             self.hits += 1
+            DEPLOYMENT_CACHE_HITS.inc()
             return found
         self.misses += 1
+        DEPLOYMENT_CACHE_MISSES.inc()
         return await self._read(namespace, name, timeout)
 
     async def _read(self, namespace: str, name: str, timeout: float | None) -> Deployment:

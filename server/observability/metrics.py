@@ -229,7 +229,8 @@ DEPLOYMENT_CACHE_MISSES: Final = Counter(
 )
 DEPLOYMENT_CACHE_RELISTS: Final = Counter(
     "k8sailor_deployment_cache_relists_total",
-    "Times the Deployment watch cache listed everything again (start, 410 Gone, a lost watch).",
+    "Times the Deployment watch cache listed everything again after its first list (the "
+    "watch expired with 410 Gone, or failed).",
 )
 AUTHENTICATIONS: Final = Counter(
     "k8sailor_authentications_total",

@@ -318,3 +318,32 @@ async def test_lifecycle_calls_are_counted_traced_and_logged_like_create(
         assert line["trace_id"] == f"{CALLER_TRACE_ID:032x}"
         assert line["span_id"] == f"{servers[f'/{SERVICE}/{event}'].context.span_id:016x}"
         assert line["peer"].startswith("ipv4:127.0.0.1:")
+
+
+async def test_the_deployment_cache_counts_its_hits_and_misses(
+    api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
+) -> None:
+    config = ServerConfig(
+        listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", deployment_cache="watch"
+    )
+    async with (
+        serving(api_client, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        assert running.deployments is not None
+        assert running.telemetry.metrics_port is not None
+        await running.deployments.wait_synced()
+        stub = pb_grpc.ExposureServiceStub(channel)
+        before = scrape(running.telemetry.metrics_port)
+        found = await create(stub, namespace, "web", ["80:8088"])
+        missing = await create(stub, namespace, "no-such-deployment", ["80:8088"])
+        after = scrape(running.telemetry.metrics_port)
+
+    assert (found[0], missing[0]) == (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+    assert delta(before, after, "k8sailor_deployment_cache_hits_total") == 1
+    # Not in the cache: read from the API server (404), which the cache does not trust alone.
+    assert delta(before, after, "k8sailor_deployment_cache_misses_total") == 1
+    get = {"verb": "get", "resource": "deployments"}
+    assert delta(before, after, "k8sailor_kube_requests_total", code="404", **get) == 1
+    assert delta(before, after, "k8sailor_kube_requests_total", code="200", **get) == 0
+    assert delta(before, after, "k8sailor_deployment_cache_relists_total") == 0
