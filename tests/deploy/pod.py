@@ -1,0 +1,136 @@
+"""k8sailor-server run the way its pod runs it: the installed wheel, a numeric non-root user,
+a working directory it cannot write, the container's environment from the Deployment, and the
+in-cluster configuration (KUBERNETES_SERVICE_HOST/PORT, a ServiceAccount token and the cluster
+CA in a directory laid out as the kubelet mounts it)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.deploy.image import Installed, as_user
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    """Where the API server is and the CA that signed its certificate, from a kubeconfig."""
+
+    host: str
+    port: int
+    ca_pem: bytes
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path) -> ApiServer:
+        config = yaml.safe_load(path.read_text())
+        current = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+        cluster = next(
+            c["cluster"] for c in config["clusters"] if c["name"] == current["context"]["cluster"]
+        )
+        url = urlsplit(cluster["server"])
+        assert url.hostname is not None, cluster["server"]
+        if "certificate-authority-data" in cluster:
+            ca = base64.b64decode(cluster["certificate-authority-data"])
+        else:
+            ca = Path(cluster["certificate-authority"]).read_bytes()
+        return cls(host=url.hostname, port=url.port or 443, ca_pem=ca)
+
+
+def write_service_account_dir(directory: Path, token: str, ca_pem: bytes, namespace: str) -> Path:
+    """What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount."""
+    directory.mkdir(parents=True)
+    directory.chmod(0o755)
+    files = {"token": token.encode(), "ca.crt": ca_pem, "namespace": namespace.encode()}
+    for name, content in files.items():
+        path = directory / name
+        path.write_bytes(content)
+        path.chmod(0o644)
+    return directory
+
+
+@dataclass
+class PodProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, as the kubelet sends it, and the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
+
+
+def start(
+    installed: Installed,
+    *,
+    uid: int,
+    gid: int,
+    workdir: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+) -> PodProcess:
+    """Start k8sailor-server with nothing but `env` (and a PATH), as uid:gid, in `workdir`."""
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [str(installed.server)],
+        cwd=workdir,
+        # A container's environment: the image's PATH, and what the Deployment sets.
+        env={"PATH": f"{installed.venv / 'bin'}:/usr/bin:/bin", "HOME": "/", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **as_user(uid, gid),
+    )
+    return PodProcess(process=process, log_path=log_path, log=log)
+
+
+async def wait_serving(
+    target: str,
+    pod: PodProcess,
+    *,
+    service: str = "",
+    credentials: grpc.ChannelCredentials | None = None,
+    attempts: int = 300,
+) -> None:
+    """Until the health service says SERVING (the kubelet's gRPC readiness probe, in short)."""
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(attempts):
+            if pod.process.poll() is not None:
+                raise AssertionError(
+                    f"k8sailor-server exited with {pod.process.returncode}:\n{pod.output()}"
+                )
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"k8sailor-server never became SERVING:\n{pod.output()}")
