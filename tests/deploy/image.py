@@ -3,8 +3,10 @@ the machines that run these tests, so this does what the Containerfile does, ste
 
 - Stage 1: copy what the Containerfile's COPY lines name (less what .dockerignore keeps out)
   into a clean build context, and `pip wheel` it: the k8sailor wheel and its dependencies.
-- Stage 2: a virtual environment without pip, filled from those wheels alone (--no-index),
-  owned by the user who installs it, so the server, run as another user, cannot change it.
+- Stage 2: a virtual environment filled from those wheels alone (--no-index) and rid of its
+  pip, owned by the user who installs it, so the server, run as another user, cannot change it.
+
+`make image` (scripts/build_image.sh) builds the image itself with buildah where it can.
 """
 
 from __future__ import annotations
@@ -85,13 +87,11 @@ def build_context(destination: Path) -> Path:
     return destination
 
 
-def _pip(*args: str, cwd: Path | None = None) -> None:
+def _run(*command: str, cwd: Path | None = None) -> None:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise AssertionError(f"pip {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
 
 
 def runs_as(python: str, uid: int, gid: int) -> bool:
@@ -142,15 +142,19 @@ def install(uid: int, gid: int) -> Installed:
     context = build_context(root / "context")
     wheels = root / "wheels"
     # Stage 1: RUN python -m pip wheel --wheel-dir /wheels .
-    _pip("wheel", "--quiet", "--wheel-dir", str(wheels), ".", cwd=context)
+    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), ".",
+         cwd=context)  # fmt: skip
     shutil.rmtree(context)
-    # Stage 2: RUN python -m venv --without-pip /opt/k8sailor
-    #          && python -m pip --python /opt/k8sailor/bin/python install --no-index ...
+    # Stage 2: RUN python -m venv /opt/k8sailor
+    #          && /opt/k8sailor/bin/python -m pip install --no-index --find-links=/wheels k8sailor
+    #          && /opt/k8sailor/bin/python -m pip uninstall --yes pip setuptools
     venv = root / "venv"
-    subprocess.run([base_python(uid, gid), "-m", "venv", "--without-pip", str(venv)], check=True)
-    _pip(
-        "--python", str(venv / "bin" / "python"), "install", "--quiet", "--no-index",
-        f"--find-links={wheels}", "k8sailor",
-    )  # fmt: skip
+    subprocess.run(
+        [base_python(uid, gid), "-m", "venv", str(venv)], check=True, capture_output=True
+    )
+    python = str(venv / "bin" / "python")
+    _run(python, "-m", "pip", "install", "--quiet", "--no-index", f"--find-links={wheels}",
+         "k8sailor")  # fmt: skip
+    _run(python, "-m", "pip", "uninstall", "--quiet", "--yes", "pip", "setuptools")
     shutil.rmtree(wheels)
     return Installed(root=root, venv=venv)
