@@ -1,7 +1,8 @@
 """k8sailor's ClusterRole is enough, and no more, on the real API server.
 
 - Enough: the end-to-end tests that talk to k8sailor through a client (every test of
-  tests/e2e/test_exposure.py that takes the `k8sailor` fixture) run again here, against the
+  tests/e2e/test_exposure.py and test_lifecycle.py that takes the `k8sailor` fixture: create,
+  list, delete, apply) run again here, against the
   installed wheel serving with nothing but the ServiceAccount's token (tests/deploy/conftest.py).
 - No more: with the same token the API server refuses everything outside the documented set, and
   `kubectl auth can-i --list` for the ServiceAccount shows exactly the documented set on top of
@@ -25,22 +26,30 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.deploy.conftest import Identity, Install, mint_token
 from tests.deploy.manifests import REPO
-from tests.e2e import test_exposure
+from tests.e2e import test_exposure, test_lifecycle
 
 # (API group, resource, verb); the core group is "".
 Permission = tuple[str, str, str]
 
 
 def _through_k8sailor(module: Any) -> dict[str, Any]:
-    return {
-        name: test
-        for name, test in vars(module).items()
-        if name.startswith("test_") and "k8sailor" in inspect.signature(test).parameters
-    }
+    """The module's tests that talk to k8sailor through the `k8sailor` fixture, and the
+    module's own fixtures they ask for."""
+    found: dict[str, Any] = {}
+    for name, test in vars(module).items():
+        if not name.startswith("test_"):
+            continue
+        parameters = inspect.signature(test).parameters
+        if "k8sailor" not in parameters:
+            continue
+        found[name] = test
+        found |= {p: vars(module)[p] for p in parameters if p in vars(module)}
+    return found
 
 
 # Collected again in this module, where `k8sailor` is a client of the pod-like server.
-globals().update(_through_k8sailor(test_exposure))
+for _module in (test_exposure, test_lifecycle):
+    globals().update(_through_k8sailor(_module))
 
 
 def documented_permissions() -> set[Permission]:
