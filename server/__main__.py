@@ -56,7 +56,10 @@ def _configuration(config: ServerConfig, tracing: bool) -> logs.Fields:
 async def _main(config: ServerConfig, log_format: str, tracer: TracerProvider | None) -> int:
     try:
         api = await load_api_client(
-            config.kubeconfig, config.context, pool_size=config.max_in_flight
+            config.kubeconfig,
+            config.context,
+            pool_size=config.max_in_flight,
+            service_account_dir=config.service_account_dir,
         )
     # kubernetes_asyncio raises ConfigException, OSError, yaml errors or plain ValueErrors and
     # TypeErrors for a kubeconfig it cannot use, depending on where in the file the problem is.

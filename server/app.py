@@ -24,6 +24,7 @@ from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
 from server.deployments import DeploymentCache
 from server.exposer import Exposer
+from server.health import HealthListenError, start_health_server
 from server.kube import CallObserver, Kube
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
@@ -79,6 +80,9 @@ class RunningServer:
     port: int
     telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)
     deployments: DeploymentCache | None = None
+    # The plaintext health port (--health-listen), when there is one.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new RPCs, and give in-flight ones `grace` seconds."""
@@ -89,6 +93,9 @@ class RunningServer:
             if self.deployments is not None:
                 await self.deployments.stop()
             self.telemetry.close()
+            # Last, so that probes see NOT_SERVING for the whole drain, not a closed port.
+            if self.health_server is not None:
+                await self.health_server.stop(None)
 
 
 async def start_server(
@@ -167,6 +174,15 @@ async def _start(
             f"cannot listen on {config.listen}: the port is in use or the address is not "
             f"this machine's"
         )
+    health_server, health_port = None, None
+    if config.health_listen:
+        try:
+            health_server, health_port = await start_health_server(
+                config.health_listen, health_servicer, GRPC_OPTIONS
+            )
+        except HealthListenError as error:
+            await server.stop(None)
+            raise ListenError(str(error)) from None
     if deployments is not None:
         await deployments.start()
     await server.start()
@@ -178,6 +194,8 @@ async def _start(
         port=port,
         telemetry=telemetry,
         deployments=deployments,
+        health_server=health_server,
+        health_port=health_port,
     )
 
 
@@ -216,6 +234,12 @@ async def serve_until_signalled(
         running = await start_server(api, config, tracer_provider=tracer_provider)
         host = config.listen.rsplit(":", 1)[0]
         log.info("k8sailor serving %s on %s:%d", SERVICE_NAME, host, running.port)
+        if config.health_listen:
+            log.info(
+                "health only, plaintext, on %s:%d",
+                config.health_listen.rsplit(":", 1)[0],
+                running.health_port,
+            )
         received = await signals.get()
         log.info("%s received: draining for up to %.1f s", received.name, config.grace)
         drain = asyncio.create_task(running.stop(config.grace))

@@ -26,6 +26,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from server.auth.settings import AuthSettings
 from server.exposer import Settings
+from server.kube import SERVICE_ACCOUNT_DIR
 from server.rules import DEFAULT_NODE_PORTS, NodePortRange, dns1123_label_problem
 
 T = TypeVar("T")
@@ -243,6 +244,23 @@ class ServerConfig:
         read=namespace_list,
         check=namespaces_problem,
         metavar="NS,NS",
+    )
+    health_listen: str = setting(
+        "",
+        flag="health-listen",
+        help="HOST:PORT of a plaintext port that serves grpc.health.v1.Health and nothing "
+        "else, for the kubelet's gRPC probes, which cannot speak TLS (empty: none)",
+        read=str.strip,
+        check=lambda value: host_port(value) if value else None,
+        metavar="HOST:PORT",
+    )
+    service_account_dir: str = setting(
+        SERVICE_ACCOUNT_DIR,
+        flag="service-account-dir",
+        help="where the in-cluster configuration reads the ServiceAccount's token and ca.crt "
+        "(used in a pod: KUBERNETES_SERVICE_HOST set and no kubeconfig)",
+        read=str,
+        metavar="DIR",
     )
     # Set in code (tests) for now; its flags are server.auth's to declare.
     auth: AuthSettings = field(default_factory=AuthSettings)

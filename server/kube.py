@@ -638,20 +638,33 @@ async def _lines(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[byte
         yield bytes(pending)
 
 
+#: Where the kubelet mounts a pod's ServiceAccount token and the cluster CA.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
 async def load_api_client(
-    kubeconfig: str | None, context: str | None, *, pool_size: int
+    kubeconfig: str | None,
+    context: str | None,
+    *,
+    pool_size: int,
+    service_account_dir: str = SERVICE_ACCOUNT_DIR,
 ) -> ReloadableApiClient:
     """An ApiClient for the cluster the caller means, able to reload its credentials.
 
     An explicit --kubeconfig or $KUBECONFIG wins; inside a pod without either, the in-cluster
-    service account; otherwise ~/.kube/config, as kubectl does.
+    service account (its token and ca.crt from service_account_dir; the token is read again
+    every minute, as the kubelet rotates it); otherwise ~/.kube/config, as kubectl does.
     """
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
     load: Callable[[client.Configuration], Awaitable[None]]
     if kubeconfig is None and "KUBECONFIG" not in os.environ and in_cluster:
+        token = os.path.join(service_account_dir, "token")
+        ca = os.path.join(service_account_dir, "ca.crt")
 
         async def load(configuration: client.Configuration) -> None:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration, token_filename=token, cert_filename=ca
+            )
 
     else:
 

@@ -155,8 +155,7 @@ async def identity(
     api_client: client.ApiClient,
     cluster: Cluster,
     install: Install,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Identity:
+) -> AsyncIterator[Identity]:
     """k8sailor's ServiceAccount, ClusterRole and binding applied for real, and its token."""
     manifests.kubectl(
         install.kubectl, "apply", "--server-side", "-f", "-",
@@ -164,18 +163,15 @@ async def identity(
     )  # fmt: skip
     token = await mint_token(api_client, install.namespace, install.service_account)
     api_server = pod.ApiServer.from_kubeconfig(cluster.kubeconfig)
-    root = tmp_path_factory.mktemp("identity")
-    root.chmod(0o755)
-    directory = pod.write_service_account_dir(
-        root / "serviceaccount", token, api_server.ca_pem, install.namespace
-    )
-    return Identity(
+    directory = pod.write_service_account_dir(token, api_server.ca_pem, install.namespace)
+    yield Identity(
         service_account=install.service_account,
         namespace=install.namespace,
         token=token,
         directory=directory,
         api_server=api_server,
     )
+    shutil.rmtree(directory.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -216,10 +212,12 @@ async def pod_server(
     )  # fmt: skip
     try:
         await pod.wait_serving(health, process, service="k8sailor.v1.ExposureService")
-        yield PodServer(target=listen, health_target=health, process=process, workdir=workdir)
-    finally:
-        code = process.stop(timeout=30)
-        assert code == 0, f"k8sailor-server exited with {code} on SIGTERM:\n{process.output()}"
+    except BaseException:
+        process.stop(timeout=5)
+        raise
+    yield PodServer(target=listen, health_target=health, process=process, workdir=workdir)
+    code = process.stop(timeout=30)
+    assert code == 0, f"k8sailor-server exited with {code} on SIGTERM:\n{process.output()}"
 
 
 @pytest.fixture

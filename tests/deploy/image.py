@@ -65,24 +65,22 @@ def _ignored(relative: str, patterns: list[str]) -> bool:
 
 
 def build_context(destination: Path) -> Path:
-    """The files the build stage sees: tracked files under its COPY sources, less the
-    exclusions in .dockerignore (which starts with `*` and re-includes the sources with `!`)."""
+    """The files the build stage sees: what its COPY lines name, less the exclusions in
+    .dockerignore (which starts with `*` and lets the COPY sources back in with `!`)."""
     lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
     patterns = [line for line in lines if line and not line.startswith(("#", "!")) and line != "*"]
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--", *build_stage_sources()],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
     copied = 0
-    for relative in filter(None, listed.split("\0")):
-        if _ignored(relative, patterns) or not (REPO / relative).is_file():
-            continue
-        target = destination / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / relative, target)
-        copied += 1
+    for source in build_stage_sources():
+        top = REPO / source
+        found = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for path in found:
+            relative = path.relative_to(REPO).as_posix()
+            if _ignored(relative, patterns):
+                continue
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied += 1
     assert copied, "the build context is empty"
     return destination
 

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,14 @@ class ApiServer:
         return cls(host=url.hostname, port=url.port or 443, ca_pem=ca)
 
 
-def write_service_account_dir(directory: Path, token: str, ca_pem: bytes, namespace: str) -> Path:
-    """What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount."""
-    directory.mkdir(parents=True)
+def write_service_account_dir(token: str, ca_pem: bytes, namespace: str) -> Path:
+    """What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount, in a new
+    temporary directory (not under pytest's: that is private to the user running the tests,
+    and the server runs as another). The caller removes its parent."""
+    root = Path(tempfile.mkdtemp(prefix="k8sailor-identity-"))
+    root.chmod(0o755)
+    directory = root / "serviceaccount"
+    directory.mkdir()
     directory.chmod(0o755)
     files = {"token": token.encode(), "ca.crt": ca_pem, "namespace": namespace.encode()}
     for name, content in files.items():

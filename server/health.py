@@ -1,0 +1,41 @@
+"""A second port that serves grpc.health.v1.Health and nothing else, in plaintext, for probes.
+
+The kubelet's native gRPC probes cannot speak TLS, so once the main port requires it they
+cannot reach it. This port shares the main server's health servicer, so it answers exactly what
+the main port would (NOT_SERVING as soon as the drain starts) and exposes nothing else: no
+ExposureService, no reflection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+# grpc_health.v1.health re-exports this as `aio`, but not in a way mypy --strict accepts.
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2_grpc
+
+
+class HealthListenError(OSError):
+    """The health port could not be opened where it was told to."""
+
+
+async def start_health_server(
+    listen: str, health: health_aio.HealthServicer, options: Sequence[tuple[str, int]] = ()
+) -> tuple[grpc.aio.Server, int]:
+    """Serve `health` alone on `listen`; the server and the port it got (port 0: a free one)."""
+    server = grpc.aio.server(options=options)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
+    if port == 0:
+        await server.stop(None)
+        raise HealthListenError(
+            f"cannot listen on {listen} (--health-listen): the port is in use or the address "
+            "is not this machine's"
+        )
+    await server.start()
+    return server, port
