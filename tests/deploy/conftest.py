@@ -87,6 +87,17 @@ class PodServer:
     health_target: str  # the plaintext port the kubelet probes
     process: pod.PodProcess
     workdir: Path
+    # With TLS (the Deployment mounts a TLS Secret): the CA that signed the server's
+    # certificate, for callers to verify it.
+    root_certificates: bytes | None
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    """A caller of k8sailor: a ServiceAccount bound to the base's k8sailor-expose-all, with a
+    projected-style token for the audience k8sailor."""
+
+    token_file: Path
 
 
 @pytest.fixture(scope="session")
@@ -137,13 +148,19 @@ async def install(
     await core.delete_namespace(namespace)
 
 
-async def mint_token(api_client: client.ApiClient, namespace: str, service_account: str) -> str:
+async def mint_token(
+    api_client: client.ApiClient,
+    namespace: str,
+    service_account: str,
+    *,
+    audiences: list[str] | None = None,
+) -> str:
     """A bound token for the ServiceAccount, from the TokenRequest API (as the kubelet gets the
-    token it mounts into the pod)."""
+    tokens it mounts into pods). No audiences: the API server's own, as for the token the
+    kubelet mounts for the API server."""
     core = client.CoreV1Api(api_client)
-    # No audiences: the API server's own, as for the token the kubelet mounts.
     body = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
+        spec=client.V1TokenRequestSpec(audiences=audiences or [], expiration_seconds=TOKEN_SECONDS)
     )
     answer = await core.create_namespaced_service_account_token(service_account, namespace, body)
     token: str = answer.status.token
@@ -202,10 +219,22 @@ async def pod_server(
         # The token and CA from where this test wrote them instead of the kubelet's mount point.
         "K8SAILOR_SERVICE_ACCOUNT_DIR": str(identity.directory),
     }
+    uid, gid = install.run_as
+    # Secrets the Deployment mounts (the TLS certificate): made here, and the environment's
+    # paths into them pointed at where they are.
+    root_certificates = None
+    for mount_path, secret in manifests.secret_mounts(install.docs).items():
+        local = installed.root / "secrets" / secret
+        root_certificates = pod.write_tls_secret(local, gid)
+        env = {
+            name: str(local) + value.removeprefix(mount_path)
+            if value.startswith(mount_path + "/")
+            else value
+            for name, value in env.items()
+        }
     workdir = installed.root / "workdir"
     workdir.mkdir()
     workdir.chmod(0o555)
-    uid, gid = install.run_as
     process = pod.start(
         installed, uid=uid, gid=gid, workdir=workdir, env=env,
         log_path=installed.root / "server.log",
@@ -215,9 +244,54 @@ async def pod_server(
     except BaseException:
         process.stop(timeout=5)
         raise
-    yield PodServer(target=listen, health_target=health, process=process, workdir=workdir)
+    yield PodServer(
+        target=listen,
+        health_target=health,
+        process=process,
+        workdir=workdir,
+        root_certificates=root_certificates,
+    )
     code = process.stop(timeout=30)
     assert code == 0, f"k8sailor-server exited with {code} on SIGTERM:\n{process.output()}"
+
+
+@pytest.fixture(scope="session")
+async def caller(
+    api_client: client.ApiClient, install: Install, identity: Identity
+) -> AsyncIterator[CallerIdentity]:
+    """A caller allowed every Service type everywhere, through the base's own caller role
+    (applied for real) and a ClusterRoleBinding of this test's."""
+    roles = [
+        doc
+        for doc in install.docs
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"].endswith("-expose-all")
+    ]
+    (expose_all,) = roles
+    name = f"{install.service_account}-caller"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": expose_all["metadata"]["name"],
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": install.namespace}],
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+    manifests.kubectl(
+        install.kubectl, "apply", "--server-side", f"--namespace={install.namespace}", "-f", "-",
+        stdin=manifests.to_yaml([expose_all, account, binding]),
+    )  # fmt: skip
+    token = await mint_token(api_client, install.namespace, name, audiences=["k8sailor"])
+    token_file = identity.directory.parent / "caller-token"
+    token_file.write_text(token)
+    yield CallerIdentity(token_file=token_file)
+    manifests.kubectl(
+        install.kubectl, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+        stdin=manifests.to_yaml([expose_all, binding]),
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -226,6 +300,17 @@ def target(pod_server: PodServer) -> str:
 
 
 @pytest.fixture
-async def k8sailor(target: str) -> AsyncIterator[Client]:
-    async with connect(target) as connected:
+async def k8sailor(pod_server: PodServer, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A client of the pod-like server: over TLS with a caller's token when the Deployment
+    serves TLS, in plaintext otherwise."""
+    if pod_server.root_certificates is None:
+        async with connect(pod_server.target) as connected:
+            yield connected
+        return
+    caller: CallerIdentity = request.getfixturevalue("caller")
+    async with connect(
+        pod_server.target,
+        root_certificates=pod_server.root_certificates,
+        token_file=caller.token_file,
+    ) as connected:
         yield connected

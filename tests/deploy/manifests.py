@@ -74,6 +74,21 @@ def container_env(docs: Sequence[Doc]) -> dict[str, str]:
     return env
 
 
+def secret_mounts(docs: Sequence[Doc]) -> dict[str, str]:
+    """Where the container mounts Secrets: mount path -> Secret name."""
+    pod_spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    secrets = {
+        volume["name"]: volume["secret"]["secretName"]
+        for volume in pod_spec.get("volumes", [])
+        if "secret" in volume
+    }
+    return {
+        mount["mountPath"]: secrets[mount["name"]]
+        for mount in container(docs).get("volumeMounts", [])
+        if mount["name"] in secrets
+    }
+
+
 def to_yaml(docs: Sequence[Doc]) -> str:
     text: str = yaml.safe_dump_all(docs, sort_keys=False)
     return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import signal
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.deploy.image import Installed, as_user
+from tests.pki import CertificateAuthority
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,27 @@ def write_service_account_dir(token: str, ca_pem: bytes, namespace: str) -> Path
         path.write_bytes(content)
         path.chmod(0o644)
     return directory
+
+
+def write_tls_secret(directory: Path, gid: int) -> bytes:
+    """A kubernetes.io/tls Secret as the kubelet mounts it (tls.crt, tls.key, and ca.crt as
+    cert-manager adds it): a server certificate for 127.0.0.1 and localhost from a new CA,
+    readable by the pod's group only (the Deployment's defaultMode and fsGroup). The CA's PEM,
+    for the callers."""
+    ca = CertificateAuthority("k8sailor-test-serving-ca")
+    issued = ca.issue(common_name="k8sailor", server=True)
+    directory.mkdir(parents=True)
+    directory.chmod(0o755)
+    files = {"tls.crt": issued.certificate, "tls.key": issued.private_key, "ca.crt": ca.pem}
+    for name, content in files.items():
+        path = directory / name
+        path.write_bytes(content)
+        if os.geteuid() == 0:
+            os.chown(path, 0, gid)
+            path.chmod(0o440)
+        else:  # not root: the server runs as this very user, who owns the files
+            path.chmod(0o400)
+    return ca.pem
 
 
 @dataclass
