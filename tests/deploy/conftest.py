@@ -85,6 +85,7 @@ class Identity:
 class PodServer:
     target: str  # the gRPC port
     health_target: str  # the plaintext port the kubelet probes
+    metrics_target: str  # Prometheus /metrics
     process: pod.PodProcess
     workdir: Path
     # With TLS (the Deployment mounts a TLS Secret): the CA that signed the server's
@@ -209,9 +210,11 @@ async def pod_server(
     # The pod has a network namespace of its own; here the ports must be free ones on
     # loopback. Everything else is the Deployment's environment as it is.
     listen, health = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     env |= {
         "K8SAILOR_LISTEN": listen,
         "K8SAILOR_HEALTH_LISTEN": health,
+        "K8SAILOR_METRICS_LISTEN": metrics,
         # What the kubelet gives every pod, pointing at this run's API server instead of the
         # kubernetes Service (the local control plane has no Service network).
         "KUBERNETES_SERVICE_HOST": identity.api_server.host,
@@ -247,6 +250,7 @@ async def pod_server(
     yield PodServer(
         target=listen,
         health_target=health,
+        metrics_target=metrics,
         process=process,
         workdir=workdir,
         root_certificates=root_certificates,

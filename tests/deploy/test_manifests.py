@@ -58,7 +58,7 @@ def _port_number(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-def test_probes_ask_the_health_port_and_the_service_the_grpc_port(install: Install) -> None:
+def test_probes_ask_the_health_port_the_service_serves_grpc_and_metrics(install: Install) -> None:
     container = manifests.container(install.docs)
     env = manifests.container_env(install.docs)
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
@@ -68,10 +68,12 @@ def test_probes_ask_the_health_port_and_the_service_the_grpc_port(install: Insta
         assert probe["grpc"]["port"] == ports["health"]
     assert container["readinessProbe"]["grpc"]["service"] == "k8sailor.v1.ExposureService"
 
-    (service_port,) = manifests.one(install.docs, "Service")["spec"]["ports"]
-    assert service_port["name"] == "grpc"
-    assert service_port["appProtocol"] == "grpc"
-    assert service_port["targetPort"] == "grpc"
+    assert ports["metrics"] == _port_number(env["K8SAILOR_METRICS_LISTEN"])
+    service_ports = manifests.one(install.docs, "Service")["spec"]["ports"]
+    grpc_port = next(port for port in service_ports if port["name"] == "grpc")
+    assert grpc_port["appProtocol"] == "grpc"
+    assert grpc_port["targetPort"] == "grpc"
+    assert {port["targetPort"] for port in service_ports} == {"grpc", "metrics"}
 
 
 def test_the_network_policy_admits_the_service_ports_and_no_other(install: Install) -> None:

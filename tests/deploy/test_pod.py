@@ -4,6 +4,7 @@ writes (nothing), and how it stops."""
 from __future__ import annotations
 
 import os
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -79,3 +80,12 @@ def test_it_writes_no_file(install: Install, pod_server: PodServer) -> None:
     if os.geteuid() == 0:
         uid, _ = install.run_as
         assert _owned_by(uid, WORLD_WRITABLE) == []
+
+
+def test_the_metrics_port_serves_prometheus_metrics(pod_server: PodServer) -> None:
+    url = f"http://{pod_server.metrics_target}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    assert "# TYPE grpc_server_started_total counter" in text
+    assert "# TYPE k8sailor_kube_requests_total counter" in text
