@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
-from server.auth.settings import AuthSettings
+from server.auth.settings import Authorization, AuthSettings
 from server.exposer import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
 from server.rules import DEFAULT_NODE_PORTS, NodePortRange, dns1123_label_problem
@@ -121,6 +121,31 @@ def _no_check(_: object) -> None:
     return None
 
 
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is neither true nor false")
+
+
+def optional_path(text: str) -> Path | None:
+    return Path(text.strip()).expanduser() if text.strip() else None
+
+
+def audiences(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(","))
+
+
+def authorization_mode(text: str) -> Authorization:
+    try:
+        return Authorization(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(mode.value for mode in Authorization)
+        raise ValueError(f"{text!r} is not one of {choices}") from None
+
+
 @dataclass(frozen=True)
 class Setting:
     """How one ServerConfig field is set from outside: stored in the field's metadata."""
@@ -130,6 +155,8 @@ class Setting:
     read: Callable[[str], Any]
     check: Callable[[Any], str | None]
     metavar: str | None = None
+    # The value a bare --flag means (switches such as --insecure); None: a value is required.
+    const: str | None = None
 
     @property
     def env(self) -> str:
@@ -262,7 +289,7 @@ class ServerConfig:
         read=str,
         metavar="DIR",
     )
-    # Set in code (tests) for now; its flags are server.auth's to declare.
+    # TLS, identity and authorization: set from the flags of AUTH_SETTINGS below.
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
@@ -291,6 +318,65 @@ def _settings() -> list[tuple[str, Setting]]:
     ]
 
 
+# The flags of ServerConfig.auth, by AuthSettings field. AuthSettings.problems() checks how
+# they go together (and with --listen) when ServerConfig is built.
+AUTH_SETTINGS: Final[dict[str, Setting]] = {
+    "tls_cert_file": Setting(
+        "tls-cert-file",
+        "PEM certificate (chain) to serve TLS with; read again when it changes on disk",
+        optional_path, _no_check, "PATH",
+    ),
+    "tls_private_key_file": Setting(
+        "tls-private-key-file", "PEM private key of --tls-cert-file", optional_path,
+        _no_check, "PATH",
+    ),
+    "client_ca_file": Setting(
+        "client-ca-file",
+        "PEM CAs that client certificates must be signed by: require mutual TLS",
+        optional_path, _no_check, "PATH",
+    ),
+    "token_audiences": Setting(
+        "token-audience",
+        "audiences a bearer token must be issued for, comma-separated",
+        audiences, lambda values: None if all(values) else "an audience is empty",
+        "AUDIENCE[,AUDIENCE]",
+    ),
+    "authorization": Setting(
+        "authorization",
+        "rbac (SubjectAccessReviews; the default with TLS) or none (the default without)",
+        authorization_mode, _no_check, "MODE",
+    ),
+    "trust_forwarded_client_cert": Setting(
+        "trust-forwarded-client-cert",
+        "take the caller from a loopback mesh sidecar's x-forwarded-client-cert header",
+        boolean, _no_check, "BOOL", const="true",
+    ),
+    "insecure": Setting(
+        "insecure",
+        "allow a non-loopback --listen without TLS or with --authorization=none (warns)",
+        boolean, _no_check, "BOOL", const="true",
+    ),
+}  # fmt: skip
+
+
+def _flags() -> list[tuple[str, Setting, Any]]:
+    """Every flag: (argparse dest, setting, default); auth's dests start with "auth."."""
+    defaults, auth_defaults = ServerConfig(), AuthSettings()
+    return [
+        *((name, spec, getattr(defaults, name)) for name, spec in _settings()),
+        *((f"auth.{name}", spec, getattr(auth_defaults, name))
+          for name, spec in AUTH_SETTINGS.items()),
+    ]  # fmt: skip
+
+
+def _shown(default: Any) -> str:
+    if default is None or default == ():
+        return ""
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    return f"default {default}; "
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, not argparse's usage block: the same shape as every other bad value."""
@@ -304,10 +390,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Every flag can also be set as K8SAILOR_<FLAG> in the environment "
         "(K8SAILOR_MAX_CONCURRENCY=64); a flag on the command line wins.",
     )
-    defaults = ServerConfig()
-    for name, spec in _settings():
-        default = getattr(defaults, name)
-        shown = "" if default is None or default == () else f"default {default}; "
+    for name, spec, default in _flags():
         parser.add_argument(
             f"--{spec.flag}",
             dest=name,
@@ -315,7 +398,10 @@ def _parser() -> argparse.ArgumentParser:
             # Kept as text: converted below, after --help has had its chance, so a bad
             # environment value cannot break --help and every error names its source.
             default=None,
-            help=f"{spec.help} ({shown}${spec.env})",
+            help=f"{spec.help} ({_shown(default)}${spec.env})",
+            # A switch may stand alone (--insecure) or take a value (--insecure=false).
+            nargs=None if spec.const is None else "?",
+            const=spec.const,
         )
     return parser
 
@@ -331,7 +417,8 @@ def load(
     env = os.environ if environ is None else environ
     given = vars(_parser().parse_args(argv))
     values: dict[str, Any] = {}
-    for name, spec in _settings():
+    auth: dict[str, Any] = {}
+    for name, spec, _ in _flags():
         if given[name] is not None:
             source, text = f"--{spec.flag}", given[name]
         elif spec.env in env:
@@ -345,8 +432,11 @@ def load(
         problem = spec.check(value)
         if problem is not None:
             raise ConfigError(f"{source}: {problem}")
-        values[name] = value
-    config = ServerConfig(**values)
+        if name.startswith("auth."):
+            auth[name.removeprefix("auth.")] = value
+        else:
+            values[name] = value
+    config = ServerConfig(**values, auth=AuthSettings(**auth))
     _check_readable(config.kubeconfig)
     return config
 
