@@ -3,20 +3,23 @@ authorization, as a ratio to the same requests in plaintext with none, in one ru
 
 Run from the repository root: .venv/bin/python -m bench.bench_auth [--quick]
 
-On one API server (our own local control plane unless --kubeconfig is given), two server
+On one API server (our own local control plane unless --kubeconfig is given), three server
 processes run side by side on the same Deployment:
 
   plain   plaintext, --authorization=none: today's `make run`
+  tls     TLS without client certificates, --authorization=none: what encryption alone costs
   mtls    mutual TLS with a client certificate (CN bench-caller) and --authorization=rbac, the
           caller granted k8sailor-expose-internal by a RoleBinding: every call is
           authenticated from its certificate and authorized by a SubjectAccessReview (cached)
 
-Each round sends the same load to each server in turn (order alternating): `--workers`
+Each round sends the same load to each server in turn (the order rotating): `--workers`
 concurrent callers, each sending one-rule dry-run requests (`80:8080`: a Deployment read and a
 dry-run create on the API server, so nothing piles up) one after another for `--seconds`.
-Quoted: requests per second and median latency per path, medians over rounds, and the ratio
-mtls / plain. The first call of a new caller costs one SubjectAccessReview; every later call
-within a minute is answered from the cache, which is what the steady state measures.
+Quoted: requests per second, median latency and the server process's CPU time per request,
+per path, medians over rounds, and the ratios to plain. On a busy shared machine the CPU
+per request is the steadiest of the three. The first call of a new caller costs one
+SubjectAccessReview; every later call within a minute is answered from the cache, which is
+what the steady state measures.
 A benchmark, not a test: figures on a shared machine are noisy.
 """
 
@@ -52,6 +55,7 @@ from tests.pki import CertificateAuthority
 REPO = Path(__file__).resolve().parents[1]
 CALLER = "bench-caller"
 ROLE = REPO / "deploy" / "callers" / "k8sailor-expose-internal.yaml"
+PATHS = ("plain", "tls", "mtls")
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,22 @@ class Round:
     requests: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = 0.0  # the server process's user + system CPU during the round
 
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_seconds * 1000 / self.requests
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: unlike throughput on a busy shared
+    machine, the CPU a server spends per request hardly depends on what else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _load(k8sailor: Client, namespace: str, workers: int, seconds: float) -> Round:
@@ -89,7 +105,7 @@ async def _load(k8sailor: Client, namespace: str, workers: int, seconds: float) 
 
 
 @contextlib.contextmanager
-def _server(kubeconfig: Path, mode: str, pki: Path, log: Path) -> Iterator[str]:
+def _server(kubeconfig: Path, mode: str, pki: Path, log: Path) -> Iterator[tuple[str, int]]:
     """A k8sailor server in its own process (no shared event loop or GIL with the load)."""
     port = free_port()
     command = [
@@ -99,7 +115,7 @@ def _server(kubeconfig: Path, mode: str, pki: Path, log: Path) -> Iterator[str]:
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -107,20 +123,24 @@ def _server(kubeconfig: Path, mode: str, pki: Path, log: Path) -> Iterator[str]:
 
 async def _serve(args: argparse.Namespace) -> None:
     pki = Path(args.pki)
-    auth = (
-        AuthSettings()
-        if args.serve == "plain"
-        else AuthSettings(
-            tls_cert_file=pki / "server.crt",
-            tls_private_key_file=pki / "server.key",
+    cert, key = pki / "server.crt", pki / "server.key"
+    auth = {
+        "plain": AuthSettings(),
+        "tls": AuthSettings(
+            tls_cert_file=cert, tls_private_key_file=key, authorization=Authorization.NONE
+        ),
+        "mtls": AuthSettings(
+            tls_cert_file=cert,
+            tls_private_key_file=key,
             client_ca_file=pki / "ca.crt",
             authorization=Authorization.RBAC,
-        )
-    )
+        ),
+    }[args.serve]
     api = await load_api_client(args.kubeconfig, None, pool_size=32)
     async with api:
-        config = ServerConfig(f"127.0.0.1:{args.port}", auth=auth, grace=1.0)
-        await serve_until_signalled(api, config)
+        await serve_until_signalled(
+            api, ServerConfig(listen=f"127.0.0.1:{args.port}", grace=1.0, auth=auth)
+        )
 
 
 async def _prepare(kubeconfig: Path) -> str:
@@ -184,46 +204,61 @@ async def _bench(args: argparse.Namespace, kubeconfig: Path, work: Path) -> None
         "certificate_chain": caller.certificate,
         "private_key": caller.private_key,
     }
-    rounds: dict[str, list[Round]] = {"plain": [], "mtls": []}
-    with (
-        _server(kubeconfig, "plain", pki, work / "plain.log") as plain_target,
-        _server(kubeconfig, "mtls", pki, work / "mtls.log") as mtls_target,
-    ):
-        async with (
-            _ready(plain_target) as plain,
-            _ready(mtls_target, **tls) as mtls,
-        ):
-            clients = {"plain": plain, "mtls": mtls}
-            # Warm-up: connections, the API client pools, the review caches.
-            for k8sailor in clients.values():
-                await _load(k8sailor, namespace, args.workers, 1.0)
-            for number in range(args.rounds):
-                order = ["plain", "mtls"] if number % 2 == 0 else ["mtls", "plain"]
-                for path in order:
-                    result = await _load(clients[path], namespace, args.workers, args.seconds)
-                    rounds[path].append(Round(path, result.requests, result.seconds,
-                                              result.latencies))  # fmt: skip
-                    print(
-                        f"round {number + 1} {path:5}: {result.per_second:7.1f} requests/s, "
-                        f"median {statistics.median(result.latencies) * 1000:.2f} ms",
-                        flush=True,
-                    )
+    credentials: dict[str, dict[str, bytes]] = {
+        "plain": {},
+        "tls": {"root_certificates": ca.pem},
+        "mtls": tls,
+    }
+    rounds: dict[str, list[Round]] = {path: [] for path in PATHS}
+    async with contextlib.AsyncExitStack() as stack:
+        clients: dict[str, Client] = {}
+        pids: dict[str, int] = {}
+        for path in PATHS:
+            target, pids[path] = stack.enter_context(
+                _server(kubeconfig, path, pki, work / f"{path}.log")
+            )
+            clients[path] = await stack.enter_async_context(_ready(target, **credentials[path]))
+        # Warm-up: connections, the API client pools, the review caches.
+        for k8sailor in clients.values():
+            await _load(k8sailor, namespace, args.workers, 1.0)
+        for number in range(args.rounds):
+            # Each path goes first, second and third in turn.
+            shift = number % len(PATHS)
+            for path in PATHS[shift:] + PATHS[:shift]:
+                cpu = cpu_seconds(pids[path])
+                result = await _load(clients[path], namespace, args.workers, args.seconds)
+                done = Round(path, result.requests, result.seconds, result.latencies,
+                             cpu_seconds(pids[path]) - cpu)  # fmt: skip
+                rounds[path].append(done)
+                print(
+                    f"round {number + 1} {path:5}: {done.per_second:7.1f} requests/s, "
+                    f"median {statistics.median(done.latencies) * 1000:.2f} ms, "
+                    f"server CPU {done.cpu_ms_per_request:.2f} ms/request",
+                    flush=True,
+                )
     rate = {path: statistics.median(r.per_second for r in rs) for path, rs in rounds.items()}
     latency = {
         path: statistics.median(statistics.median(r.latencies) for r in rs) * 1000
         for path, rs in rounds.items()
+    }
+    cpu_ms = {
+        path: statistics.median(r.cpu_ms_per_request for r in rs) for path, rs in rounds.items()
     }
     print()
     print(
         f"one-rule dry-run requests, {args.workers} concurrent callers, {args.rounds} rounds "
         f"of {args.seconds:.0f} s per path (medians over rounds)"
     )
-    print("| path | requests/s | median latency (ms) |")
-    print("| --- | ---: | ---: |")
-    for path in ("plain", "mtls"):
-        print(f"| {path} | {rate[path]:.1f} | {latency[path]:.2f} |")
-    print(f"\nratio mtls+rbac / plaintext: {rate['mtls'] / rate['plain']:.3f}x throughput, "
-          f"{latency['mtls'] / latency['plain']:.3f}x median latency")  # fmt: skip
+    print("| path | requests/s | median latency (ms) | server CPU per request (ms) |")
+    print("| --- | ---: | ---: | ---: |")
+    for path in PATHS:
+        print(f"| {path} | {rate[path]:.1f} | {latency[path]:.2f} | {cpu_ms[path]:.2f} |")
+    for path, meaning in (("tls", "TLS, no authorization"), ("mtls", "mTLS + RBAC")):
+        print(
+            f"ratio {meaning} / plaintext: {rate[path] / rate['plain']:.3f}x throughput, "
+            f"{latency[path] / latency['plain']:.3f}x median latency, "
+            f"{cpu_ms[path] / cpu_ms['plain']:.3f}x server CPU per request"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
-    parser.add_argument("--serve", choices=["plain", "mtls"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pki", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
