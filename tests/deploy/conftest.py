@@ -91,6 +91,9 @@ class PodServer:
     # With TLS (the Deployment mounts a TLS Secret): the CA that signed the server's
     # certificate, for callers to verify it.
     root_certificates: bytes | None
+    # The Deployment's environment as it is, addresses included, with paths into mounted
+    # Secrets pointed at where this test made them.
+    declared_env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -206,12 +209,25 @@ async def pod_server(
 ) -> AsyncIterator[PodServer]:
     """k8sailor-server from the installed wheel, run as the pod runs it, with nothing but its
     ServiceAccount's token and the cluster CA to reach the API server."""
-    env = manifests.container_env(install.docs)
+    uid, gid = install.run_as
+    # Secrets the Deployment mounts (the TLS certificate): made here, and the environment's
+    # paths into them pointed at where they are.
+    declared = manifests.container_env(install.docs)
+    root_certificates = None
+    for mount_path, secret in manifests.secret_mounts(install.docs).items():
+        local = installed.root / "secrets" / secret
+        root_certificates = pod.write_tls_secret(local, gid)
+        declared = {
+            name: str(local) + value.removeprefix(mount_path)
+            if value.startswith(mount_path + "/")
+            else value
+            for name, value in declared.items()
+        }
     # The pod has a network namespace of its own; here the ports must be free ones on
     # loopback. Everything else is the Deployment's environment as it is.
     listen, health = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     metrics = f"127.0.0.1:{free_port()}"
-    env |= {
+    env = declared | {
         "K8SAILOR_LISTEN": listen,
         "K8SAILOR_HEALTH_LISTEN": health,
         "K8SAILOR_METRICS_LISTEN": metrics,
@@ -222,19 +238,6 @@ async def pod_server(
         # The token and CA from where this test wrote them instead of the kubelet's mount point.
         "K8SAILOR_SERVICE_ACCOUNT_DIR": str(identity.directory),
     }
-    uid, gid = install.run_as
-    # Secrets the Deployment mounts (the TLS certificate): made here, and the environment's
-    # paths into them pointed at where they are.
-    root_certificates = None
-    for mount_path, secret in manifests.secret_mounts(install.docs).items():
-        local = installed.root / "secrets" / secret
-        root_certificates = pod.write_tls_secret(local, gid)
-        env = {
-            name: str(local) + value.removeprefix(mount_path)
-            if value.startswith(mount_path + "/")
-            else value
-            for name, value in env.items()
-        }
     workdir = installed.root / "workdir"
     workdir.mkdir()
     workdir.chmod(0o555)
@@ -254,6 +257,7 @@ async def pod_server(
         process=process,
         workdir=workdir,
         root_certificates=root_certificates,
+        declared_env=declared,
     )
     code = process.stop(timeout=30)
     assert code == 0, f"k8sailor-server exited with {code} on SIGTERM:\n{process.output()}"
@@ -304,14 +308,13 @@ def target(pod_server: PodServer) -> str:
 
 
 @pytest.fixture
-async def k8sailor(pod_server: PodServer, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+async def k8sailor(pod_server: PodServer, caller: CallerIdentity) -> AsyncIterator[Client]:
     """A client of the pod-like server: over TLS with a caller's token when the Deployment
     serves TLS, in plaintext otherwise."""
     if pod_server.root_certificates is None:
         async with connect(pod_server.target) as connected:
             yield connected
         return
-    caller: CallerIdentity = request.getfixturevalue("caller")
     async with connect(
         pod_server.target,
         root_certificates=pod_server.root_certificates,

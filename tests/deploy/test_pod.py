@@ -12,6 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
+from server.auth.settings import Authorization
+from server.config import load
 from tests.deploy.conftest import Install, PodServer
 
 WORLD_WRITABLE = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
@@ -25,6 +27,17 @@ def _ids(pid: int) -> tuple[int, int, list[int]]:
     uid = int(fields["Uid"].split()[1])
     gid = int(fields["Gid"].split()[1])
     return uid, gid, [int(group) for group in fields["Groups"].split()]
+
+
+def test_the_deployments_settings_are_a_configuration_the_server_accepts(
+    pod_server: PodServer,
+) -> None:
+    """With the Deployment's own addresses, which the tests replace with loopback ones to run:
+    a routable --listen is refused without TLS, so this is where a missing setting shows."""
+    config = load([], pod_server.declared_env)
+    assert config.listen == "[::]:50051"
+    assert config.auth.tls
+    assert config.auth.mode is Authorization.RBAC
 
 
 def test_it_runs_as_the_deployments_numeric_non_root_user(
