@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench bench-shapes image clean
+.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench bench-shapes bench-load fuzz image clean
 
 all: test
 
@@ -65,6 +65,20 @@ bench-shapes: controlplane $(CLIENTGO)
 # where no registry is reachable) and checked: user, entry point, labels, --help as that user.
 image:
 	scripts/build_image.sh
+
+# 64 callers sending 1-50 rule requests for a minute: results lost or duplicated, errors by
+# kind, latency, server RSS. Results: bench/results/load.{json,md}.
+bench-load: controlplane
+	$(PY) -m bench.bench_load
+
+# Not part of `make test`: a coverage-guided run (atheris) over rule parsing and building, for
+# FUZZ_SECONDS; it prints libFuzzer's figures (execs, coverage) and stops at the first crash.
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,fuzz]'
+	mkdir -p .fuzz/corpus
+	$(PY) -m tests.fuzz.fuzz_rules -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+		-artifact_prefix=.fuzz/ .fuzz/corpus
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
