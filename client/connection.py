@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -216,13 +216,10 @@ class Client:
             dry_run=dry_run,
         )
         call = self._stub.CreateServices(request, timeout=timeout)
-        try:
-            async for message in call:
-                yield Result.from_proto(message)
-        except grpc.aio.AioRpcError as error:
-            raise RequestFailed(error.code(), error.details() or "") from error
-        finally:
-            call.cancel()
+        # aclosing: a caller that stops early cancels the call now, not when collected.
+        async with aclosing(_streamed(call, Result.from_proto)) as items:
+            async for item in items:
+                yield item
 
     async def list_services(
         self, deployment: str, *, namespace: str = "", timeout: float | None = None
@@ -252,13 +249,10 @@ class Client:
             dry_run=dry_run,
         )  # fmt: skip
         call = self._stub.DeleteServices(request, timeout=timeout)
-        try:
-            async for message in call:
-                yield Deleted.from_proto(message)
-        except grpc.aio.AioRpcError as error:
-            raise RequestFailed(error.code(), error.details() or "") from error
-        finally:
-            call.cancel()
+        # aclosing: a caller that stops early cancels the call now, not when collected.
+        async with aclosing(_streamed(call, Deleted.from_proto)) as items:
+            async for item in items:
+                yield item
 
     async def apply_services(
         self,
@@ -282,13 +276,28 @@ class Client:
             dry_run=dry_run,
         )
         call = self._stub.ApplyServices(request, timeout=timeout)
-        try:
-            async for message in call:
-                yield Result.from_proto(message)
-        except grpc.aio.AioRpcError as error:
-            raise RequestFailed(error.code(), error.details() or "") from error
-        finally:
-            call.cancel()
+        # aclosing: a caller that stops early cancels the call now, not when collected.
+        async with aclosing(_streamed(call, Result.from_proto)) as items:
+            async for item in items:
+                yield item
+
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+
+async def _streamed(
+    call: grpc.aio.UnaryStreamCall[Any, M], convert: Callable[[M], T]
+) -> AsyncGenerator[T, None]:
+    """The messages of a server-streaming call, converted, with the call's failure as
+    RequestFailed; the call is cancelled when the caller stops early."""
+    try:
+        async for message in call:
+            yield convert(message)
+    except grpc.aio.AioRpcError as error:
+        raise RequestFailed(error.code(), error.details() or "") from error
+    finally:
+        call.cancel()
 
 
 class TokenFile(grpc.AuthMetadataPlugin):

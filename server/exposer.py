@@ -41,10 +41,9 @@ from server.rules import (
     RuleError,
     ServiceRule,
     ServiceType,
-    check_rule,
     dns1123_label_problem,
     dns1123_subdomain_problem,
-    parse_rule,
+    parse_any,
 )
 
 log = logging.getLogger(__name__)
@@ -334,14 +333,7 @@ class Exposer:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _parse(self, index: int, rule: str | ServiceRule | RuleError) -> ServiceRule | RuleError:
-        try:
-            if isinstance(rule, str):
-                return parse_rule(rule, index, self._settings.node_ports)
-            if isinstance(rule, ServiceRule):
-                return check_rule(rule, index, self._settings.node_ports)
-        except RuleError as error:
-            return error
-        return rule
+        return parse_any(rule, index, self._settings.node_ports)
 
     async def _read_deployment(self, request: ExposeRequest, timeout: float | None) -> Deployment:
         try:

@@ -51,9 +51,8 @@ from server.rules import (
     RuleError,
     ServiceRule,
     ServiceType,
-    check_rule,
     dns1035_label_problem,
-    parse_rule,
+    parse_any,
 )
 
 log = logging.getLogger(__name__)
@@ -378,14 +377,7 @@ class Lifecycle:
         return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
 
     def _parse(self, index: int, rule: str | ServiceRule | RuleError) -> ServiceRule | RuleError:
-        try:
-            if isinstance(rule, str):
-                return parse_rule(rule, index, self._settings.node_ports)
-            if isinstance(rule, ServiceRule):
-                return check_rule(rule, index, self._settings.node_ports)
-        except RuleError as error:
-            return error
-        return rule
+        return parse_any(rule, index, self._settings.node_ports)
 
     async def _apply_one(
         self,

@@ -32,7 +32,8 @@ The modules, each importing only those above it:
 - :mod:`.ports`: checks of one port and of the ports of one rule together; Service port names.
 - :mod:`.grammar`: the general text parser (the reference), its syntax errors, :func:`locate`.
 - :mod:`.text`: :func:`parse_rule`, a fast path for the common spellings before the grammar.
-- :mod:`.specs`: :func:`check_rule`, the same checks for rules built from structured specs.
+- :mod:`.specs`: :func:`check_rule`, the same checks for rules built from structured specs;
+  :func:`parse_any`, either one for a rule however it arrived.
 
 Other code imports the public names from this package; only tests reach into the modules
 for private helpers.
@@ -59,7 +60,7 @@ from server.rules.names import (
     dns1123_subdomain_problem,
 )
 from server.rules.ports import port_names
-from server.rules.specs import check_rule
+from server.rules.specs import check_rule, parse_any
 from server.rules.text import parse_rule
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "dns1123_label_problem",
     "dns1123_subdomain_problem",
     "locate",
+    "parse_any",
     "parse_rule",
     "port_names",
 ]

@@ -31,6 +31,7 @@ from server.rules.names import (
     dns1035_label_problem,
 )
 from server.rules.ports import _port_names_problem, _port_problem, _PortSet, _Problem
+from server.rules.text import parse_rule
 
 
 def check_rule(
@@ -138,3 +139,19 @@ def _safe_canonical(rule: ServiceRule) -> str:
     except Exception:  # a spec so malformed it cannot even be shown; say so instead
         return "<unprintable rule>"
     return text if len(text) <= MAX_RULE_LENGTH else text[:64] + "…"
+
+
+def parse_any(
+    rule: str | ServiceRule | RuleError, index: int, node_ports: NodePortRange
+) -> ServiceRule | RuleError:
+    """Any way a rule arrives, parsed or checked: text through parse_rule, a structured rule
+    through check_rule, and a RuleError (a spec that could not even become a rule) as it is.
+    Returns the RuleError instead of raising it, so one bad rule never stops the others."""
+    try:
+        if isinstance(rule, str):
+            return parse_rule(rule, index, node_ports)
+        if isinstance(rule, ServiceRule):
+            return check_rule(rule, index, node_ports)
+    except RuleError as error:
+        return error
+    return rule
