@@ -13,12 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
-	"time"
-
-	"google.golang.org/genproto/googleapis/rpc/code"
-	"google.golang.org/grpc/status"
 
 	"github.com/k8sailor/k8sailor/client/go/k8sailor"
 	k8sailorv1 "github.com/k8sailor/k8sailor/client/go/k8sailor/v1"
@@ -42,30 +37,21 @@ Flags:
 
 // lifecycleOptions is a parsed get, delete or apply command line.
 type lifecycleOptions struct {
+	commonFlags
 	command    string
-	server     string
-	namespace  string
 	deployment string
-	json       bool
-	timeout    time.Duration
 	dryRun     bool
 	all        bool
 	prune      bool
 	force      bool
 	names      []string           // delete
 	rules      []*k8sailorv1.Rule // apply
-	// TLS and the caller's identity, as for expose; empty means not given.
-	caFile, certFile, keyFile, tokenFile string
 }
 
 // parseLifecycleArgs parses the arguments after the subcommand; flags may come before,
 // between or after the positional arguments, and "--" ends them.
 func parseLifecycleArgs(command string, args []string, stderr io.Writer) (*lifecycleOptions, error) {
-	server := os.Getenv("K8SAILOR_SERVER")
-	if server == "" {
-		server = k8sailor.DefaultAddress
-	}
-	opts := &lifecycleOptions{command: command, server: server, timeout: 30 * time.Second}
+	opts := &lifecycleOptions{command: command}
 	list := &ruleList{firstPositional: -1}
 
 	fs := flag.NewFlagSet("k8sailor-go "+command, flag.ContinueOnError)
@@ -74,15 +60,7 @@ func parseLifecycleArgs(command string, args []string, stderr io.Writer) (*lifec
 		fmt.Fprint(fs.Output(), lifecycleUsage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&opts.server, "server", server, "`host:port` of k8sailor-server; $K8SAILOR_SERVER sets the default")
-	fs.StringVar(&opts.namespace, "namespace", "", "`namespace` of the Deployment and the Services (default \"default\")")
-	fs.StringVar(&opts.namespace, "n", "", "short for --namespace")
-	fs.BoolVar(&opts.json, "json", false, "print each result as one line of protobuf JSON")
-	fs.Var(durationFlag{&opts.timeout}, "timeout", "deadline for the whole request: a `duration` such as 30s, or seconds such as 2.5")
-	fs.StringVar(&opts.caFile, "ca-file", os.Getenv("K8SAILOR_CA_FILE"), "PEM CA bundle that signed the server's certificate: use TLS; $K8SAILOR_CA_FILE sets the default")
-	fs.StringVar(&opts.certFile, "cert-file", os.Getenv("K8SAILOR_CERT_FILE"), "PEM client certificate for mutual TLS; $K8SAILOR_CERT_FILE sets the default")
-	fs.StringVar(&opts.keyFile, "key-file", os.Getenv("K8SAILOR_KEY_FILE"), "PEM private key of --cert-file; $K8SAILOR_KEY_FILE sets the default")
-	fs.StringVar(&opts.tokenFile, "token-file", os.Getenv("K8SAILOR_TOKEN_FILE"), "`file` with a bearer token, read for each call (TLS only); $K8SAILOR_TOKEN_FILE sets the default")
+	opts.register(fs)
 	if command != "get" {
 		fs.BoolVar(&opts.dryRun, "dry-run", false, "say what would happen, change nothing")
 	}
@@ -149,16 +127,8 @@ func runLifecycle(ctx context.Context, command string, args []string, stdout, st
 		fmt.Fprintf(stderr, "k8sailor-go %s: %v (see k8sailor-go %s -h)\n", command, err, command)
 		return exitRequestFailed
 	}
-	// The same connection as expose makes: plaintext unless TLS or token files are given.
-	connection := options{caFile: opts.caFile, certFile: opts.certFile, keyFile: opts.keyFile, tokenFile: opts.tokenFile}
-	dialOptions, err := connection.dialOptions()
-	if err != nil {
-		fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
-		return exitRequestFailed
-	}
-	client, err := k8sailor.Dial(opts.server, dialOptions...)
-	if err != nil {
-		fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
+	client, ok := opts.dial(stderr)
+	if !ok {
 		return exitRequestFailed
 	}
 	defer client.Close()
@@ -175,12 +145,6 @@ func runLifecycle(ctx context.Context, command string, args []string, stdout, st
 	}
 }
 
-func requestFailed(stderr io.Writer, err error) int {
-	st := status.Convert(err)
-	fmt.Fprintf(stderr, "k8sailor-go: %s: %s\n", code.Code(st.Code()), st.Message())
-	return exitRequestFailed
-}
-
 func runGet(ctx context.Context, client *k8sailor.Client, opts *lifecycleOptions, stdout, stderr io.Writer) int {
 	services, err := client.ListServices(ctx, &k8sailorv1.ListServicesRequest{
 		Namespace: opts.namespace, Deployment: opts.deployment,
@@ -190,12 +154,9 @@ func runGet(ctx context.Context, client *k8sailor.Client, opts *lifecycleOptions
 	}
 	if opts.json {
 		for _, service := range services {
-			line, err := jsonOptions.Marshal(service)
-			if err != nil {
-				fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
+			if !printJSON(stdout, stderr, service) {
 				return exitRequestFailed
 			}
-			fmt.Fprintln(stdout, string(line))
 		}
 		return exitOK
 	}
@@ -257,12 +218,9 @@ func runDelete(ctx context.Context, client *k8sailor.Client, opts *lifecycleOpti
 		}
 		failed = failed || !k8sailor.Done(res.GetOutcome())
 		if opts.json {
-			line, err := jsonOptions.Marshal(res)
-			if err != nil {
-				fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
+			if !printJSON(stdout, stderr, res) {
 				return exitRequestFailed
 			}
-			fmt.Fprintln(stdout, string(line))
 			continue
 		}
 		word := outcomeWord(res.GetOutcome())
@@ -297,23 +255,16 @@ func runApply(ctx context.Context, client *k8sailor.Client, opts *lifecycleOptio
 		}
 		failed = failed || !k8sailor.Done(res.GetOutcome())
 		if opts.json {
-			line, err := jsonOptions.Marshal(res)
-			if err != nil {
-				fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
+			if !printJSON(stdout, stderr, res) {
 				return exitRequestFailed
 			}
-			fmt.Fprintln(stdout, string(line))
 			continue
 		}
 		for _, line := range formatApplied(res, opts.dryRun) {
 			fmt.Fprintln(stdout, line)
 		}
 	}
-	if len(reported) != len(opts.rules) {
-		fmt.Fprintf(stderr, "k8sailor-go: the server reported %d of %d rules\n", len(reported), len(opts.rules))
-		return exitRuleFailed
-	}
-	if failed {
+	if !allReported(stderr, reported, len(opts.rules)) || failed {
 		return exitRuleFailed
 	}
 	return exitOK

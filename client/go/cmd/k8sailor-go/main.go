@@ -28,9 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/code"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/k8sailor/k8sailor/client/go/k8sailor"
@@ -72,15 +69,10 @@ func main() {
 
 // options is a parsed command line.
 type options struct {
-	server     string
-	namespace  string
+	commonFlags
 	deployment string
 	dryRun     bool
-	json       bool
-	timeout    time.Duration
 	rules      []*k8sailorv1.Rule
-	// TLS and the caller's identity; empty means not given.
-	caFile, certFile, keyFile, tokenFile string
 }
 
 // ruleList collects rules in command-line order: --spec values and positional arguments
@@ -147,11 +139,7 @@ func (e flagError) Unwrap() error { return e.err }
 // positional arguments, because that is how people write `k8sailor-go web 80 --dry-run`.
 // Rules never start with "-", and "--" ends the flags for anything that does.
 func parseArgs(args []string, stderr io.Writer) (*options, error) {
-	server := os.Getenv("K8SAILOR_SERVER")
-	if server == "" {
-		server = k8sailor.DefaultAddress
-	}
-	opts := &options{timeout: 30 * time.Second}
+	opts := &options{}
 	list := &ruleList{firstPositional: -1}
 
 	fs := flag.NewFlagSet("k8sailor-go", flag.ContinueOnError)
@@ -160,18 +148,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&opts.server, "server", server, "`host:port` of k8sailor-server; $K8SAILOR_SERVER sets the default")
-	fs.StringVar(&opts.namespace, "namespace", "", "`namespace` of the Deployment and the Services (default \"default\")")
-	fs.StringVar(&opts.namespace, "n", "", "short for --namespace")
+	opts.register(fs)
 	fs.StringVar(&opts.deployment, "deployment", "", "`name` of the Deployment (default: the first positional argument)")
 	fs.BoolVar(&opts.dryRun, "dry-run", false, "validate every Service on the API server, create nothing")
-	fs.BoolVar(&opts.json, "json", false, "print each result as one line of protobuf JSON")
-	fs.Var(durationFlag{&opts.timeout}, "timeout", "deadline for the whole request: a `duration` such as 30s, or seconds such as 2.5")
 	fs.Var(specFlag{list}, "spec", "a structured rule: k8sailor.v1.ServiceSpec as protobuf `JSON` (repeatable)")
-	fs.StringVar(&opts.caFile, "ca-file", os.Getenv("K8SAILOR_CA_FILE"), "PEM CA bundle that signed the server's certificate: use TLS; $K8SAILOR_CA_FILE sets the default")
-	fs.StringVar(&opts.certFile, "cert-file", os.Getenv("K8SAILOR_CERT_FILE"), "PEM client certificate for mutual TLS; $K8SAILOR_CERT_FILE sets the default")
-	fs.StringVar(&opts.keyFile, "key-file", os.Getenv("K8SAILOR_KEY_FILE"), "PEM private key of --cert-file; $K8SAILOR_KEY_FILE sets the default")
-	fs.StringVar(&opts.tokenFile, "token-file", os.Getenv("K8SAILOR_TOKEN_FILE"), "`file` with a bearer token, read for each call (TLS only); $K8SAILOR_TOKEN_FILE sets the default")
 
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -206,23 +186,6 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	return opts, nil
 }
 
-// dialOptions: plaintext unless a TLS file or a token file is given; TLS with the system's
-// roots when only --token-file or a client certificate is.
-func (o *options) dialOptions() ([]grpc.DialOption, error) {
-	if o.caFile == "" && o.certFile == "" && o.keyFile == "" && o.tokenFile == "" {
-		return nil, nil
-	}
-	transport, err := k8sailor.WithTLS(o.caFile, o.certFile, o.keyFile)
-	if err != nil {
-		return nil, err
-	}
-	all := []grpc.DialOption{transport}
-	if o.tokenFile != "" {
-		all = append(all, k8sailor.WithTokenFile(o.tokenFile))
-	}
-	return all, nil
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// A Deployment named like a subcommand is exposed with "expose NAME" or --deployment.
 	if len(args) > 0 {
@@ -245,14 +208,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitRequestFailed
 	}
 
-	dialOptions, err := opts.dialOptions()
-	if err != nil {
-		fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
-		return exitRequestFailed
-	}
-	client, err := k8sailor.Dial(opts.server, dialOptions...)
-	if err != nil {
-		fmt.Fprintf(stderr, "k8sailor-go: %v\n", err)
+	client, ok := opts.dial(stderr)
+	if !ok {
 		return exitRequestFailed
 	}
 	defer client.Close()
@@ -270,9 +227,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	failed := false
 	for res, err := range client.CreateServices(ctx, req) {
 		if err != nil {
-			st := status.Convert(err)
-			fmt.Fprintf(stderr, "k8sailor-go: %s: %s\n", code.Code(st.Code()), st.Message())
-			return exitRequestFailed
+			return requestFailed(stderr, err)
 		}
 		// The header waits for the first row, so a failed request prints nothing on stdout.
 		if !opts.json && len(reported) == 0 {
@@ -287,12 +242,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, line)
 	}
-	// The server promises one result per rule; a rule it never reported is not known to exist.
-	if len(reported) != len(opts.rules) {
-		fmt.Fprintf(stderr, "k8sailor-go: the server reported %d of %d rules\n", len(reported), len(opts.rules))
-		return exitRuleFailed
-	}
-	if failed {
+	if !allReported(stderr, reported, len(opts.rules)) || failed {
 		return exitRuleFailed
 	}
 	return exitOK

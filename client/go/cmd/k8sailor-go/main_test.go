@@ -36,7 +36,8 @@ func TestParseArgs(t *testing.T) {
 			name: "deployment first, flags after the rules",
 			args: []string{"web", "80:8088", "#80:80", "-n", "prod", "--dry-run", "!31234:80:8088", "@www.example.com"},
 			want: options{
-				server: k8sailor.DefaultAddress, namespace: "prod", deployment: "web", dryRun: true, timeout: 30 * time.Second,
+				commonFlags: commonFlags{server: k8sailor.DefaultAddress, namespace: "prod", timeout: 30 * time.Second},
+				deployment:  "web", dryRun: true,
 				rules: k8sailor.Rules("80:8088", "#80:80", "!31234:80:8088", "@www.example.com"),
 			},
 		},
@@ -44,16 +45,18 @@ func TestParseArgs(t *testing.T) {
 			name: "--deployment later makes every positional argument a rule, in order with --spec",
 			args: []string{"80", "--spec", resolverJSON, "81", "--deployment", "web", "--timeout", "2.5", "--json", "--server", "k:1"},
 			want: options{
-				server: "k:1", deployment: "web", json: true, timeout: 2500 * time.Millisecond,
-				rules: []*k8sailorv1.Rule{k8sailor.Raw("80"), k8sailor.Spec(resolver), k8sailor.Raw("81")},
+				commonFlags: commonFlags{server: "k:1", json: true, timeout: 2500 * time.Millisecond},
+				deployment:  "web",
+				rules:       []*k8sailorv1.Rule{k8sailor.Raw("80"), k8sailor.Spec(resolver), k8sailor.Raw("81")},
 			},
 		},
 		{
 			name: "a spec alone, and -- before arguments that look like flags",
 			args: []string{"--namespace=x", "--spec=" + resolverJSON, "--timeout", "1m", "--", "web", "-odd"},
 			want: options{
-				server: k8sailor.DefaultAddress, namespace: "x", deployment: "web", timeout: time.Minute,
-				rules: []*k8sailorv1.Rule{k8sailor.Spec(resolver), k8sailor.Raw("-odd")},
+				commonFlags: commonFlags{server: k8sailor.DefaultAddress, namespace: "x", timeout: time.Minute},
+				deployment:  "web",
+				rules:       []*k8sailorv1.Rule{k8sailor.Spec(resolver), k8sailor.Raw("-odd")},
 			},
 		},
 	}
@@ -158,10 +161,10 @@ func TestTLSFlagsAndTheirEnvironmentDefaults(t *testing.T) {
 	if have := [4]string{got.caFile, got.certFile, got.keyFile, got.tokenFile}; have != want {
 		t.Errorf("TLS files = %q, want %q (flags win over the environment)", have, want)
 	}
-	if _, err := (&options{certFile: "tls.crt"}).dialOptions(); err == nil || !strings.Contains(err.Error(), "go together") {
+	if _, err := (&commonFlags{certFile: "tls.crt"}).dialOptions(); err == nil || !strings.Contains(err.Error(), "go together") {
 		t.Errorf("a certificate without its key: %v, want an error", err)
 	}
-	if plain, err := (&options{}).dialOptions(); err != nil || plain != nil {
+	if plain, err := (&commonFlags{}).dialOptions(); err != nil || plain != nil {
 		t.Errorf("no TLS flags: %v, %v, want plaintext (no options)", plain, err)
 	}
 }
