@@ -64,20 +64,31 @@ class NeverServing(RuntimeError):
 
 async def wait_serving(
     target: str,
-    process: asyncio.subprocess.Process | None = None,
+    process: asyncio.subprocess.Process | subprocess.Popen[bytes] | None = None,
     *,
+    service: str = "",
+    credentials: grpc.ChannelCredentials | None = None,
     within: float = 60.0,
 ) -> None:
-    """Until the gRPC health service at target answers SERVING; NeverServing if `process`
-    exits first or `within` seconds pass."""
+    """Until the gRPC health service at target answers SERVING for `service` (as a kubelet's
+    gRPC readiness probe asks); NeverServing if `process` exits first or `within` seconds pass.
+    Start-up takes seconds on a loaded machine, so callers give generous bounds."""
     give_up = time.monotonic() + within
-    async with grpc.aio.insecure_channel(target) as channel:
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < give_up:
-            if process is not None and process.returncode is not None:
-                raise NeverServing(f"the server exited with {process.returncode} during start-up")
+            code = process.poll() if isinstance(process, subprocess.Popen) else (
+                process.returncode if process is not None else None
+            )  # fmt: skip
+            if code is not None:
+                raise NeverServing(f"the server exited with {code} during start-up")
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:

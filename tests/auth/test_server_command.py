@@ -7,26 +7,13 @@ import sys
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes_asyncio import client
 
 from client import Outcome, connect
 from tests.auth.conftest import Pki, Teams, bind
 from tests.conftest import Cluster
 from tests.controlplane import free_port
-
-
-async def _wait_serving(target: str, credentials: grpc.ChannelCredentials) -> None:
-    async with grpc.aio.secure_channel(target, credentials) as channel:
-        for _ in range(300):
-            try:
-                await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-                return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-    raise AssertionError(f"k8sailor-server never served on {target}")
+from tests.servers import wait_serving
 
 
 async def test_the_server_command_serves_mutual_tls_with_rbac(
@@ -49,7 +36,7 @@ async def test_the_server_command_serves_mutual_tls_with_rbac(
     )  # fmt: skip
     try:
         credentials = grpc.ssl_channel_credentials(pki.ca.pem, erin.private_key, erin.certificate)
-        await _wait_serving(target, credentials)
+        await wait_serving(target, credentials=credentials, within=120)
         async with connect(target, credentials=credentials) as k8sailor:
             outcomes = {
                 result.rule: result.outcome

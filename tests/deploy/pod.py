@@ -5,7 +5,6 @@ CA in a directory laid out as the kubelet mounts it)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import signal
@@ -19,8 +18,8 @@ from urllib.parse import urlsplit
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests import servers
 from tests.deploy.image import Installed, as_user
 from tests.pki import CertificateAuthority
 
@@ -140,26 +139,12 @@ async def wait_serving(
     *,
     service: str = "",
     credentials: grpc.ChannelCredentials | None = None,
-    attempts: int = 300,
 ) -> None:
-    """Until the health service says SERVING (the kubelet's gRPC readiness probe, in short)."""
-    channel = (
-        grpc.aio.secure_channel(target, credentials)
-        if credentials is not None
-        else grpc.aio.insecure_channel(target)
-    )
-    async with channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(attempts):
-            if pod.process.poll() is not None:
-                raise AssertionError(
-                    f"k8sailor-server exited with {pod.process.returncode}:\n{pod.output()}"
-                )
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"k8sailor-server never became SERVING:\n{pod.output()}")
+    """Until the health service says SERVING (the kubelet's gRPC readiness probe, in short);
+    the pod's output goes into the failure when it never does."""
+    try:
+        await servers.wait_serving(
+            target, pod.process, service=service, credentials=credentials, within=120
+        )
+    except servers.NeverServing as never:
+        raise AssertionError(f"{never}:\n{pod.output()}") from None

@@ -19,7 +19,7 @@ from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server.rules import MAX_PORTS, MAX_RULE_LENGTH
 from tests.conftest import Cluster
 from tests.controlplane import free_port
-from tests.e2e.test_startup import _wait_serving
+from tests.servers import wait_serving
 
 SERVER = str(Path(sys.executable).parent / "k8sailor-server")
 
@@ -116,7 +116,7 @@ async def test_health_answers_while_the_worst_request_is_handled(
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        await _wait_serving(target, process)
+        await wait_serving(target, process, within=120)
         async with grpc.aio.insecure_channel(target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
 

@@ -12,32 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from tests.conftest import Cluster
 from tests.controlplane import free_port
 from tests.metrics import delta, scrape
+from tests.servers import wait_serving
 
 SERVER = str(Path(sys.executable).parent / "k8sailor-server")
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
-
-
-async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
-    """Until the server says SERVING; start-up takes seconds on a loaded machine."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(1200):
-            assert process.returncode is None, "server exited during start-up"
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-    raise AssertionError("server never became SERVING")
 
 
 async def test_json_logs_metrics_and_traces_from_flags_and_environment(
@@ -56,7 +41,7 @@ async def test_json_logs_metrics_and_traces_from_flags_and_environment(
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        await _wait_serving(target, process)
+        await wait_serving(target, process, within=120)
         before = scrape(metrics_port)
         async with grpc.aio.insecure_channel(target) as channel:
             stub = pb_grpc.ExposureServiceStub(channel)

@@ -20,6 +20,7 @@ from client import connect
 from server.app import ListenError, ServerConfig, serving
 from tests.conftest import Cluster
 from tests.controlplane import free_port
+from tests.servers import wait_serving
 
 SERVER = str(Path(sys.executable).parent / "k8sailor-server")
 
@@ -31,22 +32,6 @@ async def _server(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
-
-
-async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
-    """Until the server at target says SERVING. Start-up takes seconds on a loaded machine,
-    so the bound is generous; a server that exits instead fails the test at once."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(1200):
-            assert process.returncode is None, "server exited during start-up"
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-    raise AssertionError("server never became SERVING")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -116,7 +101,7 @@ async def test_the_server_process_on_a_busy_port_exits_2(cluster: Cluster) -> No
         SERVER, "--listen", target, env=env, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        await _wait_serving(target, first)
+        await wait_serving(target, first, within=120)
         code, _, err = await _server("--listen", target, env=env)
         assert code == 2
         assert f"k8sailor-server: cannot listen on {target}: the port is in use" in err
@@ -138,7 +123,7 @@ async def test_a_second_signal_during_the_drain_exits_at_once(
         env=_clean_env(KUBECONFIG=str(cluster.kubeconfig)), stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        await _wait_serving(target, process)
+        await wait_serving(target, process, within=120)
         rules = [f"svc-{i}=80" for i in range(200)]
         seen = 0
         ended_by: str | None = None
