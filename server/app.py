@@ -140,7 +140,7 @@ async def _start(
         deployments = DeploymentCache(kube, config.watch_namespaces)
     server = grpc.aio.server(interceptors=telemetry.interceptors, options=GRPC_OPTIONS)
     access = AccessControl(kube, config.auth)
-    lifecycle = Lifecycle(kube, config.settings)
+    lifecycle = Lifecycle(kube, config.settings, tracer=telemetry.tracer)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
         LifecycleServicer(
             Exposer(kube, config.settings, tracer=telemetry.tracer, deployments=deployments),

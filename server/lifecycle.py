@@ -10,7 +10,8 @@ dryRun=All says what would happen. What changed is found by comparing the Servic
 after the apply, field by field.
 
 Each Service gets its own coroutine that turns every failure into a result, so one Service never
-spoils the others, and every name or rule gets exactly one result.
+spoils the others, and every name or rule gets exactly one result. Each runs in a span of its
+own (k8sailor.rule, as CreateServices' rules do), so the API calls it makes are its children.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import json
 import logging
 import re
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
 from server import pointing
+from server.cooperative import in_slices
 from server.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
 from server.exposer import (
     BadRequest,
@@ -42,7 +47,7 @@ from server.manifests import (
     RULE_ANNOTATION,
     Deployment,
     DeploymentError,
-    build_services,
+    iter_services,
     owned_by,
 )
 from server.rules import (
@@ -59,10 +64,13 @@ log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 T = TypeVar("T")
+R = TypeVar("R", "ApplyResult", "DeleteResult")
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-# A pruned Service is not one of the request's rules.
+# A pruned Service is not one of the request's rules (nor, with all, a deleted one one of its
+# names): its result and span carry this index.
 PRUNED_INDEX = -1
+RULE_SPAN = "k8sailor.rule"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,7 @@ class DeleteResult:
     outcome: Outcome
     error: str = ""
     reason: str = ""
+    service_type: ServiceType | None = None  # None: no such Service, or it could not be read
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +152,28 @@ class ApplyRequest:
     grants: Grants | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedRules:
+    """An ApplyRequest's rules parsed, once: what authorization decides on (types) and what
+    apply builds from, so that neither parses them again."""
+
+    rules: Sequence[ServiceRule | RuleError]
+    texts: Sequence[str]  # each rule's canonical text, or as written when it did not parse
+
+    @property
+    def types(self) -> frozenset[ServiceType]:
+        """The Service types the valid rules ask for."""
+        return frozenset(rule.type for rule in self.rules if isinstance(rule, ServiceRule))
+
+
 class Lifecycle:
-    def __init__(self, kube: Kube, settings: Settings) -> None:
+    def __init__(self, kube: Kube, settings: Settings, *, tracer: Tracer | None = None) -> None:
+        """tracer: where each rule's (or Service's) span goes; the OpenTelemetry API's own (a
+        no-op until an SDK provider is installed) when not given."""
         # settings.max_rules also bounds the names of one DeleteServices request.
         self._kube = kube
         self._settings = settings
+        self._tracer = tracer or trace.get_tracer(__name__)
 
     # ----------------------------------------------------------------------------- list
 
@@ -220,13 +246,19 @@ class Lifecycle:
                 request.namespace, owner.uid, _remaining(loop, deadline)
             )
             jobs = [
-                self._delete_owned(
-                    request.namespace, service, request.dry_run, request.grants, deadline
+                self._in_span(
+                    PRUNED_INDEX,
+                    self._delete_owned(
+                        request.namespace, service, request.dry_run, request.grants, deadline
+                    ),
                 )
                 for service in owned
             ]
         else:
-            jobs = [self._delete_named(request, owner, name, deadline) for name in request.names]
+            jobs = [
+                self._in_span(index, self._delete_named(request, owner, name, deadline))
+                for index, name in enumerate(request.names)
+            ]
         async for result in _as_completed(jobs):
             yield result
 
@@ -249,6 +281,7 @@ class Lifecycle:
                     f"ownerReference to it with k8sailor's {MANAGED_SELECTOR} label); it was "
                     "left untouched",
                     "NotOwned",
+                    _service_type(service),
                 )
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
@@ -257,6 +290,17 @@ class Lifecycle:
         )
 
     async def _delete_owned(
+        self,
+        namespace: str,
+        service: Mapping[str, Any],
+        dry_run: bool,
+        grants: Grants | None,
+        deadline: float | None,
+    ) -> DeleteResult:
+        result = await self._delete(namespace, service, dry_run, grants, deadline)
+        return replace(result, service_type=_service_type(service))
+
+    async def _delete(
         self,
         namespace: str,
         service: Mapping[str, Any],
@@ -320,30 +364,52 @@ class Lifecycle:
                 f"({self._settings.max_rules}); split them over several requests"
             )
 
+    async def parse(self, request: ApplyRequest) -> ParsedRules:
+        """The request's rules parsed, after checking the request (BadRequest, so an oversized
+        one costs nothing). In slices (server.cooperative): the largest request is a few
+        hundred milliseconds of CPU, which must not keep other calls waiting."""
+        self.check_apply(request)
+        node_ports = self._settings.node_ports
+        rules = await in_slices(
+            parse_any(rule, index, node_ports) for index, rule in enumerate(request.rules)
+        )
+        texts = await in_slices(
+            rule.text if isinstance(rule, RuleError) else rule.canonical() for rule in rules
+        )
+        return ParsedRules(rules, texts)
+
     async def apply(
-        self, request: ApplyRequest, *, deadline: float | None = None
+        self,
+        request: ApplyRequest,
+        parsed: ParsedRules | None = None,
+        *,
+        deadline: float | None = None,
     ) -> AsyncGenerator[ApplyResult, None]:
         """One result per rule, then (with prune) one per pruned Service, as each is known.
+        parsed: the request's rules as parse() returned them, when the caller has them already.
 
         Raises RequestError or KubeError before the first result for request-level failures.
         """
-        self.check_apply(request)
+        if parsed is None:
+            parsed = await self.parse(request)
+        else:
+            self.check_apply(request)
         loop = asyncio.get_running_loop()
-        parsed = [self._parse(index, rule) for index, rule in enumerate(request.rules)]
-        texts = [item.text if isinstance(item, RuleError) else item.canonical() for item in parsed]
         owner = await self._read_deployment(
             request.namespace, request.deployment, _remaining(loop, deadline), to_expose=True
         )
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
-        manifests = [
+        manifests = await in_slices(
             pointing.at_column(built, written[index]) if isinstance(built, RuleError) else built
-            for index, built in enumerate(build_services(parsed, owner))
-        ]
+            for index, built in enumerate(iter_services(parsed.rules, owner))
+        )
 
         unreadable = [m for m in manifests if isinstance(m, RuleError)]
         prune = request.prune and not unreadable
         jobs: list[Awaitable[ApplyResult]] = []
         for index, manifest in enumerate(manifests):
+            rule = parsed.rules[index]
+            service_type = rule.type if isinstance(rule, ServiceRule) else None
             if isinstance(manifest, RuleError):
                 message = str(manifest)
                 if request.prune:
@@ -353,11 +419,14 @@ class Lifecycle:
                     )
                 invalid = RuleResult(
                     manifest.index, manifest.text, Outcome.INVALID, error=message,
-                    reason="RuleInvalid",
+                    reason="RuleInvalid", service_type=service_type,
                 )  # fmt: skip
-                jobs.append(_ready(ApplyResult(invalid)))
+                jobs.append(self._in_span(index, _ready(ApplyResult(invalid))))
                 continue
-            jobs.append(self._apply_one(request, owner, index, texts[index], manifest, deadline))
+            job = self._apply_one(
+                request, owner, index, parsed.texts[index], manifest, service_type, deadline
+            )
+            jobs.append(self._in_span(index, job))
         if prune:
             named = {m["metadata"]["name"] for m in manifests if not isinstance(m, RuleError)}
             owned = await self._owned_services(
@@ -365,19 +434,20 @@ class Lifecycle:
             )
             for service in owned:
                 if service["metadata"]["name"] not in named:
-                    jobs.append(self._prune(request, service, deadline))
+                    jobs.append(
+                        self._in_span(PRUNED_INDEX, self._prune(request, service, deadline))
+                    )
         async for result in _as_completed(jobs):
             yield result
 
-    def rule_types(self, request: ApplyRequest) -> frozenset[ServiceType]:
-        """The Service types the request's valid rules ask for: what authorization decides
-        on. Checks the request first (BadRequest), so an oversized one costs nothing."""
-        self.check_apply(request)
-        parsed = (self._parse(index, rule) for index, rule in enumerate(request.rules))
-        return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
-
-    def _parse(self, index: int, rule: str | ServiceRule | RuleError) -> ServiceRule | RuleError:
-        return parse_any(rule, index, self._settings.node_ports)
+    async def _in_span(self, index: int, job: Awaitable[R]) -> R:
+        """job, run inside a rule span of its own (the API calls it makes are its children),
+        which ends with what became of it as attributes."""
+        with self._tracer.start_as_current_span(RULE_SPAN) as span:
+            result = await job
+            if span.is_recording():
+                _describe(span, index, result.result if isinstance(result, ApplyResult) else result)
+        return result
 
     async def _apply_one(
         self,
@@ -386,13 +456,19 @@ class Lifecycle:
         index: int,
         text: str,
         manifest: dict[str, Any],
+        service_type: ServiceType | None,
         deadline: float | None,
     ) -> ApplyResult:
         name: str = manifest["metadata"]["name"]
         loop = asyncio.get_running_loop()
 
         def refused(outcome: Outcome, error: str, reason: str) -> ApplyResult:
-            return ApplyResult(RuleResult(index, text, outcome, name, error=error, reason=reason))
+            return ApplyResult(
+                RuleResult(
+                    index, text, outcome, name, error=error, reason=reason,
+                    service_type=service_type,
+                )
+            )  # fmt: skip
 
         try:
             try:
@@ -450,10 +526,10 @@ class Lifecycle:
                 Outcome.FAILED, f"internal error: {type(error).__name__}: {error}", "InternalError"
             )
         if existing is None:
-            return ApplyResult(_rule_result(index, text, Outcome.CREATED, applied))
+            return ApplyResult(_rule_result(index, text, Outcome.CREATED, applied, service_type))
         changes = tuple(diff_service(existing, applied))
         outcome = Outcome.UPDATED if changes else Outcome.UNCHANGED
-        return ApplyResult(_rule_result(index, text, outcome, applied), changes)
+        return ApplyResult(_rule_result(index, text, outcome, applied, service_type), changes)
 
     async def _apply_forcing_our_own(
         self, request: ApplyRequest, body: Mapping[str, Any], deadline: float | None
@@ -515,6 +591,7 @@ class Lifecycle:
             deleted.service_name,
             error=deleted.error,
             reason=deleted.reason,
+            service_type=deleted.service_type,
         )
         return ApplyResult(result)
 
@@ -595,7 +672,13 @@ def _exposed(service: Mapping[str, Any]) -> ExposedService:
     )
 
 
-def _rule_result(index: int, text: str, outcome: Outcome, service: Mapping[str, Any]) -> RuleResult:
+def _rule_result(
+    index: int,
+    text: str,
+    outcome: Outcome,
+    service: Mapping[str, Any],
+    service_type: ServiceType | None,
+) -> RuleResult:
     return RuleResult(
         index=index,
         rule=text,
@@ -603,6 +686,7 @@ def _rule_result(index: int, text: str, outcome: Outcome, service: Mapping[str, 
         service_name=str(service["metadata"]["name"]),
         cluster_ip=str((service.get("spec") or {}).get("clusterIP") or ""),
         ports=_ports(service),
+        service_type=service_type,
     )
 
 
@@ -742,6 +826,22 @@ def give_up_at(loop: asyncio.AbstractEventLoop, seconds_left: float | None) -> f
 
 async def _ready(result: ApplyResult) -> ApplyResult:
     return result
+
+
+def _describe(span: Span, index: int, result: RuleResult | DeleteResult) -> None:
+    """What became of a rule (or a Service named for deletion), as its span's attributes: the
+    same as CreateServices' rule spans carry (names, not the caller's text)."""
+    span.set_attributes(
+        {
+            "k8sailor.rule.index": index,
+            "k8sailor.rule.outcome": result.outcome.value,
+            "k8sailor.rule.reason": result.reason,
+            "k8sailor.service.name": result.service_name,
+            "k8sailor.service.type": result.service_type.value if result.service_type else "",
+        }
+    )
+    if result.outcome is Outcome.FAILED:
+        span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
 
 
 async def _as_completed(jobs: Sequence[Awaitable[T]]) -> AsyncGenerator[T, None]:

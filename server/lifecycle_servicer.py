@@ -9,8 +9,9 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -18,10 +19,10 @@ from k8sailor.v1 import exposure_pb2 as pb
 from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
+from server.cooperative import in_slices
 from server.errors import KubeError
 from server.exposer import (
     Exposer,
-    Outcome,
     RequestError,
     RuleResult,
     check_target,
@@ -49,6 +50,9 @@ from server.servicer import (
     rule_from_proto,
     status_for,
 )
+
+if TYPE_CHECKING:
+    from server.observability.metrics import RuleCounter
 
 log = logging.getLogger("k8sailor.requests")
 
@@ -131,25 +135,13 @@ class LifecycleServicer(ExposureServicer):
         lifecycle: Lifecycle,
         access: AccessControl | None = None,
         *,
-        on_results: Callable[[Sequence[RuleResult]], None] | None = None,
+        on_results: RuleCounter | None = None,
     ) -> None:
+        """on_results: told every request's rule results and the RPC's name, as the request
+        ends (metrics.count_rules)."""
         super().__init__(exposer, access, on_results=on_results)
         self._lifecycle = lifecycle
-
-    async def _grants(
-        self,
-        context: grpc.aio.ServicerContext[Any, Any],
-        namespace: str,
-        deployment: str,
-        wanted: Callable[[], set[Grant]],
-    ) -> tuple[Caller, Grants | None]:
-        """Who calls and, with authorization on, what of wanted() it may do."""
-        if self._access is None:
-            return ANONYMOUS, None
-        caller = await self._access.authenticate(context)
-        if not self._access.authorizing:
-            return caller, None
-        return caller, await self._access.grants(caller, namespace, deployment, wanted())
+        self._count_rules = on_results
 
     async def ListServices(  # noqa: N802 - the RPC's name
         self,
@@ -157,17 +149,15 @@ class LifecycleServicer(ExposureServicer):
         context: grpc.aio.ServicerContext[pb.ListServicesRequest, pb.ListServicesResponse],
     ) -> pb.ListServicesResponse:
         started = time.monotonic()
-        namespace, deployment = request.namespace or "default", request.deployment
-        status, message, listed, caller = grpc.StatusCode.OK, "", [], ANONYMOUS
+        call = _Call("ListServices", request.namespace or "default", request.deployment)
+        status, message, listed = grpc.StatusCode.OK, "", []
         try:
-            check_target(namespace, deployment)
-            caller, grants = await self._grants(
-                context, namespace, deployment, lambda: {("list", t) for t in _EVERY_TYPE}
-            )
+            check_target(call.namespace, call.deployment)
+            await self._authorize(call, context, _every("list"))
             listed = await self._lifecycle.list_owned(
-                namespace,
-                deployment,
-                grants=grants,
+                call.namespace,
+                call.deployment,
+                grants=call.grants,
                 deadline=_give_up(context.time_remaining()),
             )
         except (RequestError, KubeError, AuthError) as error:
@@ -176,8 +166,8 @@ class LifecycleServicer(ExposureServicer):
             log.exception("ListServices failed unexpectedly")
             status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
         _log_line(
-            "ListServices", caller, namespace, deployment, status, message, started, context,
-            services=len(listed),
+            call.event, call.caller, call.namespace, call.deployment, status, message, started,
+            context, services=len(listed),
         )  # fmt: skip
         if status is not grpc.StatusCode.OK:
             await context.abort(status, message)
@@ -196,35 +186,19 @@ class LifecycleServicer(ExposureServicer):
             dry_run=request.dry_run,
         )
 
-        async def results() -> AsyncIterator[DeleteResult]:
+        async def start(call: _Call) -> AsyncGenerator[DeleteResult, None]:
             self._lifecycle.check_delete(domain)
-            caller, grants = await self._grants(
-                context,
-                domain.namespace,
-                domain.deployment,
-                lambda: {("delete", t) for t in _EVERY_TYPE},
-            )
-            callers.append(caller)
-            run = self._lifecycle.delete(
-                dataclasses.replace(domain, grants=grants),
+            await self._authorize(call, context, _every("delete"))
+            return self._lifecycle.delete(
+                dataclasses.replace(domain, grants=call.grants),
                 deadline=_give_up(context.time_remaining()),
             )
-            async with contextlib.aclosing(run):
-                async for result in run:
-                    yield result
 
-        callers: list[Caller] = []
-        await _stream(
-            "DeleteServices",
-            callers,
-            domain.namespace,
-            domain.deployment,
-            results(),
-            delete_result_to_proto,
-            lambda result: result.outcome,
-            context,
+        call = _Call("DeleteServices", domain.namespace, domain.deployment)
+        await self._stream(
+            call, start, delete_result_to_proto, lambda result: result, context,
             dry_run=domain.dry_run,
-        )
+        )  # fmt: skip
 
     async def ApplyServices(  # type: ignore[override]  # noqa: N802 - see CreateServices
         self,
@@ -234,87 +208,105 @@ class LifecycleServicer(ExposureServicer):
         domain = ApplyRequest(
             namespace=request.namespace or "default",
             deployment=request.deployment,
-            rules=[rule_from_proto(index, rule) for index, rule in enumerate(request.rules)],
+            # In slices, as CreateServices reads them: many thousand ports, in a large request.
+            rules=await in_slices(
+                rule_from_proto(index, rule) for index, rule in enumerate(request.rules)
+            ),
             prune=request.prune,
             force=request.force,
             dry_run=request.dry_run,
         )
 
-        def wanted() -> set[Grant]:
-            types = self._lifecycle.rule_types(domain)
-            pairs = {(verb, t) for verb in ("create", "update") for t in types}
-            if domain.prune:
-                pairs |= {("delete", t) for t in _EVERY_TYPE}
-            return pairs
-
-        async def results() -> AsyncIterator[ApplyResult]:
+        async def start(call: _Call) -> AsyncGenerator[ApplyResult, None]:
+            # Parsed once, after the caller is known and before what it may do is asked:
+            # authorization decides on the rules' types, and apply builds from the same rules.
             self._lifecycle.check_apply(domain)
-            caller, grants = await self._grants(
-                context, domain.namespace, domain.deployment, wanted
-            )
-            callers.append(caller)
-            run = self._lifecycle.apply(
-                dataclasses.replace(domain, grants=grants),
+            await self._authenticate(call, context)
+            parsed = await self._lifecycle.parse(domain)
+            wanted = {(verb, t) for verb in ("create", "update") for t in parsed.types}
+            if domain.prune:
+                wanted |= _every("delete")
+            await self._authorize(call, context, wanted)
+            return self._lifecycle.apply(
+                dataclasses.replace(domain, grants=call.grants),
+                parsed,
                 deadline=_give_up(context.time_remaining()),
             )
-            async with contextlib.aclosing(run):
+
+        call = _Call("ApplyServices", domain.namespace, domain.deployment)
+        await self._stream(
+            call, start, apply_result_to_proto, lambda applied: applied.result, context,
+            dry_run=domain.dry_run, prune=domain.prune, force=domain.force,
+        )  # fmt: skip
+
+    async def _authenticate(self, call: _Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Who calls (call.caller), when there is access control at all."""
+        if self._access is not None and call.caller is ANONYMOUS:
+            call.caller = await self._access.authenticate(context)
+
+    async def _authorize(
+        self, call: _Call, context: grpc.aio.ServicerContext[Any, Any], wanted: set[Grant]
+    ) -> None:
+        """Who calls and, with authorization on, what of wanted it may do (call.grants)."""
+        await self._authenticate(call, context)
+        if self._access is not None and self._access.authorizing:
+            call.grants = await self._access.grants(
+                call.caller, call.namespace, call.deployment, wanted
+            )
+
+    async def _stream(
+        self,
+        call: _Call,
+        start: Callable[[_Call], Awaitable[AsyncGenerator[Domain, None]]],
+        to_proto: Callable[[Domain], Message],
+        fate: Callable[[Domain], RuleResult | DeleteResult],
+        context: grpc.aio.ServicerContext[Any, Message],
+        **flags: bool,
+    ) -> None:
+        """Start the domain generator, write each result as it comes; end with the status for
+        a request-level failure. One log line and the rules' counts at the end, whatever it was.
+
+        Writing through context.write() closes the domain generator (and cancels what it still
+        runs) as soon as the caller goes away, as CreateServices does."""
+        started = time.monotonic()
+        fates: list[RuleResult | DeleteResult] = []
+        status, message = grpc.StatusCode.OK, ""
+        try:
+            async with contextlib.aclosing(await start(call)) as run:
                 async for result in run:
-                    yield result
+                    fates.append(fate(result))
+                    await context.write(to_proto(result))
+        except (RequestError, KubeError, AuthError) as error:
+            status, message = _status(error)
+        except asyncio.CancelledError:
+            status, message = grpc.StatusCode.CANCELLED, "the caller went away"
+            raise
+        except Exception as error:  # a bug of ours: logged in full, reported in one sentence
+            log.exception("%s failed unexpectedly", call.event)
+            status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
+        finally:
+            outcomes = Counter(result.outcome.value for result in fates)
+            _log_line(call.event, call.caller, call.namespace, call.deployment, status, message,
+                      started, context, outcomes=dict(outcomes), **flags)  # fmt: skip
+            if self._count_rules is not None:
+                self._count_rules(fates, call.event)
+        if status is not grpc.StatusCode.OK:
+            await context.abort(status, message)
 
-        callers: list[Caller] = []
-        await _stream(
-            "ApplyServices",
-            callers,
-            domain.namespace,
-            domain.deployment,
-            results(),
-            apply_result_to_proto,
-            lambda applied: applied.result.outcome,
-            context,
-            dry_run=domain.dry_run,
-            prune=domain.prune,
-            force=domain.force,
-        )
+
+@dataclass(slots=True)
+class _Call:
+    """One streaming lifecycle call, as it becomes known: for the log line and the counts."""
+
+    event: str  # the RPC's name
+    namespace: str
+    deployment: str
+    caller: Caller = ANONYMOUS
+    grants: Grants | None = None
 
 
-async def _stream(
-    event: str,
-    callers: list[Caller],
-    namespace: str,
-    deployment: str,
-    results: AsyncIterator[Domain],
-    to_proto: Callable[[Domain], Message],
-    outcome_of: Callable[[Domain], Outcome],
-    context: grpc.aio.ServicerContext[Any, Message],
-    **flags: bool,
-) -> None:
-    """Write each result as it comes; end with the status for a request-level failure.
-
-    Writing through context.write() closes the domain generator (and cancels what it still
-    runs) as soon as the caller goes away, as CreateServices does. callers gets the caller
-    once it is known, for the log line."""
-    started = time.monotonic()
-    outcomes: Counter[str] = Counter()
-    status, message = grpc.StatusCode.OK, ""
-    try:
-        async with contextlib.aclosing(results) as run:  # type: ignore[type-var]
-            async for result in run:
-                outcomes[outcome_of(result).value] += 1
-                await context.write(to_proto(result))
-    except (RequestError, KubeError, AuthError) as error:
-        status, message = _status(error)
-    except asyncio.CancelledError:
-        status, message = grpc.StatusCode.CANCELLED, "the caller went away"
-        raise
-    except Exception as error:  # a bug of ours: logged in full, reported in one sentence
-        log.exception("%s failed unexpectedly", event)
-        status, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
-    finally:
-        caller = callers[0] if callers else ANONYMOUS
-        _log_line(event, caller, namespace, deployment, status, message, started, context,
-                  outcomes=dict(outcomes), **flags)  # fmt: skip
-    if status is not grpc.StatusCode.OK:
-        await context.abort(status, message)
+def _every(verb: str) -> set[Grant]:
+    return {(verb, t) for t in _EVERY_TYPE}
 
 
 def _log_line(

@@ -19,7 +19,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
@@ -27,7 +27,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     # Only a type: the Deployment cache (below the exposer) imports this module.
-    from server.exposer import RuleResult
+    from server.exposer import Outcome
+    from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.metrics")
 
@@ -80,8 +81,10 @@ GRPC_HANDLING_SECONDS: Final = Histogram(
 
 RULES: Final = Counter(
     "k8sailor_rules_total",
-    "Rules handled, by Service type, outcome and reason (empty for CREATED and UNCHANGED).",
-    ("type", "outcome", "reason"),
+    "Rules handled, by Service type, outcome, reason (empty for CREATED, UNCHANGED, UPDATED "
+    "and DELETED) and the RPC that handled them (CreateServices, ApplyServices, "
+    "DeleteServices; one Service named for deletion counts as a rule).",
+    ("type", "outcome", "reason", "grpc_method"),
 )
 
 # The API server's metav1.StatusReason values, and k8sailor's own reasons. The API server's
@@ -115,29 +118,54 @@ KUBE_REASONS: Final = frozenset(
         "Expired",
     }
 )
-RULE_REASONS: Final = KUBE_REASONS
+# ... and those only the lifecycle RPCs give (server.lifecycle).
+RULE_REASONS: Final = KUBE_REASONS | {"NotOwned", "FieldManagerConflict", "FieldImmutable"}
 UNKNOWN_TYPE: Final = "Unknown"  # a rule refused before its type was known
+# The RPCs whose results are counted: a fixed list, like every other label's values.
+RULE_METHODS: Final = frozenset({"CreateServices", "ApplyServices", "DeleteServices"})
 
 
-def rule_labels(result: RuleResult) -> tuple[str, str, str]:
-    """The (type, outcome, reason) labels one rule result is counted under."""
+class RuleFate(Protocol):
+    """What a rule's count is keyed by: a RuleResult, or a DeleteResult of server.lifecycle."""
+
+    @property
+    def service_type(self) -> ServiceType | None: ...
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def rule_labels(result: RuleFate, method: str = "CreateServices") -> tuple[str, str, str, str]:
+    """The (type, outcome, reason, grpc_method) labels one rule result is counted under."""
     type_ = result.service_type.value if result.service_type is not None else UNKNOWN_TYPE
     reason = result.reason if result.reason in RULE_REASONS else OTHER
-    return type_, result.outcome.value, reason
+    return type_, result.outcome.value, reason, method if method in RULE_METHODS else OTHER
 
 
-# Label children by label values: .labels() validates and locks on every call, which costs
-# more than the count itself on the request path. The key sets are bounded (see above).
-_RULE_COUNTERS: dict[tuple[str, str, str], Counter] = {}
+# Label children by the values they are looked up with (service type, outcome, reason,
+# method): .labels() validates, joins and locks on every call, which costs more than the count
+# itself on the request path. Every part of the key is bounded (enums, and reasons folded
+# into RULE_REASONS before they are kept), so the dict is too.
+_RULE_COUNTERS: dict[tuple[ServiceType | None, Outcome, str, str], Counter] = {}
 
 
-def count_rules(results: Iterable[RuleResult]) -> None:
-    """Count a request's rule results (the servicer calls this once per request)."""
+class RuleCounter(Protocol):
+    """What counts a request's rule results: count_rules, when metrics are on."""
+
+    def __call__(self, results: Iterable[RuleFate], method: str = "CreateServices") -> None: ...
+
+
+def count_rules(results: Iterable[RuleFate], method: str = "CreateServices") -> None:
+    """Count a request's rule results (the servicers call this once per request)."""
     for result in results:
-        labels = rule_labels(result)
-        counter = _RULE_COUNTERS.get(labels)
+        key = (result.service_type, result.outcome, result.reason, method)
+        counter = _RULE_COUNTERS.get(key)
         if counter is None:
-            counter = _RULE_COUNTERS[labels] = RULES.labels(*labels)
+            labels = rule_labels(result, method)
+            counter = RULES.labels(*labels)
+            if labels[2] != OTHER and labels[3] != OTHER:  # keep the key set bounded
+                _RULE_COUNTERS[key] = counter
         counter.inc()
 
 

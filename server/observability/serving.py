@@ -7,16 +7,20 @@ Metrics are on when there is somewhere to serve them; tracing when there is a pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kubernetes_asyncio import client
 from opentelemetry.trace import Tracer
 
-from server.exposer import RuleResult
 from server.observability.grpc_metrics import PrometheusServerInterceptor, ServerInterceptor
-from server.observability.metrics import KubeCallMetrics, count_rules, serve_metrics
+from server.observability.metrics import (
+    KubeCallMetrics,
+    RuleCounter,
+    count_rules,
+    serve_metrics,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
 class ServerTelemetry:
     interceptors: tuple[ServerInterceptor, ...] = ()
     kube_observer: KubeCallMetrics | None = None
-    on_results: Callable[[Sequence[RuleResult]], None] | None = None
+    on_results: RuleCounter | None = None
     tracer: Tracer | None = None
     metrics_port: int | None = None  # where /metrics is served, when it is
     undo: tuple[Callable[[], None], ...] = ()

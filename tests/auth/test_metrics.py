@@ -40,6 +40,7 @@ async def test_decisions_are_counted_by_result(
         assert delta(before, after, "k8sailor_authorizations_total", result=result) == count
     # The denied rule, by type and reason.
     denied = {"type": "NodePort", "outcome": "DENIED", "reason": "Forbidden"}
+    denied["grpc_method"] = "CreateServices"
     assert delta(before, after, "k8sailor_rules_total", **denied) == 1
     # The SubjectAccessReviews are API calls like any other: one per (namespace, type) asked
     # about, ClusterIP in team-a being answered from the cache the second time.

@@ -127,8 +127,9 @@ async def test_metrics_count_rpcs_rules_and_api_calls_by_outcome(
         ("Unknown", "INVALID", "RuleInvalid"): 2,
     }
     for (type_, outcome, reason), count in rules.items():
+        labels = {"type": type_, "outcome": outcome, "reason": reason}
         counted = delta(
-            before, after, "k8sailor_rules_total", type=type_, outcome=outcome, reason=reason
+            before, after, "k8sailor_rules_total", grpc_method="CreateServices", **labels
         )
         assert counted == count, (type_, outcome, reason)
     counted_rules = total_delta(before, after, "k8sailor_rules_total")

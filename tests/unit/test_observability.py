@@ -144,9 +144,10 @@ def test_rule_label_values_are_bounded() -> None:
     known = RuleResult(0, "80", Outcome.FAILED, reason="TooManyRequests", service_type=None)
     odd = RuleResult(1, "80", Outcome.FAILED, reason="Reason-from-a-proxy-1234")
     created = RuleResult(2, "80", Outcome.CREATED, service_type=ServiceType.NODE_PORT)
-    assert rule_labels(known) == ("Unknown", "FAILED", "TooManyRequests")
-    assert rule_labels(odd) == ("Unknown", "FAILED", "Other")
-    assert rule_labels(created) == ("NodePort", "CREATED", "")
+    assert rule_labels(known) == ("Unknown", "FAILED", "TooManyRequests", "CreateServices")
+    assert rule_labels(odd) == ("Unknown", "FAILED", "Other", "CreateServices")
+    assert rule_labels(created, "ApplyServices") == ("NodePort", "CREATED", "", "ApplyServices")
+    assert rule_labels(created, "SomethingNew") == ("NodePort", "CREATED", "", "Other")
 
 
 def test_retry_reasons_are_bounded() -> None:
