@@ -28,6 +28,7 @@ from server.health import HealthListenError, start_health_server
 from server.kube import CallObserver, Kube
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
+from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
 
 if TYPE_CHECKING:  # the SDK is imported only where tracing is on (server.observability)
@@ -133,8 +134,11 @@ async def _start(
     kube = Kube(
         api,
         max_in_flight=config.max_in_flight,
+        adaptive=config.concurrency_limit == "adaptive",
         observer=observer if observer is not None else telemetry.kube_observer,
     )
+    if telemetry.kube_observer is not None:
+        KUBE_CONCURRENCY_LIMIT.set_function(lambda: kube.concurrency_limit)
     deployments = None
     if config.deployment_cache == "watch":
         deployments = DeploymentCache(kube, config.watch_namespaces)

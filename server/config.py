@@ -36,6 +36,7 @@ ENV_PREFIX: Final = "K8SAILOR_"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("json", "text")
 DEPLOYMENT_CACHES: Final = ("watch", "off")
+CONCURRENCY_LIMITS: Final = ("adaptive", "fixed")
 
 
 class ConfigError(ValueError):
@@ -205,6 +206,16 @@ class ServerConfig:
         read=whole_number,
         check=at_least(1, 10_000),
         metavar="N",
+    )
+    concurrency_limit: str = setting(
+        "adaptive",
+        flag="concurrency-limit",
+        help="adaptive: fewer API calls in flight while the API server's latency shows them "
+        "queueing there, up to --max-concurrency (see server/fairness.py); fixed: always "
+        "--max-concurrency",
+        read=lambda text: text.strip().lower(),
+        check=one_of(CONCURRENCY_LIMITS),
+        metavar="adaptive|fixed",
     )
     max_rules: int = setting(
         256,

@@ -41,7 +41,7 @@ from server.errors import (
     from_transport,
     is_transient,
 )
-from server.fairness import FairSlots
+from server.fairness import AdaptiveLimit, ConcurrencyLimit, FairSlots, FixedLimit, Ticket
 
 Json = dict[str, Any]
 
@@ -147,6 +147,7 @@ class Kube:
         api: client.ApiClient,
         *,
         max_in_flight: int,
+        adaptive: bool = False,
         observer: CallObserver | None = None,
         retry: RetryPolicy = RetryPolicy(),
         max_answer_bytes: int = MAX_ANSWER_BYTES,
@@ -169,14 +170,24 @@ class Kube:
         self._apps = client.AppsV1Api(api)
         self._authentication = client.AuthenticationV1Api(api)
         self._authorization = client.AuthorizationV1Api(api)
-        # Round robin between requests, so a big one cannot starve small ones (fairness.py).
-        self._slots = FairSlots(max_in_flight)
+        # Round robin between requests, so a big one cannot starve small ones, and with
+        # `adaptive` no more in flight than the API server can work on without queueing
+        # (fairness.py); max_in_flight is the ceiling.
+        self._limit: ConcurrencyLimit = (
+            AdaptiveLimit(max_in_flight) if adaptive else FixedLimit(max_in_flight)
+        )
+        self._slots = FairSlots(max_in_flight, self._limit)
         self._observer: CallObserver = observer or NoObserver()
         self._retry = retry
         self._max_answer_bytes = max_answer_bytes
         self._reload = api.reload_credentials if isinstance(api, ReloadableApiClient) else None
         self._reload_lock = asyncio.Lock()
         self._credentials_generation = 0
+
+    @property
+    def concurrency_limit(self) -> int:
+        """API calls allowed in flight now (the adaptive limit's value, or max_in_flight)."""
+        return self._slots.limit
 
     async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
         return await self._call(
@@ -361,10 +372,11 @@ class Kube:
         kwargs: dict[str, Any],
         timeout: float,
     ) -> Json:
-        async with self._slots.slot():
+        async with self._slots.slot() as ticket:
             self._observer.call_started(verb, resource)
             started = time.monotonic()
             code = "error"
+            heard = 0  # the status of a whole answer, for the limit; 0 while there is none
             try:
                 response = await method(
                     *args, _preload_content=False, _request_timeout=timeout, **kwargs
@@ -374,8 +386,10 @@ class Kube:
                     code = str(status)
                     body = await _read_bounded(response, self._max_answer_bytes)
                     headers = response.headers
+                    heard = status
             except ApiException as error:
                 code = str(error.status) if error.status else "error"
+                heard = error.status or 0
                 raise from_api_exception(error) from error
             except (TimeoutError, aiohttp.ServerTimeoutError) as error:
                 code = "timeout"
@@ -383,7 +397,9 @@ class Kube:
             except (aiohttp.ClientError, OSError) as error:
                 raise from_transport(error) from error
             finally:
-                self._observer.call_finished(verb, resource, code, time.monotonic() - started)
+                seconds = time.monotonic() - started
+                self._observer.call_finished(verb, resource, code, seconds)
+                self._tell_limit(ticket, verb, resource, kwargs, heard, seconds)
         if not 200 <= status < 300:
             raise from_response(status, body, headers)
         try:
@@ -393,6 +409,25 @@ class Kube:
         if not isinstance(decoded, dict):
             raise KubeError(f"unexpected answer from the API server: {body[:200]!r}")
         return decoded
+
+    def _tell_limit(
+        self,
+        ticket: Ticket,
+        verb: str,
+        resource: str,
+        kwargs: dict[str, Any],
+        status: int,
+        seconds: float,
+    ) -> None:
+        """How the call went, for the adaptive limit: only answers the API server worked on
+        measure its load (a 429 or 503 says it had too much; failed connections, timeouts and
+        other 5xx say nothing about load)."""
+        if status in (429, 503):
+            self._slots.throttled(ticket)
+        elif 200 <= status < 500:
+            # A dry run skips etcd, so it is its own kind of call.
+            kind = f"{verb} {resource}" + (" dry run" if "dry_run" in kwargs else "")
+            self._slots.answered(ticket, kind, seconds)
 
     # Reviews for server.auth: who a bearer token belongs to, and what a caller may do. Both
     # are creates that store nothing; k8sailor's identity needs `create` on each resource.

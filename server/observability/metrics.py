@@ -187,6 +187,11 @@ KUBE_IN_FLIGHT: Final = Gauge(
     "k8sailor_kube_in_flight",
     "API server requests sent and not yet answered.",
 )
+KUBE_CONCURRENCY_LIMIT: Final = Gauge(
+    "k8sailor_kube_concurrency_limit",
+    "API server requests k8sailor lets be in flight at once now: --max-concurrency, or fewer "
+    "while the adaptive limit sees calls queueing inside the API server.",
+)
 KUBE_RETRIES: Final = Counter(
     "k8sailor_kube_retries_total",
     "API server requests sent again, by why (the status that asked for it, or the failure).",

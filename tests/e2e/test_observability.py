@@ -161,6 +161,7 @@ async def test_metrics_count_rpcs_rules_and_api_calls_by_outcome(
         )
         assert observed == count, (verb, resource)
     assert after[("k8sailor_kube_in_flight", ())] == 0
+    assert 1 <= after[("k8sailor_kube_concurrency_limit", ())] <= 32
 
     # The process and Python metrics prometheus_client collects by itself.
     assert ("python_info", ()) not in after  # it has labels; the family is there:

@@ -32,6 +32,14 @@ def test_the_deployment_cache_watches_everywhere_unless_told_otherwise() -> None
     assert (config.deployment_cache, config.watch_namespaces) == ("off", ("team-a", "team-b"))
 
 
+def test_the_concurrency_limit_adapts_unless_told_to_stay_fixed() -> None:
+    assert load([], {}).concurrency_limit == "adaptive"
+    assert load(["--concurrency-limit", "fixed"], {}).concurrency_limit == "fixed"
+    assert load([], {"K8SAILOR_CONCURRENCY_LIMIT": "Fixed"}).concurrency_limit == "fixed"
+    with pytest.raises(ConfigError, match="--concurrency-limit: 'vegas' is not one of"):
+        load(["--concurrency-limit", "vegas"], {})
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [

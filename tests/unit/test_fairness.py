@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.fairness import FairSlots, Share, current_share, new_share
+from server.fairness import AdaptiveLimit, FairSlots, Share, Ticket, current_share, new_share
 
 
 async def _settle() -> None:
@@ -21,6 +21,7 @@ class Recorder:
     def __init__(self, slots: FairSlots) -> None:
         self.slots = slots
         self.granted: list[str] = []
+        self.held: list[Ticket] = []
         self.tasks: list[asyncio.Task[None]] = []
 
     def want(self, share: Share, count: int = 1) -> None:
@@ -28,9 +29,13 @@ class Recorder:
             self.tasks.append(asyncio.create_task(self._hold(share)))
 
     async def _hold(self, share: Share) -> None:
-        await self.slots.acquire(share)
+        self.held.append(await self.slots.acquire(share))
         self.granted.append(share.name)
-        # Held until the test releases it by hand.
+        # Held until the test releases it.
+
+    def release(self) -> None:
+        """Give back the slot held longest."""
+        self.slots.release(self.held.pop(0))
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -45,7 +50,7 @@ async def test_a_request_alone_gets_every_slot_at_once() -> None:
     await _settle()
     assert recorder.granted == ["big"] * 4
     assert slots.free == 0
-    slots.release()
+    recorder.release()
     await _settle()
     assert recorder.granted == ["big"] * 5
     await recorder.close()
@@ -62,7 +67,7 @@ async def test_a_small_request_gets_the_next_turn_not_the_end_of_the_queue() -> 
     assert recorder.granted == ["big", "big"]
     # The big request's 98 waiting calls came first, but the turns alternate.
     for _ in range(3):
-        slots.release()
+        recorder.release()
         await _settle()
     assert recorder.granted == ["big", "big", "big", "small", "big"]
     await recorder.close()
@@ -78,7 +83,7 @@ async def test_turns_go_round_robin_between_waiting_requests() -> None:
     recorder.want(c, 1)
     await _settle()
     for _ in range(7):
-        slots.release()
+        recorder.release()
         await _settle()
     assert recorder.granted == ["a", "a", "b", "c", "a", "b", "a", "b"]
     await recorder.close()
@@ -95,10 +100,10 @@ async def test_a_cancelled_waiter_gives_up_its_place_and_loses_no_slot() -> None
     await _settle()
     recorder.tasks[1].cancel()
     await _settle()
-    slots.release()
+    recorder.release()
     await _settle()
     assert recorder.granted == ["first", "last"]
-    slots.release()
+    recorder.release()
     await _settle()
     assert slots.free == 1
     await recorder.close()
@@ -112,7 +117,7 @@ async def test_a_slot_handed_to_a_waiter_cancelled_at_that_moment_is_passed_on()
     recorder.want(Share("unlucky"))
     recorder.want(Share("next"))
     await _settle()
-    slots.release()  # the slot goes to "unlucky"'s future...
+    recorder.release()  # the slot goes to "unlucky"'s future...
     recorder.tasks[1].cancel()  # ...which is cancelled before it runs
     await _settle()
     assert recorder.granted == ["holder", "next"]
@@ -144,3 +149,187 @@ async def test_tasks_started_by_a_request_carry_its_share() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity must be at least 1"):
         FairSlots(0)
+
+
+# --- the adaptive limit: driven with made-up latencies, no clock -----------------------------
+
+CREATE = "create services"
+SOMEONE = Share("someone")
+
+
+def _round(limit: AdaptiveLimit, seconds: float, *, in_flight: int | None = None) -> None:
+    """One round of answers (as many as the limit, at least 4), all taking `seconds`, sent
+    with every slot taken and callers waiting for more."""
+    ticket = Ticket(SOMEONE, in_flight=in_flight or limit.value, at_limit=True)
+    for _ in range(max(limit.value, 4)):
+        limit.answered(CREATE, seconds, ticket)
+
+
+def _at_low_load(limit: AdaptiveLimit, seconds: float, count: int = 4) -> None:
+    for _ in range(count):
+        limit.answered(CREATE, seconds, Ticket(SOMEONE, in_flight=1, at_limit=False))
+
+
+def test_the_limit_grows_to_the_ceiling_while_latency_stays_flat() -> None:
+    # A remote API server with cores to spare: 10 ms whatever is in flight.
+    limit = AdaptiveLimit(32)
+    assert limit.value == 4
+    seen = []
+    for _ in range(10):
+        _round(limit, 0.010)
+        seen.append(limit.value)
+    assert seen[:4] == [6, 9, 14, 21]
+    assert seen[-1] == 32
+
+
+def test_the_limit_shrinks_when_calls_queue_inside_the_api_server() -> None:
+    # A saturated API server: latency in proportion to what is in flight beyond 3.
+    limit = AdaptiveLimit(32, initial=32)
+    _at_low_load(limit, 0.010)
+    for _ in range(20):
+        _round(limit, 0.010 * max(1.0, limit.value / 3))
+    # It settles where latency is about twice the baseline: 3 calls worked on, about 3 waiting.
+    assert 4 <= limit.value <= 7
+
+
+def test_the_limit_shrinks_by_at_most_half_a_round_and_never_below_the_floor() -> None:
+    limit = AdaptiveLimit(32, initial=32, floor=2)
+    _at_low_load(limit, 0.001)
+    _round(limit, 1.0, in_flight=32)  # a thousand times slower
+    assert limit.value == 16
+    for _ in range(10):
+        _round(limit, 1.0, in_flight=32)
+    assert limit.value == 2
+
+
+def test_the_limit_holds_when_latency_has_risen_a_little() -> None:
+    limit = AdaptiveLimit(32, initial=10)
+    _at_low_load(limit, 0.010)
+    assert limit.value == 10
+    _round(limit, 0.018)  # between 1.5 and 2 times the baseline: neither grow nor shrink
+    assert limit.value == 10
+    _round(limit, 0.014)  # rising, but a short queue: one more
+    assert limit.value == 11
+
+
+def test_the_limit_does_not_grow_without_callers_waiting_for_slots() -> None:
+    limit = AdaptiveLimit(32)
+    for _ in range(10):
+        for _ in range(4):
+            limit.answered(CREATE, 0.010, Ticket(SOMEONE, in_flight=2, at_limit=False))
+    assert limit.value == 4
+
+
+def test_throttling_halves_the_limit() -> None:
+    limit = AdaptiveLimit(32, initial=16)
+    limit.throttled(Ticket(SOMEONE, in_flight=16, at_limit=True))
+    _round(limit, 0.010)
+    assert limit.value == 8
+
+
+def test_a_stale_baseline_is_measured_again_at_the_floor() -> None:
+    # The API server got slower for good (someone else's load): 10 ms became 50 ms. The old
+    # baseline makes that look like queueing, the limit drops to the floor, and there the
+    # answers (few calls in flight) move the baseline up, so the limit can grow again.
+    limit = AdaptiveLimit(32, initial=16, floor=2)
+    _at_low_load(limit, 0.010)
+    for _ in range(100):
+        _round(limit, 0.050)
+    baseline = limit.baseline(CREATE)
+    assert baseline is not None
+    assert 0.050 / limit.tolerance < baseline <= 0.050  # 50 ms no longer looks like queueing
+    assert limit.value == 32
+
+
+def test_answers_with_many_calls_in_flight_do_not_raise_the_baseline() -> None:
+    limit = AdaptiveLimit(32, initial=16)
+    _at_low_load(limit, 0.010)
+    for _ in range(3):
+        _round(limit, 0.500, in_flight=16)
+    assert limit.baseline(CREATE) == 0.010
+
+
+def test_each_kind_of_call_has_its_own_baseline() -> None:
+    # Reads are faster than creates; creates are not queueing because reads are fast.
+    limit = AdaptiveLimit(32, initial=8)
+    ticket = Ticket(SOMEONE, in_flight=8, at_limit=True)
+    for _ in range(20):
+        limit.answered("get deployments", 0.002, ticket)
+        limit.answered(CREATE, 0.012, ticket)
+    assert limit.value > 8
+
+
+async def test_slots_follow_the_limit_as_it_grows_and_shrinks() -> None:
+    limit = AdaptiveLimit(8, initial=2, floor=1, min_round=1)
+    slots = FairSlots(8, limit)
+    recorder = Recorder(slots)
+    recorder.want(Share("big"), 20)
+    await _settle()
+    assert len(recorder.granted) == 2
+    # Flat latency: the limit grows, and the waiting calls get the new slots at once.
+    ticket = Ticket(SOMEONE, in_flight=2, at_limit=True)
+    slots.answered(ticket, CREATE, 0.010)
+    slots.answered(ticket, CREATE, 0.010)
+    await _settle()
+    assert slots.limit == 3
+    assert len(recorder.granted) == 3
+    # Slow answers: the limit shrinks; nothing in flight is taken back, but freed slots are
+    # not handed on until fewer than the limit are held.
+    for _ in range(3):
+        slots.answered(Ticket(SOMEONE, in_flight=3, at_limit=True), CREATE, 0.100)
+    assert slots.limit == 1
+    assert slots.held == 3
+    recorder.release()
+    recorder.release()
+    await _settle()
+    assert slots.held == 1
+    assert len(recorder.granted) == 3
+    recorder.release()
+    await _settle()
+    assert len(recorder.granted) == 4
+    await recorder.close()
+
+
+async def test_tickets_say_how_many_were_in_flight_and_whether_more_wanted_to_go() -> None:
+    slots = FairSlots(2)
+    first = await slots.acquire(SOMEONE)
+    assert first == Ticket(SOMEONE, in_flight=1, at_limit=False)
+    second = await slots.acquire(SOMEONE)
+    assert second == Ticket(SOMEONE, in_flight=2, at_limit=True)
+    slots.release(first)
+    slots.release(second)
+    assert (slots.held, slots.free) == (0, 2)
+
+
+async def test_a_request_with_nothing_in_flight_gets_a_slot_over_the_limit() -> None:
+    # The limit holds back a burst; a small request's first call does not wait behind it.
+    slots = FairSlots(4, AdaptiveLimit(4, initial=2))
+    recorder = Recorder(slots)
+    recorder.want(Share("big"), 10)
+    await _settle()
+    assert recorder.granted == ["big", "big"]
+    recorder.want(Share("small"), 2)
+    await _settle()
+    assert recorder.granted == ["big", "big", "small"]  # its second call waits its turn
+    assert slots.held == 3
+    recorder.release()  # a big one's: still over the limit, so nobody goes
+    await _settle()
+    assert recorder.granted == ["big", "big", "small"]
+    for _ in range(2):  # under the limit again: turns as ever, big's first (it waited first)
+        recorder.release()
+        await _settle()
+    assert recorder.granted == ["big", "big", "small", "big", "small"]
+    await recorder.close()
+
+
+async def test_many_one_call_requests_go_at_once_up_to_the_capacity_whatever_the_limit() -> None:
+    slots = FairSlots(4, AdaptiveLimit(4, initial=1, floor=1))
+    recorder = Recorder(slots)
+    for index in range(6):
+        recorder.want(Share(f"r{index}"))
+    await _settle()
+    assert recorder.granted == ["r0", "r1", "r2", "r3"]
+    recorder.release()
+    await _settle()
+    assert recorder.granted == ["r0", "r1", "r2", "r3", "r4"]
+    await recorder.close()
