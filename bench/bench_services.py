@@ -72,7 +72,7 @@ from bench.paths import (
 )
 from bench.processes import ServerProcess, cluster, k8sailor_server, machine
 from bench.report import report, shapes_report, shapes_summary, shapes_verdicts, summarise, verdicts
-from bench.shapes import Shapes
+from bench.shapes import Shapes, limits_table
 from bench.workload import (
     BIN,
     CLEANUP_CONCURRENCY,
@@ -296,6 +296,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="only the request shapes of bench/shapes.py (writes shapes.* under --out)",
     )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="only --concurrency-limit adaptive against fixed, side by side: fairness and a "
+        "short throughput check (bench/shapes.py; writes limits.json under --out)",
+    )
     parser.add_argument("--services", type=int, help="Services per path and round (--shapes)")
     parser.add_argument(
         "--fairness-samples", type=int, help="one-rule requests per fairness case (--shapes)"
@@ -335,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.shapes:
         return run_shapes(args)
+    if args.limits:
+        return run_limits(args)
     if args.report is not None:
         saved = json.loads(args.report.read_text())
         saved["targets"] = verdicts(saved)
@@ -444,6 +452,43 @@ def run_shapes(args: argparse.Namespace) -> int:
     (out / "shapes.json").write_text(json.dumps(result, indent=1) + "\n")
     shapes_report(result, out)
     print(f"\n# results in {out} ({result['seconds'] / 60:.1f} min)", file=sys.stderr)
+    return 0
+
+
+def run_limits(args: argparse.Namespace) -> int:
+    """The adaptive concurrency limit against the fixed one (Shapes.run_limits), in one run."""
+    started = time.monotonic()
+    out: Path = args.out or Path(tempfile.mkdtemp(prefix="k8sailor-bench-limits-"))
+    description = machine()
+    services = args.services or 200
+    rounds = args.rounds or 2
+    samples = args.fairness_samples or 20
+    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
+        work_dir = Path(scratch)
+        with cluster(args.kubeconfig, work_dir) as (kubeconfig, plane):
+            shapes = Shapes(kubeconfig, work_dir, services, rounds, samples)
+            if plane is not None:
+                shapes.control_plane_pids = {
+                    "kube-apiserver": plane.apiserver_pid,
+                    "etcd": plane.etcd_pid,
+                }
+            print(f"# limits: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
+            figures = asyncio.run(shapes.run_limits())
+    description["load_average_at_end"] = list(os.getloadavg())
+    result: dict[str, Any] = {
+        "machine": description,
+        "plan": {"services": services, "rounds": rounds, "fairness_samples": samples},
+        "limits": figures,
+        "seconds": time.monotonic() - started,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "limits.json").write_text(json.dumps(result, indent=1) + "\n")
+    load = description["load_average_at_start"], description["load_average_at_end"]
+    print(limits_table(figures["summary"]))
+    print(
+        f"\nload average (1, 5, 15 min) at start {load[0]}, at end {load[1]}; "
+        f"{result['seconds'] / 60:.1f} min; results in {out}"
+    )
     return 0
 
 

@@ -12,8 +12,15 @@ rotating every round):
   k8s_1x32_off  the same, with --deployment-cache=off (a GET per request, as before the cache)
 
 k8sailor-server runs with --max-concurrency 32. Then the fairness figure (one-rule latency while
-a 256-rule request runs, against alone), the Deployment cache's figures (bytes per Deployment,
-how long after a re-creation the cache still has the old uid), and parse + build alone.
+a 256-rule request runs, against alone: with the adaptive limit, the default, and with
+--concurrency-limit=fixed, at 32 slots, and fixed at 4), the Deployment cache's figures (bytes
+per Deployment, how long after a re-creation the cache still has the old uid), and parse +
+build alone.
+
+`python -m bench.bench_services --limits` runs only the limit's comparison, in a few minutes:
+two servers side by side, --concurrency-limit adaptive and fixed, each round a throughput check
+(raw, 200-rule requests and 1-rule requests from 32 callers on each server, taking turns) and
+the fairness figure on each server (`Shapes.run_limits`).
 """
 
 from __future__ import annotations
@@ -70,6 +77,14 @@ REQUESTS = {BIG: (200, 1), FIVE: (5, 32), ONE: (1, 32), ONE_OFF: (1, 32)}
 CONCURRENCY = 32
 FAIRNESS_BIG = 256
 FEW_SLOTS = 4
+ADAPTIVE, FIXED = "adaptive", "fixed"
+# The --limits run's throughput paths: (server, rules per request, callers).
+LIMIT_PATHS = {
+    f"k8s_200_{ADAPTIVE}": (ADAPTIVE, 200, 1),
+    f"k8s_200_{FIXED}": (FIXED, 200, 1),
+    f"k8s_1x32_{ADAPTIVE}": (ADAPTIVE, 1, 32),
+    f"k8s_1x32_{FIXED}": (FIXED, 1, 32),
+}
 RUN_TIMEOUT_S = 300.0
 
 
@@ -144,12 +159,23 @@ class Shapes:
                 )
                 print(f"# round {round_ + 1}/{self.rounds}: {rates}", file=sys.stderr, flush=True)
             await delete_leftovers(admin, self.namespace)
-            fairness = [await self._fairness(server, CONCURRENCY, admin)]
+            with_limits = "--concurrency-limit" in server_flags()
+            fairness = [
+                await self._fairness(server, CONCURRENCY, admin, ADAPTIVE if with_limits else "")
+            ]
+            fixed_flags = ["--concurrency-limit", FIXED] if with_limits else []
+            if with_limits:
+                fixed = await stack.enter_async_context(
+                    k8sailor_server(self.kubeconfig, CONCURRENCY, self.work_dir, flags=fixed_flags)
+                )
+                fairness.append(await self._fairness(fixed, CONCURRENCY, admin, FIXED))
             # The review's case too: few slots, where first come, first served hurt most.
             few = await stack.enter_async_context(
-                k8sailor_server(self.kubeconfig, FEW_SLOTS, self.work_dir)
+                k8sailor_server(self.kubeconfig, FEW_SLOTS, self.work_dir, flags=fixed_flags)
             )
-            fairness.append(await self._fairness(few, FEW_SLOTS, admin))
+            fairness.append(
+                await self._fairness(few, FEW_SLOTS, admin, FIXED if with_limits else "")
+            )
             await delete_leftovers(admin, self.namespace)
             await stack.aclose()
             cache = await self._cache_figures(admin_api)
@@ -186,7 +212,75 @@ class Shapes:
             raise RuntimeError(f"one-rule request failed: {results}")
         return time.perf_counter() - sent, name
 
-    async def _fairness(self, server: ServerProcess, slots: int, admin: Any) -> dict[str, Any]:
+    async def run_limits(self) -> dict[str, Any]:
+        """The adaptive limit against the fixed one, side by side (see the module doc)."""
+        admin_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
+        raw_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
+        async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
+            raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
+            await self._set_up(admin_api)
+            servers = {
+                limit: await stack.enter_async_context(
+                    k8sailor_server(
+                        self.kubeconfig,
+                        CONCURRENCY,
+                        self.work_dir,
+                        flags=["--concurrency-limit", limit],
+                    )
+                )
+                for limit in (ADAPTIVE, FIXED)
+            }
+            paths = [RAW, *LIMIT_PATHS]
+
+            async def create(path: str, names: list[str]) -> Any:
+                if path == RAW:
+                    return await run_raw(raw_core, self.namespace, self.uid, names, CONCURRENCY)
+                limit, rules, callers = LIMIT_PATHS[path]
+                return await run_callers(
+                    servers[limit].client, self.namespace, names, rules, callers
+                )
+
+            for path in paths:  # open every path's connections before the clock starts
+                names = self.names.fresh(2 * CONCURRENCY)
+                await create(path, names)
+                await delete_services(admin, self.namespace, names)
+            fairness: list[dict[str, Any]] = []
+            for round_ in range(self.rounds):
+                turn = round_ % len(paths)
+                for path in paths[turn:] + paths[:turn]:
+                    names = self.names.fresh(self.services)
+                    watched = dict(self.control_plane_pids)
+                    if path in LIMIT_PATHS:
+                        watched["server"] = servers[LIMIT_PATHS[path][0]].process.pid
+                    meter = CpuMeter(watched)
+                    sample = await asyncio.wait_for(create(path, names), RUN_TIMEOUT_S)
+                    run = to_run(
+                        path, self.services, CONCURRENCY, round_, sample, cpu_seconds=meter.spent()
+                    )
+                    self.runs.append(run)
+                    await delete_services(admin, self.namespace, names)
+                rates = ", ".join(
+                    f"{r.path} {r.rate:.0f}/s" for r in self.runs if r.round == round_
+                )
+                print(f"# round {round_ + 1}/{self.rounds}: {rates}", file=sys.stderr, flush=True)
+                order = [ADAPTIVE, FIXED] if round_ % 2 == 0 else [FIXED, ADAPTIVE]
+                for limit in order:
+                    figures = await self._fairness(servers[limit], CONCURRENCY, admin, limit)
+                    figures["round"] = round_
+                    fairness.append(figures)
+            await delete_leftovers(admin, self.namespace)
+            await stack.aclose()
+            await admin.delete_namespace(self.namespace)
+        return {
+            "paths": paths,
+            "runs": [asdict(run) for run in self.runs],
+            "fairness": fairness,
+            "summary": limits_summary(self.runs, fairness),
+        }
+
+    async def _fairness(
+        self, server: ServerProcess, slots: int, admin: Any, limit: str = ""
+    ) -> dict[str, Any]:
         """One-rule requests one after another, alone and while a 256-rule request runs."""
         alone: list[float] = []
         created: list[str] = []
@@ -225,13 +319,15 @@ class Shapes:
             "big_requests": big_requests,
             "big_rules": FAIRNESS_BIG,
             "server_concurrency": slots,
+            "limit": limit,
         }
         figures["p50_ratio"] = figures["busy"]["p50_s"] / figures["alone"]["p50_s"]
         figures["p99_ratio"] = figures["busy"]["p99_s"] / figures["alone"]["p99_s"]
         alone_ms, busy_ms = figures["alone"]["p50_s"] * 1000, figures["busy"]["p50_s"] * 1000
         print(
-            f"# fairness, {slots} slots: one-rule p50 {alone_ms:.1f} ms alone, "
-            f"{busy_ms:.1f} ms beside a {FAIRNESS_BIG}-rule request",
+            f"# fairness, {slots} slots {limit}: one-rule p50 {alone_ms:.1f} ms alone, "
+            f"{busy_ms:.1f} ms beside a {FAIRNESS_BIG}-rule request "
+            f"(p50 {figures['p50_ratio']:.2f}x, p99 {figures['p99_ratio']:.2f}x)",
             file=sys.stderr,
             flush=True,
         )
@@ -266,6 +362,67 @@ class Shapes:
             "cache answers with the new uid (the window also includes the POST's own "
             "way back from the API server, which is not measurable from here)",
         }
+
+
+def limits_summary(runs: Sequence[Run], fairness: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per path: median Services/s and the median of the rounds' ratios to raw; per limit:
+    the fairness ratios of every round and their medians."""
+    paths: dict[str, Any] = {}
+    raw = {run.round: run.rate for run in runs if run.path == RAW}
+    for path in dict.fromkeys(run.path for run in runs):
+        mine = [run for run in runs if run.path == path]
+        ratios = [run.rate / raw[run.round] for run in mine if raw.get(run.round)]
+        paths[path] = {
+            "rates": [run.rate for run in mine],
+            "rate_median": statistics.median(run.rate for run in mine),
+            "vs_raw_median": statistics.median(ratios) if ratios else None,
+        }
+    limits: dict[str, Any] = {}
+    for limit in (ADAPTIVE, FIXED):
+        cases = [figures for figures in fairness if figures["limit"] == limit]
+        if not cases:
+            continue
+        limits[limit] = {
+            "p50_ratios": [figures["p50_ratio"] for figures in cases],
+            "p99_ratios": [figures["p99_ratio"] for figures in cases],
+            "p50_ratio_median": statistics.median(figures["p50_ratio"] for figures in cases),
+            "p99_ratio_median": statistics.median(figures["p99_ratio"] for figures in cases),
+            "alone_p50_ms": [figures["alone"]["p50_s"] * 1000 for figures in cases],
+            "busy_p50_ms": [figures["busy"]["p50_s"] * 1000 for figures in cases],
+            "busy_p99_ms": [figures["busy"]["p99_s"] * 1000 for figures in cases],
+        }
+    return {"paths": paths, "fairness": limits}
+
+
+def limits_table(summary: dict[str, Any]) -> str:
+    """The --limits run as Markdown."""
+    lines = [
+        "| path | Services/s per round | median | vs raw (median of rounds) |",
+        "|---|---|---:|---:|",
+    ]
+    for path, figures in summary["paths"].items():
+        rates = ", ".join(f"{rate:.0f}" for rate in figures["rates"])
+        ratio = figures["vs_raw_median"]
+        shown = f"{ratio:.2f}x" if ratio is not None else ""
+        lines.append(f"| {path} | {rates} | {figures['rate_median']:.0f} | {shown} |")
+    lines += [
+        "",
+        "| limit | one-rule p50 ms alone | beside 256 rules p50 / p99 ms | p50 ratio | p99 ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for limit, figures in summary["fairness"].items():
+        alone = ", ".join(f"{value:.0f}" for value in figures["alone_p50_ms"])
+        busy = ", ".join(
+            f"{p50:.0f} / {p99:.0f}"
+            for p50, p99 in zip(figures["busy_p50_ms"], figures["busy_p99_ms"], strict=True)
+        )
+        p50s = ", ".join(f"{value:.2f}x" for value in figures["p50_ratios"])
+        p99s = ", ".join(f"{value:.2f}x" for value in figures["p99_ratios"])
+        lines.append(
+            f"| {limit} | {alone} | {busy} | {p50s} (median {figures['p50_ratio_median']:.2f}x)"
+            f" | {p99s} (median {figures['p99_ratio_median']:.2f}x) |"
+        )
+    return "\n".join(lines)
 
 
 def _sees(cache: DeploymentCache, namespace: str, uid: str) -> bool:
