@@ -417,10 +417,16 @@ def shapes_verdicts(shapes: dict[str, Any], rows: dict[str, Any]) -> list[str]:
             ratio = fairness[f"{which}_ratio"]
             out.append(
                 f"one-rule latency beside a {fairness['big_rules']}-rule request vs alone, "
-                f"--max-concurrency {fairness['server_concurrency']}, {which} ≤ {target:g}x: "
+                f"--max-concurrency {_slots(fairness)}, {which} ≤ {target:g}x: "
                 f"{ratio:.2f}x — {'met' if ratio <= target else 'missed'}"
             )
     return out
+
+
+def _slots(fairness: dict[str, Any]) -> str:
+    """The fairness case's --max-concurrency, and its --concurrency-limit when it had one."""
+    limit = fairness.get("limit")
+    return f"{fairness['server_concurrency']}" + (f" {limit}" if limit else "")
 
 
 def shapes_markdown(result: dict[str, Any]) -> str:
@@ -463,7 +469,7 @@ def shapes_markdown(result: dict[str, Any]) -> str:
             "|---:|---|---:|---:|---:|---:|",
         ]
         for fairness in fairness_runs:
-            slots = fairness["server_concurrency"]
+            slots = _slots(fairness)
             alone, busy = fairness["alone"], fairness["busy"]
             lines += [
                 f"| {slots} | alone | {alone['count']} | {_ms(alone['p50_s'])} "
@@ -532,7 +538,7 @@ def shapes_plot(result: dict[str, Any], destination: Path) -> None:
         labels, alone, busy = [], [], []
         for fairness in fairness_runs:
             for which in ("p50", "p99"):
-                labels.append(f"{which}, {fairness['server_concurrency']} slots")
+                labels.append(f"{which}, {_slots(fairness)} slots")
                 alone.append(fairness["alone"][f"{which}_s"] * 1000)
                 busy.append(fairness["busy"][f"{which}_s"] * 1000)
         xs = range(len(labels))
