@@ -74,7 +74,10 @@ async def test_stalled_connections_end_as_deadline_exceeded_before_the_deadline(
     namespace: str,
     deployment: dict[str, Any],
 ) -> None:
-    async with k8sailor_over(api_through_proxy, config=READ_EACH_TIME) as k8sailor:
+    # All 10 creates at once, so that each needs a connection of its own: the adaptive limit
+    # would send a few at a time, and later ones would reuse the connection that works.
+    config = ServerConfig(listen="127.0.0.1:0", deployment_cache="off", concurrency_limit="fixed")
+    async with k8sailor_over(api_through_proxy, config=config) as k8sailor:
         # One pooled connection is open and well; every connection opened after it hangs.
         warm = [r async for r in k8sailor.create_services("web", ["w=81"], namespace=namespace)]
         assert [result.outcome for result in warm] == [Outcome.CREATED]
