@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -292,15 +291,16 @@ def _log_request(
 
     It is the audit record: fields are added, never renamed or removed.
     """
-    counts = Counter(result.outcome.value for result in results)
+    outcomes: dict[str, int] = {}
+    for result in results:
+        outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
     line = {
         "event": "CreateServices",
         "user": caller.user,
         "groups": list(caller.groups),
         "authn": caller.method.value,
         # Denied as a whole (PERMISSION_DENIED) or for some rules (DENIED results).
-        "denied": status is grpc.StatusCode.PERMISSION_DENIED
-        or any(result.outcome is Outcome.DENIED for result in results),
+        "denied": status is grpc.StatusCode.PERMISSION_DENIED or _DENIED in outcomes,
         "namespace": request.namespace,
         "deployment": request.deployment,
         "rules": len(request.rules),
@@ -308,17 +308,27 @@ def _log_request(
         "status": status.name,
         "message": message,
         "ms": round(seconds * 1000, 1),
-        "outcomes": dict(counts),
-        "results": [
-            {
-                "index": result.index,
-                "outcome": result.outcome.value,
-                "service": result.service_name,
-                **({"reason": result.reason} if result.reason else {}),
-            }
-            for result in sorted(results, key=lambda result: result.index)
-        ],
+        "outcomes": outcomes,
+        "results": [_result_fields(result) for result in sorted(results, key=_index)],
         "peer": context.peer(),
         **trace_fields(),
     }
     log.info(Fields(line))
+
+
+_DENIED = Outcome.DENIED.value
+
+
+def _index(result: RuleResult) -> int:
+    return result.index
+
+
+def _result_fields(result: RuleResult) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "index": result.index,
+        "outcome": result.outcome.value,
+        "service": result.service_name,
+    }
+    if result.reason:
+        fields["reason"] = result.reason
+    return fields

@@ -25,12 +25,18 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class Fields(Mapping[str, Any]):
-    """A structured log line: JSON object keys in the JSON format, compact JSON in text."""
+    """A structured log line: JSON object keys in the JSON format, compact JSON in text.
 
-    __slots__ = ("_fields",)
+    The fields are encoded once, when the line is first formatted: both formats use that one
+    encoding, and the JSON format joins it to the line's header as text instead of copying
+    the fields into a new dict to encode them again.
+    """
+
+    __slots__ = ("_encoded", "_fields")
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         self._fields = fields
+        self._encoded: str | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self._fields[key]
@@ -41,8 +47,17 @@ class Fields(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._fields)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._fields
+
     def __str__(self) -> str:
-        return json.dumps(self._fields, separators=(",", ":"), default=str)
+        if self._encoded is None:
+            self._encoded = _encode(self._fields)
+        return self._encoded
+
+
+# One encoder for every line: json.dumps with arguments builds a new JSONEncoder per call.
+_encode: Final = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def trace_fields() -> dict[str, str]:
@@ -58,22 +73,39 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, then the message or the line's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
+        head: dict[str, Any] = {
             "time": _utc(record.created),
             "level": record.levelname,
             "logger": record.name,
         }
-        if isinstance(record.msg, Fields) and not record.args:
-            line.update(record.msg)
-        else:
-            line["message"] = record.getMessage()
+        fields = record.msg if isinstance(record.msg, Fields) and not record.args else None
+        if fields is not None and not _HEAD.isdisjoint(fields):
+            # A line whose own fields name the header's: theirs take the header's place.
+            head.update(fields)
+            fields = None
+        elif fields is None:
+            head["message"] = record.getMessage()
+        tail: dict[str, Any] = {}
         for key, value in trace_fields().items():
-            line.setdefault(key, value)
+            if key not in head and (fields is None or key not in fields):
+                tail[key] = value
         if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
+            tail["error"] = self.formatException(record.exc_info)
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+            tail["stack"] = self.formatStack(record.stack_info)
+        return _joined(
+            _encode(head), None if fields is None else str(fields), _encode(tail) if tail else None
+        )
+
+
+_HEAD: Final = frozenset({"time", "level", "logger"})
+
+
+def _joined(*objects: str | None) -> str:
+    """Encoded JSON objects (None: absent) as one object with all their keys in order; no key
+    is in two of them."""
+    members = [encoded[1:-1] for encoded in objects if encoded is not None and encoded != "{}"]
+    return "{" + ",".join(members) + "}"
 
 
 def _utc(created: float) -> str:
