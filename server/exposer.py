@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -155,6 +155,9 @@ class ExposeRequest:
     dry_run: bool = False
     # None: no authorization (every type allowed). See Permissions.
     permissions: Permissions | None = None
+    # Every rule parsed (Exposer.parse), one for one with rules, so that expose does not parse
+    # them again; None: expose parses them.
+    parsed: Sequence[ServiceRule | RuleError] | None = None
 
 
 def check_target(namespace: str, deployment: str) -> None:
@@ -173,6 +176,19 @@ def check_target(namespace: str, deployment: str) -> None:
             f"deployment {_quoted(deployment)} is not a valid Deployment name (a lowercase "
             f"DNS-1123 subdomain): it {problem}"
         )
+
+
+async def parse_rules(
+    rules: Sequence[str | ServiceRule | RuleError], node_ports: NodePortRange
+) -> list[ServiceRule | RuleError]:
+    """Every rule parsed, in slices (server.cooperative): the largest request takes a few
+    hundred milliseconds of CPU, which must not keep other calls waiting."""
+    return await in_slices(parse_any(rule, index, node_ports) for index, rule in enumerate(rules))
+
+
+def rule_types(parsed: Iterable[ServiceRule | RuleError]) -> frozenset[ServiceType]:
+    """The Service types the valid rules ask for: what authorization decides on."""
+    return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
 
 
 class Exposer:
@@ -204,12 +220,12 @@ class Exposer:
                 f"({self._settings.max_rules}); split them over several requests"
             )
 
-    def rule_types(self, request: ExposeRequest) -> frozenset[ServiceType]:
-        """The Service types the request's valid rules ask for: what authorization decides
-        on. Checks the request first (BadRequest), so an oversized one costs nothing."""
+    async def parse(self, request: ExposeRequest) -> list[ServiceRule | RuleError]:
+        """Every rule of the request parsed, once: hand them on as ExposeRequest.parsed (after
+        authorization has looked at their types, see rule_types). Checks the request first
+        (BadRequest), so an oversized one costs nothing."""
         self.check(request)
-        parsed = (self._parse(index, rule) for index, rule in enumerate(request.rules))
-        return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
+        return await parse_rules(request.rules, self._settings.node_ports)
 
     async def expose(
         self, request: ExposeRequest, *, deadline: float | None = None
@@ -226,9 +242,13 @@ class Exposer:
         started = loop.time()
         # Parsing and building run in slices (server.cooperative): the largest request takes
         # a few hundred milliseconds of CPU, which must not keep other calls waiting.
-        parsed = await in_slices(
-            self._parse(index, rule) for index, rule in enumerate(request.rules)
-        )
+        parsed: Sequence[ServiceRule | RuleError]
+        if request.parsed is None:
+            parsed = await parse_rules(request.rules, self._settings.node_ports)
+        elif len(request.parsed) == len(request.rules):
+            parsed = request.parsed
+        else:
+            raise ValueError("ExposeRequest.parsed must have one entry per rule")
         texts = await in_slices(
             item.text if isinstance(item, RuleError) else item.canonical() for item in parsed
         )
@@ -331,9 +351,6 @@ class Exposer:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _parse(self, index: int, rule: str | ServiceRule | RuleError) -> ServiceRule | RuleError:
-        return parse_any(rule, index, self._settings.node_ports)
 
     async def _read_deployment(self, request: ExposeRequest, timeout: float | None) -> Deployment:
         try:

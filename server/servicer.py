@@ -30,6 +30,7 @@ from server.exposer import (
     Outcome,
     RequestError,
     RuleResult,
+    rule_types,
 )
 from server.observability.logs import Fields, trace_fields
 from server.rules import (
@@ -246,17 +247,18 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         status, message = grpc.StatusCode.OK, ""
         caller = ANONYMOUS
         try:
+            permissions = None
             if self._access is not None:
                 # Who is asking comes first; what it may do depends on the rules' types.
                 caller = await self._access.authenticate(context)
-                if self._access.authorizing:
-                    permissions = await self._access.permissions(
-                        caller,
-                        domain.namespace,
-                        domain.deployment,
-                        self._exposer.rule_types(domain),
-                    )
-                    domain = dataclasses.replace(domain, permissions=permissions)
+            # Parsed once, here: authorization decides on the rules' types, and the exposer
+            # builds from the same parsed rules.
+            parsed = await self._exposer.parse(domain)
+            if self._access is not None and self._access.authorizing:
+                permissions = await self._access.permissions(
+                    caller, domain.namespace, domain.deployment, rule_types(parsed)
+                )
+            domain = dataclasses.replace(domain, parsed=parsed, permissions=permissions)
             async with contextlib.aclosing(self._exposer.expose(domain, deadline=deadline)) as run:
                 async for result in run:
                     results.append(result)
