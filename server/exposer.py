@@ -16,7 +16,6 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from server import pointing
@@ -200,12 +199,12 @@ class Exposer:
         tracer: Tracer | None = None,
         deployments: DeploymentSource | None = None,
     ) -> None:
-        """tracer: where the span of each rule goes. The OpenTelemetry API's own (a no-op until
-        an SDK provider is installed) when not given. deployments: where Deployments come
-        from; a GET per request unless a watch cache is given."""
+        """tracer: where the span of each rule goes; None: no spans (tracing is off, and
+        costs nothing). deployments: where Deployments come from; a GET per request unless a
+        watch cache is given."""
         self._kube = kube
         self._settings = settings
-        self._tracer = tracer or trace.get_tracer(__name__)
+        self._tracer = tracer
         self._deployments = deployments or DirectReads(kube)
 
     def check(self, request: ExposeRequest) -> None:
@@ -311,19 +310,19 @@ class Exposer:
                 tasks[task] = (index, texts[index], manifest["metadata"]["name"])
             pending = set(tasks)
             while pending:
-                if finished.empty():
-                    timeout = None
-                    if give_up is not None:
-                        timeout = give_up - loop.time()
-                        if timeout <= 0:
-                            break
+                if not finished.empty():
+                    task = finished.get_nowait()
+                elif give_up is None:
+                    task = await finished.get()
+                else:
+                    timeout = give_up - loop.time()
+                    if timeout <= 0:
+                        break
                     try:
                         async with asyncio.timeout(timeout):
                             task = await finished.get()
                     except TimeoutError:
                         break
-                else:
-                    task = finished.get_nowait()
                 pending.discard(task)
                 yield task.result()
             # Rules that finished while we stopped waiting still get their real result.
@@ -370,7 +369,8 @@ class Exposer:
 
     def _settled(self, result: RuleResult) -> RuleResult:
         """A rule settled without an API call (invalid, denied): its span, started and ended."""
-        _end_rule_span(self._tracer.start_span(_RULE_SPAN), result)
+        if self._tracer is not None:
+            _end_rule_span(self._tracer.start_span(_RULE_SPAN), result)
         return result
 
     async def _rule(
@@ -385,6 +385,9 @@ class Exposer:
     ) -> RuleResult:
         """One rule's task: its Service created (or found) inside a span of its own, so the
         API calls it makes are that span's children."""
+        if self._tracer is None:
+            result = await self._create(request, index, text, written, manifest, deadline=deadline)
+            return replace(result, service_type=service_type)
         with self._tracer.start_as_current_span(_RULE_SPAN) as span:
             result = await self._create(request, index, text, written, manifest, deadline=deadline)
             result = replace(result, service_type=service_type)
