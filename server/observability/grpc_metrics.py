@@ -132,7 +132,9 @@ class PrometheusServerInterceptor(ServerInterceptor):
     """grpc_server_started/handled/msg_received/msg_sent_total, grpc_server_handling_seconds."""
 
     def __init__(self) -> None:
-        self._methods: dict[str, _MethodMetrics] = {}
+        # Each method's handler, and the wrapper made for it once rather than for every call.
+        # Bounded: only methods the server has a handler for get here.
+        self._methods: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -143,26 +145,30 @@ class PrometheusServerInterceptor(ServerInterceptor):
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED on its own
             return handler
         method: str = handler_call_details.method  # "/k8sailor.v1.ExposureService/CreateServices"
-        metrics = self._methods.get(method)
-        if metrics is None:
-            service, _, name = method.lstrip("/").rpartition("/")
-            metrics = self._methods[method] = _MethodMetrics((grpc_type(handler), service, name))
-        codec: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.request_streaming and handler.response_streaming:
-            behavior = _wrap(handler.stream_stream, metrics, request_streaming=True)
-            return grpc.stream_stream_rpc_method_handler(behavior, **codec)
-        if handler.request_streaming:
-            behavior = _wrap(handler.stream_unary, metrics, request_streaming=True)
-            return grpc.stream_unary_rpc_method_handler(behavior, **codec)
-        if handler.response_streaming:
-            behavior = _wrap(handler.unary_stream, metrics, request_streaming=False)
-            return grpc.unary_stream_rpc_method_handler(behavior, **codec)
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary, metrics), **codec
-        )
+        known = self._methods.get(method)
+        if known is None or known[0] is not handler:
+            known = self._methods[method] = (handler, _counting(method, handler))
+        return known[1]
+
+
+def _counting(method: str, handler: Handler) -> Handler:
+    """handler, with its calls and messages counted under method's labels."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    metrics = _MethodMetrics((grpc_type(handler), service, name))
+    codec: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        behavior = _wrap(handler.stream_stream, metrics, request_streaming=True)
+        return grpc.stream_stream_rpc_method_handler(behavior, **codec)
+    if handler.request_streaming:
+        behavior = _wrap(handler.stream_unary, metrics, request_streaming=True)
+        return grpc.stream_unary_rpc_method_handler(behavior, **codec)
+    if handler.response_streaming:
+        behavior = _wrap(handler.unary_stream, metrics, request_streaming=False)
+        return grpc.unary_stream_rpc_method_handler(behavior, **codec)
+    return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, metrics), **codec)
 
 
 def _wrap_unary(behavior: Behavior | None, metrics: _MethodMetrics) -> Behavior:

@@ -14,20 +14,25 @@ nothing.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 import grpc
 from kubernetes_asyncio import client
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
 from opentelemetry.instrumentation.grpc.version import __version__ as grpc_instrumentation_version
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from server.observability.grpc_metrics import ServerInterceptor
+
+if TYPE_CHECKING:
+    from server.observability.grpc_metrics import Handler
 
 # Probes and tooling, not requests: a trace per kubelet health check would bury the real ones.
 UNTRACED_SERVICES: Final = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
@@ -109,6 +114,35 @@ class _ServerInterceptor(OpenTelemetryAioServerInterceptor):
     exactly as a unary one is, so it gets the unary wrapper: same span, same status handling.
     """
 
+    def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__(tracer, filter_=_traced)  # type: ignore[no-untyped-call]
+        # Each method's handler as the instrumentation wraps it, made once. It wraps the
+        # handler anew for every call (a handler tuple and three closures), and what it makes
+        # reads nothing of the call's details but the method's name. Bounded: only methods
+        # the server has a handler for get here.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(  # type: ignore[override]  # the aio form, not grpc's
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not _traced(handler_call_details):
+            return handler
+        method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler and is_instrumentation_enabled():
+            return known[1]
+
+        async def same(_: grpc.HandlerCallDetails) -> Handler:
+            return handler
+
+        wrapped: Handler = await super().intercept_service(same, handler_call_details)  # type: ignore[no-untyped-call]
+        if wrapped is not handler:  # not suppressed (is_instrumentation_enabled)
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
     def _intercept_aio_server_stream(self, behavior: Any, handler_call_details: Any) -> Any:
         if inspect.iscoroutinefunction(behavior):
             return self._intercept_aio_server_unary(behavior, handler_call_details)  # type: ignore[no-untyped-call]
@@ -124,7 +158,7 @@ def server_interceptor(provider: TracerProvider) -> ServerInterceptor:
         provider,
         schema_url="https://opentelemetry.io/schemas/1.11.0",
     )
-    return _ServerInterceptor(tracer, filter_=_traced)  # type: ignore[no-untyped-call]
+    return _ServerInterceptor(tracer)
 
 
 def _traced(details: grpc.HandlerCallDetails) -> bool:
@@ -133,8 +167,33 @@ def _traced(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith(_UNTRACED_PREFIXES)
 
 
+class _WhileSampled(list[aiohttp.TraceConfig]):
+    """A session's trace configs, as aiohttp reads them for each request: the
+    instrumentation's only while a sampled span is current.
+
+    aiohttp runs every trace config's signals for every request (a context object, a params
+    object and a signal send per event, eight events a request), and the instrumentation starts
+    a span and injects traceparent even when nothing will be recorded: the span is then a
+    non-recording one, or, with no span current (the Deployment cache's list and watch), the
+    root of a trace of its own. Left out of unsampled requests, an API call of a request that
+    is not traced costs what it costs with tracing off, and it carries no traceparent (the
+    API server decides for itself, as for any untraced client).
+    """
+
+    def __init__(self, configs: list[aiohttp.TraceConfig], ours: aiohttp.TraceConfig) -> None:
+        super().__init__(configs)
+        self._ours = ours
+        self._others = [config for config in configs if config is not ours]
+
+    def __iter__(self) -> Iterator[aiohttp.TraceConfig]:
+        if trace.get_current_span().is_recording():
+            return super().__iter__()
+        return iter(self._others)
+
+
 def trace_api_calls(api: client.ApiClient, provider: TracerProvider) -> Callable[[], None]:
-    """A CLIENT span per API server call made through api; returns what undoes it.
+    """A CLIENT span per API server call made through api while a sampled span is current
+    (a request's rule, or the request); returns what undoes it.
 
     kubernetes_asyncio opens its aiohttp session when the ApiClient is made, before any
     server exists, so the instrumentation's trace config joins that session's list rather than
@@ -142,6 +201,7 @@ def trace_api_calls(api: client.ApiClient, provider: TracerProvider) -> Callable
     """
     config = create_trace_config(tracer_provider=provider)
     config.freeze()
-    configs: list[Any] = api.rest_client.pool_manager._trace_configs
-    configs.append(config)
-    return lambda: configs.remove(config)
+    session = api.rest_client.pool_manager
+    before: list[aiohttp.TraceConfig] = session._trace_configs
+    session._trace_configs = _WhileSampled([*before, config], config)
+    return lambda: setattr(session, "_trace_configs", before)
