@@ -24,6 +24,10 @@ burst of load from elsewhere on the machine falls on few of them and on every mo
 and the server process's CPU milliseconds per request. A benchmark, not a test: figures on a
 shared machine are noisy.
 
+With --compare-with DIR (another checkout of k8sailor, e.g. a git worktree of main), the same
+modes also run from DIR's code, as "mode@base", in the same rounds: a change's before and after
+side by side, on the same machine at the same moments.
+
 Writes observability.json and observability.md under --out (bench/results by default).
 """
 
@@ -114,9 +118,12 @@ def process_cpu_seconds(pid: int) -> float:
 
 @dataclass
 class Server:
-    mode: str
+    mode: str  # as reported: "both", or "both@base" for the --compare-with checkout's
     process: asyncio.subprocess.Process
     client: Client
+
+
+BASE_SUFFIX = "@base"
 
 
 async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> None:
@@ -135,21 +142,28 @@ async def _wait_serving(target: str, process: asyncio.subprocess.Process) -> Non
 
 
 @contextlib.asynccontextmanager
-async def server(mode: str, kubeconfig: Path) -> AsyncIterator[Server]:
+async def server(mode: str, kubeconfig: Path, base: Path | None = None) -> AsyncIterator[Server]:
+    """A server of mode, from this checkout's code or, with base, from that checkout's."""
     target = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "bench.bench_observability", "--serve", mode, target]
+    env = dict(os.environ)
+    if base is not None:
+        # Its packages before the ones this environment has installed (editable, ours).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(base), env.get("PYTHONPATH")]))
     process = await asyncio.create_subprocess_exec(
         *command,
         "--kubeconfig",
         str(kubeconfig),
-        cwd=REPO,
+        cwd=base or REPO,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     try:
         await _wait_serving(target, process)
         async with connect(target) as connected:
-            yield Server(mode, process, connected)
+            label = mode + (BASE_SUFFIX if base is not None else "")
+            yield Server(label, process, connected)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -204,15 +218,25 @@ async def prepare(kubeconfig: Path) -> None:
             )
 
 
-async def bench(kubeconfig: Path, rounds: int, clients: Sequence[int], requests: int) -> Any:
+async def bench(
+    kubeconfig: Path,
+    rounds: int,
+    clients: Sequence[int],
+    requests: int,
+    base: Path | None = None,
+) -> Any:
     await prepare(kubeconfig)
     async with contextlib.AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(server(mode, kubeconfig)) for mode in MODES]
+        if base is not None:
+            servers += [
+                await stack.enter_async_context(server(mode, kubeconfig, base)) for mode in MODES
+            ]
         for target in servers:  # warm up: connections, imports, the API server's caches
             await one_round(target, 2, 20)
         figures: dict[int, dict[str, list[dict[str, float]]]] = {}
         for c in clients:
-            figures[c] = {mode: [] for mode in MODES}
+            figures[c] = {target.mode: [] for target in servers}
             for number in range(rounds):
                 order = servers[number % len(servers) :] + servers[: number % len(servers)]
                 for target in order:
@@ -229,6 +253,7 @@ def summarise(
         "cpus": os.cpu_count(),
         "rounds": rounds,
         "requests_per_round": requests,
+        "load_average": [round(load, 2) for load in os.getloadavg()],
         "by_clients": {},
     }
     for c, by_mode in figures.items():
@@ -243,8 +268,10 @@ def summarise(
             }
             for mode, runs in by_mode.items()
         }
-        off = [run["requests_per_second"] for run in by_mode["off"]]
-        for mode in MODES:
+        for mode in by_mode:
+            # Each checkout's modes as a ratio to its own "off", in the same round.
+            off_mode = "off" + (BASE_SUFFIX if mode.endswith(BASE_SUFFIX) else "")
+            off = [run["requests_per_second"] for run in by_mode[off_mode]]
             paired = [
                 run["requests_per_second"] / base
                 for run, base in zip(by_mode[mode], off, strict=True)
@@ -260,13 +287,14 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['when']}, {result['cpus']} CPUs; median of {result['rounds']} rounds, each "
         f"{result['requests_per_round']} one-rule dry-run requests sent by c clients at once; "
-        "ratio to off: median of per-round ratios.",
+        "ratio to off: median of per-round ratios (a mode@base, to off@base); load average at "
+        f"the end {', '.join(str(load) for load in result.get('load_average', []))}.",
         "",
         "| clients | mode | requests/s | ratio to off | server CPU ms/request | spans/request |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for c, medians in result["by_clients"].items():
-        for mode in MODES:
+        for mode in medians:
             figures = medians[mode]
             lines.append(
                 f"| {c} | {mode} | {figures['requests_per_second']:.0f} | "
@@ -284,6 +312,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
     parser.add_argument("--kubeconfig", type=Path, help="an existing cluster instead of ours")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="also run every mode from this checkout's code (before and after a change)",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("MODE", "LISTEN"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -300,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if kubeconfig is None:
             data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k8sailor-obs-")))
             kubeconfig = stack.enter_context(running(data)).kubeconfig
-        result = asyncio.run(bench(kubeconfig, rounds, clients, requests))
+        result = asyncio.run(bench(kubeconfig, rounds, clients, requests, args.compare_with))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "observability.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
