@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench bench-shapes bench-load fuzz image clean
+.PHONY: all run test unit lint lint-go proto proto-python proto-go controlplane cluster cluster-down bench bench-shapes bench-limits bench-load fuzz image clean
 
 all: test
 
@@ -60,6 +60,9 @@ bench: controlplane $(CLIENTGO)
 # Only the request shapes of issue 11 and the fairness figure: a few minutes.
 bench-shapes: controlplane $(CLIENTGO)
 	$(PY) -m bench.bench_services --shapes
+
+bench-limits: controlplane
+	$(PY) -m bench.bench_services --limits
 
 # The container image, built with buildah (Containerfile; a stand-in base from Debian's packages
 # where no registry is reachable) and checked: user, entry point, labels, --help as that user.

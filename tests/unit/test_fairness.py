@@ -188,8 +188,8 @@ def test_the_limit_shrinks_when_calls_queue_inside_the_api_server() -> None:
     _at_low_load(limit, 0.010)
     for _ in range(20):
         _round(limit, 0.010 * max(1.0, limit.value / 3))
-    # It settles where latency is about twice the baseline: 3 calls worked on, about 3 waiting.
-    assert 4 <= limit.value <= 7
+    # It settles where latency is about 1.5 times the baseline: 3 calls worked on, 1-2 waiting.
+    assert 3 <= limit.value <= 5
 
 
 def test_the_limit_shrinks_by_at_most_half_a_round_and_never_below_the_floor() -> None:
@@ -203,12 +203,12 @@ def test_the_limit_shrinks_by_at_most_half_a_round_and_never_below_the_floor() -
 
 
 def test_the_limit_holds_when_latency_has_risen_a_little() -> None:
-    limit = AdaptiveLimit(32, initial=10)
+    limit = AdaptiveLimit(32, initial=10)  # tolerance 1.5
     _at_low_load(limit, 0.010)
     assert limit.value == 10
-    _round(limit, 0.018)  # between 1.5 and 2 times the baseline: neither grow nor shrink
+    _round(limit, 0.014)  # between 1.25 and 1.5 times the baseline: neither grow nor shrink
     assert limit.value == 10
-    _round(limit, 0.014)  # rising, but a short queue: one more
+    _round(limit, 0.012)  # rising, but a short queue: one more
     assert limit.value == 11
 
 
