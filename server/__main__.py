@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from server.app import ListenError, serve_until_signalled
@@ -76,6 +76,17 @@ async def _main(config: ServerConfig, log_format: str, tracer: TracerProvider | 
             _fatal(str(error), log_format)
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to serve on. uvloop runs the loop's own work (scheduling, sockets,
+    timers) in C: grpc.aio runs on any asyncio loop, and about a third of a one-rule request's
+    server CPU is the loop and the callbacks it runs (bench/results/profile-one-rule.md)."""
+    if name == "asyncio":
+        return None  # asyncio.Runner's default: a new standard-library loop
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(argv)
@@ -85,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(log_format, config.logging_level)
     tracer = _tracer_provider(log_format)
     try:
-        return asyncio.run(_main(config, log_format, tracer))
+        with asyncio.Runner(loop_factory=_loop_factory(config.event_loop)) as runner:
+            return runner.run(_main(config, log_format, tracer))
     finally:
         if tracer is not None:
             tracer.shutdown()  # the spans still batched go out before the process ends

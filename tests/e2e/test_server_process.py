@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -98,10 +99,11 @@ async def test_cli_exits_2_with_a_message_when_the_request_fails(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
-    cluster: Cluster, namespace: str, deployment: dict[str, Any], tmp_path: Path
+    cluster: Cluster, namespace: str, deployment: dict[str, Any], tmp_path: Path, event_loop: str
 ) -> None:
-    flags = ["--max-concurrency", "1", "--grace", "30"]
+    flags = ["--max-concurrency", "1", "--grace", "30", "--event-loop", event_loop]
     async with server_process(cluster.kubeconfig, tmp_path, flags) as server:
         process, target = server.process, server.target
         rules = [f"svc-{i}=80" for i in range(120)]
@@ -128,5 +130,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
     assert "draining" in log
     # stderr is not a terminal: every line is a JSON object.
     lines = [json.loads(line) for line in log.splitlines()]
+    [configuration] = [line for line in lines if line.get("event") == "configuration"]
+    assert configuration["event_loop"] == event_loop
     [logged] = [line for line in lines if line.get("event") == "CreateServices"]
     assert logged["outcomes"] == {"CREATED": 120}

@@ -40,6 +40,13 @@ def test_the_concurrency_limit_adapts_unless_told_to_stay_fixed() -> None:
         load(["--concurrency-limit", "vegas"], {})
 
 
+def test_the_server_runs_on_uvloop_unless_told_to_use_asyncio() -> None:
+    assert load([], {}).event_loop == "uvloop"
+    assert load([], {"K8SAILOR_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="--event-loop: 'trio' is not one of uvloop, asyncio"):
+        load(["--event-loop", "trio"], {})
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
