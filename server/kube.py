@@ -41,7 +41,8 @@ from server.errors import (
     from_transport,
     is_transient,
 )
-from server.fairness import AdaptiveLimit, ConcurrencyLimit, FairSlots, FixedLimit, Ticket
+from server.fairness import FairSlots, Ticket
+from server.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
 
 Json = dict[str, Any]
 

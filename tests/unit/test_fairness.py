@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from server.fairness import AdaptiveLimit, FairSlots, Share, Ticket, current_share, new_share
+from server.fairness import FairSlots, Share, Ticket, current_share, new_share
+from server.limits import AdaptiveLimit
 
 
 async def _settle() -> None:
