@@ -21,8 +21,8 @@ round), c clients at once sending a round's requests between them. Quoted: the m
 rounds of requests per second; "ratio to off", the median over rounds of the mode's requests
 per second divided by "off"'s in the same round (a paired figure: many short rounds, so a
 burst of load from elsewhere on the machine falls on few of them and on every mode alike);
-and the server process's CPU milliseconds per request. A benchmark, not a test: figures on a
-shared machine are noisy.
+and the server process's CPU milliseconds per request (over all rounds). A benchmark, not a
+test: figures on a shared machine are noisy.
 
 With --compare-with DIR (another checkout of k8sailor, e.g. a git worktree of main), the same
 modes also run from DIR's code, as "mode@base", in the same rounds: a change's before and after
@@ -259,12 +259,14 @@ def summarise(
     for c, by_mode in figures.items():
         medians = {
             mode: {
-                key: statistics.median(run[key] for run in runs)
-                for key in (
-                    "requests_per_second",
-                    "server_cpu_ms_per_request",
-                    "spans_per_request",
-                )
+                "requests_per_second": statistics.median(r["requests_per_second"] for r in runs),
+                # The mean, that is all rounds' CPU over all their requests: /proc counts CPU
+                # in 10 ms ticks, so one round's figure moves in steps of 10 ms / requests
+                # (0.2 ms with 48), and a median of such steps is one of them.
+                "server_cpu_ms_per_request": statistics.fmean(
+                    r["server_cpu_ms_per_request"] for r in runs
+                ),
+                "spans_per_request": statistics.median(r["spans_per_request"] for r in runs),
             }
             for mode, runs in by_mode.items()
         }
@@ -287,7 +289,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['when']}, {result['cpus']} CPUs; median of {result['rounds']} rounds, each "
         f"{result['requests_per_round']} one-rule dry-run requests sent by c clients at once; "
-        "ratio to off: median of per-round ratios (a mode@base, to off@base); load average at "
+        "ratio to off: median of per-round ratios (a mode@base, to off@base); server CPU: "
+        "all rounds' CPU over all their requests; load average at "
         f"the end {', '.join(str(load) for load in result.get('load_average', []))}.",
         "",
         "| clients | mode | requests/s | ratio to off | server CPU ms/request | spans/request |",
