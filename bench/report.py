@@ -81,15 +81,18 @@ def _median_cpu(per_run: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def _busy_warning(machine: dict[str, Any]) -> list[str]:
-    loads = [*machine.get("load_average_at_start", ()), *machine.get("load_average_at_end", ())]
-    if not loads or max(loads) <= machine["nproc"] / 2:
+    """A warning when the machine was not idle as the run began. Only the start counts: by the
+    end the load average includes this run's own control plane and clients."""
+    at_start = machine.get("load_average_at_start") or ()
+    if not at_start or at_start[0] <= machine["nproc"] / 2:
         return []
     return [
         "",
-        "The machine was busy with other work during this run (see the load average): the "
-        "control plane, the clients and that work share the same CPUs, so rates vary from "
-        "round to round. Compare paths within this run (the ratios are per round), and see the "
-        "CPU time per Service, which depends little on the load.",
+        f"The machine was not idle when this run began (1-minute load average {at_start[0]:.1f} "
+        f"on {machine['nproc']} CPUs): the control plane, the clients and that other work share "
+        "the same CPUs, so rates vary from round to round. Compare paths within this run (the "
+        "ratios are per round), and see the CPU time per Service, which depends little on the "
+        "load.",
     ]
 
 
@@ -515,7 +518,7 @@ def shapes_plot(result: dict[str, Any], destination: Path) -> None:
     rows = shapes_summary(shapes)
     paths = shapes["paths"]
     figure, (rates, fair) = plt.subplots(
-        1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}
+        1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [2, 1.2]}
     )
     values = [rows[p]["rate"] or 0 for p in paths]
     low = [v - (rows[p]["rate_min"] or v) for p, v in zip(paths, values, strict=True)]
@@ -538,7 +541,7 @@ def shapes_plot(result: dict[str, Any], destination: Path) -> None:
         labels, alone, busy = [], [], []
         for fairness in fairness_runs:
             for which in ("p50", "p99"):
-                labels.append(f"{which}, {_slots(fairness)} slots")
+                labels.append(f"{which}\n" + _slots(fairness).replace(" ", "\n"))
                 alone.append(fairness["alone"][f"{which}_s"] * 1000)
                 busy.append(fairness["busy"][f"{which}_s"] * 1000)
         xs = range(len(labels))
@@ -547,7 +550,8 @@ def shapes_plot(result: dict[str, Any], destination: Path) -> None:
             [x + 0.2 for x in xs], busy, width=0.4,
             label=f"beside a {fairness_runs[0]['big_rules']}-rule request",
         )  # fmt: skip
-        fair.set_xticks(list(xs), labels, fontsize=8)
+        fair.set_xticks(list(xs), labels, fontsize=7)
+        fair.set_xlabel("--max-concurrency and limit", fontsize=8)
         fair.set_yscale("log")
         fair.set_ylabel("one-rule request latency, ms")
         fair.legend(fontsize=8)
