@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,6 +415,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _measure(
+    args: argparse.Namespace,
+    services: int,
+    rounds: int,
+    samples: int,
+    what: Callable[[Shapes], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run one of Shapes' measurements on --kubeconfig's cluster, or on a control plane of our
+    own whose API server and etcd have their CPU time counted too."""
+    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
+        work_dir = Path(scratch)
+        with cluster(args.kubeconfig, work_dir) as (kubeconfig, plane):
+            shapes = Shapes(kubeconfig, work_dir, services, rounds, samples)
+            if plane is not None:
+                shapes.control_plane_pids = {
+                    "kube-apiserver": plane.apiserver_pid,
+                    "etcd": plane.etcd_pid,
+                }
+            return asyncio.run(what(shapes))
+
+
 def run_shapes(args: argparse.Namespace) -> int:
     """The request shapes, fairness and cache figures (bench/shapes.py), in one run."""
     started = time.monotonic()
@@ -428,17 +449,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     rounds = args.rounds or (2 if args.quick else 3)
     samples = args.fairness_samples or (10 if args.quick else 30)
     parse = {"this_request": request_pipeline(3)}
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
-        work_dir = Path(scratch)
-        with cluster(args.kubeconfig, work_dir) as (kubeconfig, plane):
-            shapes = Shapes(kubeconfig, work_dir, services, rounds, samples)
-            if plane is not None:
-                shapes.control_plane_pids = {
-                    "kube-apiserver": plane.apiserver_pid,
-                    "etcd": plane.etcd_pid,
-                }
-            print(f"# shapes: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
-            figures = asyncio.run(shapes.run())
+    print(f"# shapes: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
+    figures = _measure(args, services, rounds, samples, Shapes.run)
     description["load_average_at_end"] = list(os.getloadavg())
     result: dict[str, Any] = {
         "machine": description,
@@ -463,17 +475,8 @@ def run_limits(args: argparse.Namespace) -> int:
     services = args.services or 200
     rounds = args.rounds or 2
     samples = args.fairness_samples or 20
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
-        work_dir = Path(scratch)
-        with cluster(args.kubeconfig, work_dir) as (kubeconfig, plane):
-            shapes = Shapes(kubeconfig, work_dir, services, rounds, samples)
-            if plane is not None:
-                shapes.control_plane_pids = {
-                    "kube-apiserver": plane.apiserver_pid,
-                    "etcd": plane.etcd_pid,
-                }
-            print(f"# limits: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
-            figures = asyncio.run(shapes.run_limits())
+    print(f"# limits: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
+    figures = _measure(args, services, rounds, samples, Shapes.run_limits)
     description["load_average_at_end"] = list(os.getloadavg())
     result: dict[str, Any] = {
         "machine": description,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import typing
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -509,21 +510,40 @@ def _type_of(rule: ServiceRule | RuleError) -> ServiceType | None:
 _RULE_SPAN = "k8sailor.rule"
 
 
-def _end_rule_span(span: Span, result: RuleResult, *, end: bool = True) -> None:
+class RuleOutcome(typing.Protocol):  # (rules has a Protocol of its own: TCP, UDP)
+    """What became of a rule, or of a Service named in a request: what its span says."""
+
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def service_type(self) -> ServiceType | None: ...
+
+
+def describe_rule_span(span: Span, index: int, result: RuleOutcome) -> None:
     """What became of the rule, as the rule span's attributes (names, not the caller's text:
-    a rule can be long, and the result in the log has it)."""
-    if span.is_recording():
-        span.set_attributes(
-            {
-                "k8sailor.rule.index": result.index,
-                "k8sailor.rule.outcome": result.outcome.value,
-                "k8sailor.rule.reason": result.reason,
-                "k8sailor.service.name": result.service_name,
-                "k8sailor.service.type": result.service_type.value if result.service_type else "",
-            }
-        )
-        if result.outcome is Outcome.FAILED:
-            span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
+    a rule can be long, and the result in the log has it). Every RPC's rule spans say it the
+    same way."""
+    if not span.is_recording():
+        return
+    span.set_attributes(
+        {
+            "k8sailor.rule.index": index,
+            "k8sailor.rule.outcome": result.outcome.value,
+            "k8sailor.rule.reason": result.reason,
+            "k8sailor.service.name": result.service_name,
+            "k8sailor.service.type": result.service_type.value if result.service_type else "",
+        }
+    )
+    if result.outcome is Outcome.FAILED:
+        span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
+
+
+def _end_rule_span(span: Span, result: RuleResult, *, end: bool = True) -> None:
+    describe_rule_span(span, result.index, result)
     if end:
         span.end()
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 
 from server import pointing
 from server.cooperative import in_slices
@@ -39,6 +39,7 @@ from server.exposer import (
     RuleResult,
     Settings,
     check_target,
+    describe_rule_span,
 )
 from server.kube import FIELD_MANAGER, Kube
 from server.manifests import (
@@ -445,8 +446,9 @@ class Lifecycle:
         which ends with what became of it as attributes."""
         with self._tracer.start_as_current_span(RULE_SPAN) as span:
             result = await job
-            if span.is_recording():
-                _describe(span, index, result.result if isinstance(result, ApplyResult) else result)
+            describe_rule_span(
+                span, index, result.result if isinstance(result, ApplyResult) else result
+            )
         return result
 
     async def _apply_one(
@@ -826,22 +828,6 @@ def give_up_at(loop: asyncio.AbstractEventLoop, seconds_left: float | None) -> f
 
 async def _ready(result: ApplyResult) -> ApplyResult:
     return result
-
-
-def _describe(span: Span, index: int, result: RuleResult | DeleteResult) -> None:
-    """What became of a rule (or a Service named for deletion), as its span's attributes: the
-    same as CreateServices' rule spans carry (names, not the caller's text)."""
-    span.set_attributes(
-        {
-            "k8sailor.rule.index": index,
-            "k8sailor.rule.outcome": result.outcome.value,
-            "k8sailor.rule.reason": result.reason,
-            "k8sailor.service.name": result.service_name,
-            "k8sailor.service.type": result.service_type.value if result.service_type else "",
-        }
-    )
-    if result.outcome is Outcome.FAILED:
-        span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
 
 
 async def _as_completed(jobs: Sequence[Awaitable[T]]) -> AsyncGenerator[T, None]:
