@@ -20,6 +20,7 @@ from server.app import ServerConfig, serving
 from server.auth.settings import AuthSettings
 from tests import objects
 from tests.pki import CertificateAuthority
+from tests.rbac import until_effective
 
 REPO = Path(__file__).resolve().parents[2]
 CALLER_ROLES = REPO / "deploy" / "callers"
@@ -139,9 +140,10 @@ async def bind(
         },
         "subjects": [subject],
     }
-    await client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(
-        namespace, binding
-    )
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_namespaced_role_binding(namespace, binding)
+    role = await rbac.read_cluster_role(cluster_role)
+    await until_effective(api_client, namespace, subject, role.rules[0])
 
 
 async def grant_role(
@@ -176,6 +178,13 @@ async def grant_role(
     rbac = client.RbacAuthorizationV1Api(api_client)
     await rbac.create_namespaced_role(namespace, role)
     await rbac.create_namespaced_role_binding(namespace, binding)
+    policy = client.V1PolicyRule(
+        api_groups=rule["apiGroups"],
+        resources=rule["resources"],
+        verbs=rule["verbs"],
+        resource_names=rule.get("resourceNames"),
+    )
+    await until_effective(api_client, namespace, subject, policy)
 
 
 def service_account_subject(namespace: str, name: str) -> dict[str, str]:

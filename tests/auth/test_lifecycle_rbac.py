@@ -13,6 +13,7 @@ from kubernetes_asyncio import client
 from client import Client, Outcome, RequestFailed, connect
 from tests.auth.conftest import Pki, Serve, Teams, mtls, service_names
 from tests.pki import Issued
+from tests.rbac import until_effective
 from tests.servers import k8sailor_over
 
 
@@ -40,6 +41,12 @@ async def grant(
     rbac = client.RbacAuthorizationV1Api(api_client)
     await rbac.create_namespaced_role(namespace, role)
     await rbac.create_namespaced_role_binding(namespace, binding)
+    subject = binding["subjects"][0]
+    for sub, verbs in rules.items():
+        rule = client.V1PolicyRule(
+            api_groups=["k8sailor.io"], resources=[f"services/{sub}"], verbs=verbs
+        )
+        await until_effective(api_client, namespace, subject, rule)
 
 
 def as_caller(target: str, pki: Pki, identity: Issued) -> Any:

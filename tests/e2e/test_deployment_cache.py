@@ -19,6 +19,7 @@ from server.manifests import Deployment
 from tests import objects
 from tests.conftest import Cluster
 from tests.e2e.conftest import CONTAINER_PORTS, SELECTOR
+from tests.rbac import until_effective
 from tests.servers import running_over
 
 # Guards against a hang, not a timing assertion: a watch on the local API server syncs in
@@ -201,6 +202,8 @@ async def restricted_identity(
         "subjects": [{"apiGroup": RBAC, "kind": "User", "name": user}],
     }
     await rbac.create_namespaced_role_binding(namespace, binding)
+    watch = client.V1PolicyRule(api_groups=["apps"], resources=["deployments"], verbs=["watch"])
+    await until_effective(api_client, namespace, binding["subjects"][0], watch)
     restricted = await kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))
     restricted.set_default_header("Impersonate-User", user)
     async with restricted:
