@@ -44,11 +44,11 @@ from typing import Any
 from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 
+from bench.paths import create_workload
 from client import Client, Outcome, connect
 from server.app import ServerConfig, serve_until_signalled
 from server.auth.settings import Authorization, AuthSettings
 from server.kube import load_api_client
-from tests import objects
 from tests.controlplane import free_port, running
 from tests.pki import CertificateAuthority
 
@@ -150,11 +150,7 @@ async def _prepare(kubeconfig: Path) -> str:
     namespace = f"k8sailor-bench-auth-{uuid.uuid4().hex[:6]}"
     api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
     async with api:
-        core = kube.CoreV1Api(api)
-        await core.create_namespace(kube.V1Namespace(metadata=kube.V1ObjectMeta(name=namespace)))
-        await kube.AppsV1Api(api).create_namespaced_deployment(
-            namespace, objects.deployment("web", {"app": "web"}, [("http", 8080, "TCP")])
-        )
+        await create_workload(api, namespace)
         rbac = kube.RbacAuthorizationV1Api(api)
         role: Any = yaml.safe_load(ROLE.read_text())
         with contextlib.suppress(kube.ApiException):

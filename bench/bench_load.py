@@ -38,8 +38,8 @@ from typing import Any
 from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 
+from bench.paths import create_workload
 from client import Outcome, RequestFailed, connect
-from tests import objects
 from tests.controlplane import rss_mib, running
 from tests.servers import server_process
 
@@ -104,12 +104,7 @@ async def _prepare(kubeconfig: Path) -> str:
     namespace = f"k8sailor-bench-load-{uuid.uuid4().hex[:6]}"
     api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
     async with api:
-        await kube.CoreV1Api(api).create_namespace(
-            kube.V1Namespace(metadata=kube.V1ObjectMeta(name=namespace))
-        )
-        await kube.AppsV1Api(api).create_namespaced_deployment(
-            namespace, objects.deployment("web", {"app": "web"}, [("http", 8080, "TCP")])
-        )
+        await create_workload(api, namespace)
     return namespace
 
 

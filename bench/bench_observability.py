@@ -59,6 +59,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+from bench.measure import process_cpu_seconds
 from client import Client, Outcome, connect
 from server.app import ServerConfig, serving
 from server.kube import load_api_client
@@ -106,14 +107,6 @@ async def serve(mode: str, listen: str, kubeconfig: str) -> None:
 
 
 # --------------------------------------------------------------------------- the bench
-
-
-def process_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -64,6 +64,7 @@ from bench.measure import (
 )
 from bench.paths import (
     Names,
+    create_workload,
     delete_leftovers,
     delete_services,
     run_k8sailor,
@@ -76,7 +77,6 @@ from bench.shapes import Shapes, limits_table
 from bench.workload import (
     BIN,
     CLEANUP_CONCURRENCY,
-    DEPLOYMENT,
     KUBECTL,
     MAX_RULES,
     MEMORY_REQUEST,
@@ -84,11 +84,8 @@ from bench.workload import (
     RAW,
     REPO,
     RUN_TIMEOUT_S,
-    SELECTOR,
     SPREAD,
-    TARGET,
 )
-from tests import objects
 
 
 @dataclass
@@ -116,7 +113,7 @@ class Bench:
         admin_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
         async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
             raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-            await self._set_up(admin_api)
+            self.uid = await create_workload(admin_api, self.namespace)
             servers: dict[int, ServerProcess] = {}
             for c in self.plan.concurrencies:
                 servers[c] = await stack.enter_async_context(
@@ -129,16 +126,6 @@ class Bench:
             memory = await self._memory(admin)
             await admin.delete_namespace(self.namespace)
         return memory
-
-    async def _set_up(self, api: Any) -> None:
-        core, apps = kube.CoreV1Api(api), kube.AppsV1Api(api)
-        await core.create_namespace(
-            kube.V1Namespace(metadata=kube.V1ObjectMeta(name=self.namespace))
-        )
-        created = await apps.create_namespaced_deployment(
-            self.namespace, objects.deployment(DEPLOYMENT, SELECTOR, [("http", TARGET, "TCP")])
-        )
-        self.uid = created.metadata.uid
 
     async def _warm(
         self, path: str, c: int, raw_core: Any, admin: Any, server: ServerProcess

@@ -30,6 +30,7 @@ from server.manifests import (
     MANAGED_BY_VALUE,
     RULE_ANNOTATION,
 )
+from tests import objects
 
 
 def raw_body(name: str, uid: str) -> Any:
@@ -103,24 +104,31 @@ async def run_k8sailor(
     chunks = chunked([f"{name}={PORT}:{TARGET}" for name in names], requests)
     sample = Sample(requests=requests)
 
-    async def one(rules: list[str]) -> None:
-        seen = 0
-        try:
-            async for result in k8sailor.create_services(DEPLOYMENT, rules, namespace=namespace):
-                now = time.perf_counter()
-                seen += 1
-                if result.outcome is Outcome.CREATED:
-                    sample.ok(now - sample.start, now)
-                else:
-                    sample.fail(f"{result.rule}: {result.outcome.name} {result.error}")
-        except RequestFailed as error:
-            for rule in rules[seen:]:
-                sample.fail(f"{rule}: {error}")
-
     sample.start = time.perf_counter()
-    await asyncio.gather(*(one(chunk) for chunk in chunks))
+    await asyncio.gather(
+        *(_send(k8sailor, namespace, chunk, sample, sample.start) for chunk in chunks)
+    )
     sample.end = time.perf_counter()
     return sample
+
+
+async def _send(
+    k8sailor: Client, namespace: str, rules: list[str], sample: Sample, since: float
+) -> None:
+    """One CreateServices request, each result recorded as it arrives, its latency counted
+    from `since`; a failed request fails the rules it did not report."""
+    seen = 0
+    try:
+        async for result in k8sailor.create_services(DEPLOYMENT, rules, namespace=namespace):
+            now = time.perf_counter()
+            seen += 1
+            if result.outcome is Outcome.CREATED:
+                sample.ok(now - since, now)
+            else:
+                sample.fail(f"{result.rule}: {result.outcome.name} {result.error}")
+    except RequestFailed as error:
+        for rule in rules[seen:]:
+            sample.fail(f"{rule}: {error}")
 
 
 async def run_kubectl(
@@ -156,6 +164,17 @@ class Names:
     def fresh(self, count: int) -> list[str]:
         self._run += 1
         return [f"s{self._run}-{i}" for i in range(count)]
+
+
+async def create_workload(api: Any, namespace: str) -> str:
+    """The namespace and the Deployment every path exposes; returns the Deployment's uid."""
+    core, apps = kube.CoreV1Api(api), kube.AppsV1Api(api)
+    await core.create_namespace(kube.V1Namespace(metadata=kube.V1ObjectMeta(name=namespace)))
+    created = await apps.create_namespaced_deployment(
+        namespace, objects.deployment(DEPLOYMENT, SELECTOR, [("http", TARGET, "TCP")])
+    )
+    uid: str = created.metadata.uid
+    return uid
 
 
 async def delete_services(core: Any, namespace: str, names: Sequence[str]) -> None:
@@ -197,21 +216,7 @@ async def run_callers(
     async def caller() -> None:
         for chunk in queue:
             rules = [f"{name}={PORT}:{TARGET}" for name in chunk]
-            sent = time.perf_counter()
-            seen = 0
-            try:
-                async for result in k8sailor.create_services(
-                    DEPLOYMENT, rules, namespace=namespace
-                ):
-                    now = time.perf_counter()
-                    seen += 1
-                    if result.outcome is Outcome.CREATED:
-                        sample.ok(now - sent, now)
-                    else:
-                        sample.fail(f"{result.rule}: {result.outcome.name} {result.error}")
-            except RequestFailed as error:
-                for rule in rules[seen:]:
-                    sample.fail(f"{rule}: {error}")
+            await _send(k8sailor, namespace, rules, sample, time.perf_counter())
 
     sample.start = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(min(callers, len(chunks)))))

@@ -34,7 +34,7 @@ import sys
 import time
 import tracemalloc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from kubernetes_asyncio import config as kube_config
 from bench.measure import CpuMeter, Run, percentile, to_run
 from bench.paths import (
     Names,
+    create_workload,
     delete_leftovers,
     delete_services,
     run_callers,
@@ -52,7 +53,7 @@ from bench.paths import (
     run_raw,
 )
 from bench.processes import ServerProcess, clientgo_binary, k8sailor_server, server_flags
-from bench.workload import DEPLOYMENT, PORT, SELECTOR, TARGET
+from bench.workload import DEPLOYMENT, PORT, TARGET
 from client import Client, Outcome
 from server.deployments import DeploymentCache
 from server.kube import Kube
@@ -89,6 +90,8 @@ LIMIT_PATHS = {
     f"k8s_1x32_{FIXED}": (FIXED, 1, 32),
 }
 RUN_TIMEOUT_S = 300.0
+# A path's way of creating Services with the given names.
+Create = Callable[[str, list[str]], Awaitable[Any]]
 
 
 @dataclass
@@ -113,7 +116,7 @@ class Shapes:
         admin_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
         async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
             raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-            await self._set_up(admin_api)
+            self.uid = await create_workload(admin_api, self.namespace)
             server = await stack.enter_async_context(
                 k8sailor_server(self.kubeconfig, CONCURRENCY, self.work_dir)
             )
@@ -150,28 +153,9 @@ class Shapes:
                     servers[path].client, self.namespace, names, rules, callers
                 )
 
-            for path in paths:  # open every path's connections before the clock starts
-                names = self.names.fresh(2 * CONCURRENCY)
-                await create(path, names)
-                await delete_services(admin, self.namespace, names)
+            await self._warm_up(paths, create, admin)
             for round_ in range(self.rounds):
-                turn = round_ % len(paths)
-                for path in paths[turn:] + paths[:turn]:
-                    names = self.names.fresh(self.services)
-                    watched = dict(self.control_plane_pids)
-                    if path in servers:
-                        watched["server"] = servers[path].process.pid
-                    meter = CpuMeter(watched)
-                    sample = await asyncio.wait_for(create(path, names), RUN_TIMEOUT_S)
-                    run = to_run(
-                        path, self.services, CONCURRENCY, round_, sample, cpu_seconds=meter.spent()
-                    )
-                    self.runs.append(run)
-                    await delete_services(admin, self.namespace, names)
-                rates = ", ".join(
-                    f"{r.path} {r.rate:.0f}/s" for r in self.runs if r.round == round_
-                )
-                print(f"# round {round_ + 1}/{self.rounds}: {rates}", file=sys.stderr, flush=True)
+                await self._round(round_, paths, create, admin, servers)
             await delete_leftovers(admin, self.namespace)
             with_limits = "--concurrency-limit" in server_flags()
             fairness = [
@@ -203,15 +187,39 @@ class Shapes:
             "cache": cache,
         }
 
-    async def _set_up(self, api: Any) -> None:
-        core, apps = kube.CoreV1Api(api), kube.AppsV1Api(api)
-        await core.create_namespace(
-            kube.V1Namespace(metadata=kube.V1ObjectMeta(name=self.namespace))
-        )
-        created = await apps.create_namespaced_deployment(
-            self.namespace, objects.deployment(DEPLOYMENT, SELECTOR, [("http", TARGET, "TCP")])
-        )
-        self.uid = created.metadata.uid
+    async def _warm_up(self, paths: Sequence[str], create: Create, admin: Any) -> None:
+        """Open every path's connections before the clock starts."""
+        for path in paths:
+            names = self.names.fresh(2 * CONCURRENCY)
+            await create(path, names)
+            await delete_services(admin, self.namespace, names)
+
+    async def _round(
+        self,
+        round_: int,
+        paths: Sequence[str],
+        create: Create,
+        admin: Any,
+        servers: Mapping[str, ServerProcess],
+    ) -> None:
+        """Every path creates its Services in turn, starting one further on each round; the
+        CPU of the control plane and of the path's server (`servers`, if it has one) is
+        counted."""
+        turn = round_ % len(paths)
+        for path in [*paths[turn:], *paths[:turn]]:
+            names = self.names.fresh(self.services)
+            watched = dict(self.control_plane_pids)
+            if path in servers:
+                watched["server"] = servers[path].process.pid
+            meter = CpuMeter(watched)
+            sample = await asyncio.wait_for(create(path, names), RUN_TIMEOUT_S)
+            run = to_run(
+                path, self.services, CONCURRENCY, round_, sample, cpu_seconds=meter.spent()
+            )
+            self.runs.append(run)
+            await delete_services(admin, self.namespace, names)
+        rates = ", ".join(f"{r.path} {r.rate:.0f}/s" for r in self.runs if r.round == round_)
+        print(f"# round {round_ + 1}/{self.rounds}: {rates}", file=sys.stderr, flush=True)
 
     async def _one_rule(self, k8sailor: Client) -> tuple[float, str]:
         (name,) = self.names.fresh(1)
@@ -232,7 +240,7 @@ class Shapes:
         raw_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
         async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
             raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-            await self._set_up(admin_api)
+            self.uid = await create_workload(admin_api, self.namespace)
             servers = {
                 limit: await stack.enter_async_context(
                     k8sailor_server(
@@ -254,29 +262,11 @@ class Shapes:
                     servers[limit].client, self.namespace, names, rules, callers
                 )
 
-            for path in paths:  # open every path's connections before the clock starts
-                names = self.names.fresh(2 * CONCURRENCY)
-                await create(path, names)
-                await delete_services(admin, self.namespace, names)
+            await self._warm_up(paths, create, admin)
             fairness: list[dict[str, Any]] = []
+            server_of = {path: servers[limit] for path, (limit, _, _) in LIMIT_PATHS.items()}
             for round_ in range(self.rounds):
-                turn = round_ % len(paths)
-                for path in paths[turn:] + paths[:turn]:
-                    names = self.names.fresh(self.services)
-                    watched = dict(self.control_plane_pids)
-                    if path in LIMIT_PATHS:
-                        watched["server"] = servers[LIMIT_PATHS[path][0]].process.pid
-                    meter = CpuMeter(watched)
-                    sample = await asyncio.wait_for(create(path, names), RUN_TIMEOUT_S)
-                    run = to_run(
-                        path, self.services, CONCURRENCY, round_, sample, cpu_seconds=meter.spent()
-                    )
-                    self.runs.append(run)
-                    await delete_services(admin, self.namespace, names)
-                rates = ", ".join(
-                    f"{r.path} {r.rate:.0f}/s" for r in self.runs if r.round == round_
-                )
-                print(f"# round {round_ + 1}/{self.rounds}: {rates}", file=sys.stderr, flush=True)
+                await self._round(round_, paths, create, admin, server_of)
                 order = [ADAPTIVE, FIXED] if round_ % 2 == 0 else [FIXED, ADAPTIVE]
                 for limit in order:
                     figures = await self._fairness(servers[limit], CONCURRENCY, admin, limit)
