@@ -403,13 +403,7 @@ class Kube:
                 self._tell_limit(ticket, verb, resource, kwargs, heard, seconds)
         if not 200 <= status < 300:
             raise from_response(status, body, headers)
-        try:
-            decoded = json.loads(body)
-        except ValueError as error:
-            raise KubeError(f"unreadable answer from the API server: {body[:200]!r}") from error
-        if not isinstance(decoded, dict):
-            raise KubeError(f"unexpected answer from the API server: {body[:200]!r}")
-        return decoded
+        return _json_object(body, "answer from the API server")
 
     def _tell_limit(
         self,
@@ -641,16 +635,21 @@ _MAX_EVENT = 3 * 1024 * 1024
 _CONNECT_TIMEOUT_S = 10.0
 
 
+def _json_object(raw: bytes, what: str) -> Json:
+    """raw decoded as the JSON object the API server sends, or KubeError naming what it was."""
+    try:
+        decoded = json.loads(raw)
+    except ValueError as error:
+        raise KubeError(f"unreadable {what}: {raw[:200]!r}") from error
+    if not isinstance(decoded, dict):
+        raise KubeError(f"unexpected {what}: {raw[:200]!r}")
+    return decoded
+
+
 async def _events(stream: aiohttp.StreamReader) -> AsyncGenerator[Json, None]:
     try:
         async for line in _lines(stream, _MAX_EVENT):
-            try:
-                event = json.loads(line)
-            except ValueError as error:
-                raise KubeError(f"unreadable watch event: {line[:200]!r}") from error
-            if not isinstance(event, dict):
-                raise KubeError(f"unexpected watch event: {line[:200]!r}")
-            yield event
+            yield _json_object(line, "watch event")
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
         raise from_transport(error) from error
 
