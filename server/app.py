@@ -24,10 +24,11 @@ from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
 from server.deployments import DeploymentCache
 from server.exposer import Exposer
-from server.health import HealthListenError, start_health_server
+from server.health import start_health_server
 from server.kube import CallObserver, Kube
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
+from server.listening import ListenError, bind
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
 
@@ -68,10 +69,6 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
     ("grpc.keepalive_time_ms", 120_000),
     ("grpc.keepalive_timeout_ms", 20_000),
 )
-
-
-class ListenError(OSError):
-    """The server could not listen where it was told to (port in use, bad address)."""
 
 
 @dataclass(frozen=True)
@@ -162,31 +159,22 @@ async def _start(
         server,
     )  # fmt: skip
     auth = config.auth
-    try:
-        if auth.tls_cert_file is not None and auth.tls_private_key_file is not None:
-            certificates = ReloadingCertificates(
-                auth.tls_cert_file, auth.tls_private_key_file, auth.client_ca_file
-            )
-            port = server.add_secure_port(config.listen, certificates.credentials())
-        else:
-            port = server.add_insecure_port(config.listen)
-    except RuntimeError:  # grpc's way of saying the bind failed
-        port = 0
-    if port == 0:
-        await server.stop(None)
-        raise ListenError(
-            f"cannot listen on {config.listen}: the port is in use or the address is not "
-            f"this machine's"
+    credentials = None
+    if auth.tls_cert_file is not None and auth.tls_private_key_file is not None:
+        certificates = ReloadingCertificates(
+            auth.tls_cert_file, auth.tls_private_key_file, auth.client_ca_file
         )
+        credentials = certificates.credentials()
+    port = await bind(server, config.listen, credentials)
     health_server, health_port = None, None
     if config.health_listen:
         try:
             health_server, health_port = await start_health_server(
                 config.health_listen, health_servicer, GRPC_OPTIONS
             )
-        except HealthListenError as error:
+        except ListenError:
             await server.stop(None)
-            raise ListenError(str(error)) from None
+            raise
     if deployments is not None:
         await deployments.start()
     await server.start()

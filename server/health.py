@@ -16,26 +16,16 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2_grpc
 
-
-class HealthListenError(OSError):
-    """The health port could not be opened where it was told to."""
+from server.listening import bind
 
 
 async def start_health_server(
     listen: str, health: health_aio.HealthServicer, options: Sequence[tuple[str, int]] = ()
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve `health` alone on `listen`; the server and the port it got (port 0: a free one)."""
+    """Serve `health` alone on `listen`; the server and the port it got (port 0: a free one).
+    ListenError when it cannot listen there."""
     server = grpc.aio.server(options=options)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError:  # grpc's way of saying the bind failed
-        port = 0
-    if port == 0:
-        await server.stop(None)
-        raise HealthListenError(
-            f"cannot listen on {listen} (--health-listen): the port is in use or the address "
-            "is not this machine's"
-        )
+    port = await bind(server, listen, flag="--health-listen")
     await server.start()
     return server, port

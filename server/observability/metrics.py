@@ -25,6 +25,8 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
+from server.listening import ListenError
+
 if TYPE_CHECKING:
     # Only a type: the Deployment cache (below the exposer) imports this module.
     from server.exposer import Outcome
@@ -283,10 +285,6 @@ AUTHORIZATIONS: Final = Counter(
 # --- the endpoint -------------------------------------------------------------------------------
 
 
-class MetricsListenError(OSError):
-    """The /metrics endpoint could not listen where it was told to."""
-
-
 @dataclass(frozen=True)
 class MetricsEndpoint:
     """prometheus_client's own HTTP server, on a thread of its own: a scrape never waits for
@@ -322,7 +320,7 @@ def serve_metrics(address: str) -> MetricsEndpoint:
     try:
         server, thread = prometheus_client.start_http_server(port, addr=host)
     except OSError as error:
-        raise MetricsListenError(
-            f"cannot serve metrics on {address}: {error.strerror or error}"
+        raise ListenError(
+            f"cannot serve metrics on {address} (--metrics-listen): {error.strerror or error}"
         ) from error
     return MetricsEndpoint(server, thread)

@@ -45,7 +45,7 @@ def server_telemetry(
     api: client.ApiClient, metrics_listen: str, tracer_provider: TracerProvider | None
 ) -> ServerTelemetry:
     """Metrics served on metrics_listen (off when empty), tracing into tracer_provider (off
-    when None). Raises metrics.MetricsListenError when /metrics cannot listen there."""
+    when None). Raises ListenError when /metrics cannot listen there."""
     interceptors: list[ServerInterceptor] = []
     undo: list[Callable[[], None]] = []
     observer, on_results, metrics_port, tracer = None, None, None, None

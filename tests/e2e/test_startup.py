@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,25 @@ async def test_the_server_process_on_a_busy_port_exits_2(cluster: Cluster) -> No
     finally:
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 30) == 0
+
+
+@pytest.mark.parametrize("flag", ["--metrics-listen", "--health-listen"])
+async def test_a_busy_metrics_or_health_port_is_one_line_and_exit_2(
+    cluster: Cluster, flag: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = _clean_env(KUBECONFIG=str(cluster.kubeconfig))
+        code, _, err = await _server("--listen", f"127.0.0.1:{free_port()}", flag, busy, env=env)
+    assert code == 2
+    # After the logs are set up: the start-up line, then the error as one JSON log line.
+    line = json.loads(err.splitlines()[-1])
+    assert line["level"] == "CRITICAL"
+    assert busy in line["message"], err
+    assert f"({flag})" in line["message"], err
+    assert "Traceback" not in err
 
 
 async def test_a_second_signal_during_the_drain_exits_at_once(

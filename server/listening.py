@@ -1,0 +1,39 @@
+"""Opening the server's ports: one error for every port k8sailor is told to listen on.
+
+The gRPC port, the health port and the /metrics port all fail the same way (in use, or not an
+address of this machine), and `k8sailor-server` turns that into one line and exit 2, whichever
+port it was.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ListenError(OSError):
+    """A port could not be opened where it was told to (in use, or a bad address)."""
+
+
+async def bind(
+    server: grpc.aio.Server,
+    listen: str,
+    credentials: grpc.ServerCredentials | None = None,
+    *,
+    flag: str = "",
+) -> int:
+    """Add listen (TLS with credentials) to the server, not yet started; the port it got. On
+    failure the server is stopped and ListenError names the address (and the flag, if given)."""
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
+    if port == 0:
+        await server.stop(None)
+        where = f"{listen} ({flag})" if flag else listen
+        raise ListenError(
+            f"cannot listen on {where}: the port is in use or the address is not this machine's"
+        )
+    return port
