@@ -43,11 +43,11 @@ class FakeApiServer:
 
 
 @asynccontextmanager
-async def fake_api_server() -> AsyncIterator[tuple[FakeApiServer, client.ApiClient]]:
-    """A FakeApiServer, and an ApiClient pointed at it."""
-    fake = FakeApiServer()
+async def api_client_for(handle: Handler) -> AsyncIterator[client.ApiClient]:
+    """An aiohttp server on 127.0.0.1 that answers every request with handle, and an ApiClient
+    pointed at it; both stop when the block ends."""
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -55,11 +55,21 @@ async def fake_api_server() -> AsyncIterator[tuple[FakeApiServer, client.ApiClie
     port = runner.addresses[0][1]
     api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
     try:
-        yield fake, api
+        yield api
     finally:
-        fake.released.set()
         await api.close()
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def fake_api_server() -> AsyncIterator[tuple[FakeApiServer, client.ApiClient]]:
+    """A FakeApiServer, and an ApiClient pointed at it."""
+    fake = FakeApiServer()
+    async with api_client_for(fake.handle) as api:
+        try:
+            yield fake, api
+        finally:
+            fake.released.set()
 
 
 def answer(code: int, reason: str, message: str) -> Handler:

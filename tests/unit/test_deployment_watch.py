@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 from server.deployments import Backoff, DeploymentCache, WatchSettings
 from server.kube import Kube
 from tests import objects
+from tests.unit.fakeapi import api_client_for
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/ns/deployments"
 SETTINGS = WatchSettings(backoff=Backoff(first=0.01, most=0.02))
@@ -73,20 +74,11 @@ class Script:
 @pytest.fixture
 async def script() -> AsyncIterator[tuple[Script, Kube]]:
     played = Script()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", played.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
-    try:
-        yield played, Kube(api, max_in_flight=4)
-    finally:
-        played.released.set()
-        await api.close()
-        await runner.cleanup()
+    async with api_client_for(played.handle) as api:
+        try:
+            yield played, Kube(api, max_in_flight=4)
+        finally:
+            played.released.set()
 
 
 def page(version: str, *items: dict[str, Any]) -> dict[str, Any]:
