@@ -109,9 +109,7 @@ async def start_server(
     observer, if given, is told about every call to the API server instead of the metrics
     (tests use it to see what reached the API server).
     """
-    problems = config.auth.problems(config.listen)
-    if problems:
-        raise ValueError("; ".join(problems))
+    # config was checked when it was made (ServerConfig is frozen and validated), auth too.
     for warning in config.auth.warnings(config.listen):
         log.warning("%s", warning)
     telemetry = server_telemetry(api, config.metrics_listen, tracer_provider)
