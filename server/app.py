@@ -23,6 +23,7 @@ from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
 from server.deployments import DeploymentCache
+from server.edge import Edge, max_request_bytes
 from server.exposer import Exposer
 from server.health import start_health_server
 from server.kube import CallObserver, Kube
@@ -40,7 +41,14 @@ log = logging.getLogger("k8sailor.server")
 SERVICE_NAME: str = exposure_pb2.DESCRIPTOR.services_by_name["ExposureService"].full_name
 
 
-__all__ = ["GRPC_OPTIONS", "ListenError", "RunningServer", "ServerConfig", "start_server"]
+__all__ = [
+    "GRPC_OPTIONS",
+    "ListenError",
+    "RunningServer",
+    "ServerConfig",
+    "grpc_options",
+    "start_server",
+]
 
 MiB: Final = 1024 * 1024
 
@@ -49,10 +57,6 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
     # A port that is already in use is an error. gRPC's default (SO_REUSEPORT on) lets a
     # second server share the port silently, and callers then land on either.
     ("grpc.so_reuseport", 0),
-    # Bounded before any work is spent: --max-rules (256) ordinary rules are a few KiB, and
-    # about 250 of the longest rules the parser accepts (server.rules.MAX_RULE_LENGTH) fill
-    # it; anything beyond is refused by gRPC itself with RESOURCE_EXHAUSTED, undecoded.
-    ("grpc.max_receive_message_length", 4 * MiB),
     # A result is a few hundred bytes; this only guards against a bug of ours.
     ("grpc.max_send_message_length", 4 * MiB),
     # Calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); more wait
@@ -68,7 +72,29 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
     # answer, so a caller that vanished (no FIN) does not hold a stream forever.
     ("grpc.keepalive_time_ms", 120_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    # No connection lives for ever, busy or not: after 30 min (gRPC adds up to 10% of jitter)
+    # the server sends GOAWAY, and calls still running get 5 min more (a CreateServices ends
+    # within its deadline; a health Watch or reflection stream is cut and re-opened by its
+    # client). Clients then reconnect, which also spreads them over new replicas.
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 5 * 60_000),
+    # A connection with no call for 15 min is closed (GOAWAY; the client reconnects when it
+    # next calls), so idle connections do not pile up.
+    ("grpc.max_connection_idle_ms", 15 * 60_000),
 )
+
+#: The most gRPC receives in one message: what the largest request of --max-rules rules can
+#: need (server.edge), and never more than 4 MiB (gRPC's own default). Anything bigger is
+#: refused by gRPC itself with RESOURCE_EXHAUSTED, before it is decoded or authenticated.
+MAX_RECEIVE_BYTES: Final = 4 * MiB
+#: The health port receives HealthCheckRequests only: a service name.
+HEALTH_RECEIVE_BYTES: Final = 4096
+
+
+def grpc_options(max_rules: int) -> tuple[tuple[str, int], ...]:
+    """GRPC_OPTIONS and the receive limit that --max-rules needs."""
+    receive = min(MAX_RECEIVE_BYTES, max_request_bytes(max_rules))
+    return (*GRPC_OPTIONS, ("grpc.max_receive_message_length", receive))
 
 
 @dataclass(frozen=True)
@@ -137,8 +163,14 @@ async def _start(
     deployments = None
     if config.deployment_cache == "watch":
         deployments = DeploymentCache(kube, config.watch_namespaces)
-    server = grpc.aio.server(interceptors=telemetry.interceptors, options=GRPC_OPTIONS)
     access = AccessControl(kube, config.auth)
+    server = grpc.aio.server(
+        # The edge last (innermost): metrics and traces count what it refuses.
+        interceptors=(*telemetry.interceptors, Edge(access, config.max_rules)),
+        options=grpc_options(config.max_rules),
+        # Beyond it a call is refused at once with RESOURCE_EXHAUSTED, health checks too.
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
     lifecycle = Lifecycle(kube, config.settings, tracer=telemetry.tracer)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
         LifecycleServicer(
@@ -168,7 +200,9 @@ async def _start(
     if config.health_listen:
         try:
             health_server, health_port = await start_health_server(
-                config.health_listen, health_servicer, GRPC_OPTIONS
+                config.health_listen,
+                health_servicer,
+                (*GRPC_OPTIONS, ("grpc.max_receive_message_length", HEALTH_RECEIVE_BYTES)),
             )
         except ListenError:
             await server.stop(None)

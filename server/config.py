@@ -226,6 +226,15 @@ class ServerConfig:
         check=at_least(1, 10_000),
         metavar="N",
     )
+    max_concurrent_rpcs: int = setting(
+        256,
+        flag="max-concurrent-rpcs",
+        help="gRPC calls the server handles at once, of all callers and services (health "
+        "checks included); more are refused at once with RESOURCE_EXHAUSTED",
+        read=whole_number,
+        check=at_least(1, 100_000),
+        metavar="N",
+    )
     node_ports: NodePortRange = setting(
         DEFAULT_NODE_PORTS,
         flag="node-port-range",

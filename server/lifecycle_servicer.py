@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from k8sailor.v1 import exposure_pb2 as pb
+from server import edge
 from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
@@ -149,7 +150,9 @@ class LifecycleServicer(ExposureServicer):
         context: grpc.aio.ServicerContext[pb.ListServicesRequest, pb.ListServicesResponse],
     ) -> pb.ListServicesResponse:
         started = time.monotonic()
-        call = _Call("ListServices", request.namespace or "default", request.deployment)
+        call = _Call(
+            "ListServices", request.namespace or "default", request.deployment, edge.caller()
+        )
         status, message, listed = grpc.StatusCode.OK, "", []
         try:
             check_target(call.namespace, call.deployment)
@@ -194,7 +197,7 @@ class LifecycleServicer(ExposureServicer):
                 deadline=_give_up(context.time_remaining()),
             )
 
-        call = _Call("DeleteServices", domain.namespace, domain.deployment)
+        call = _Call("DeleteServices", domain.namespace, domain.deployment, edge.caller())
         await self._stream(
             call, start, delete_result_to_proto, lambda result: result, context,
             dry_run=domain.dry_run,
@@ -221,9 +224,11 @@ class LifecycleServicer(ExposureServicer):
             # Parsed once, after the caller is known and before what it may do is asked:
             # authorization decides on the rules' types, and apply builds from the same rules.
             self._lifecycle.check_apply(domain)
-            await self._authenticate(call, context)
             parsed = await self._lifecycle.parse(domain)
-            wanted = {(verb, t) for verb in ("create", "update") for t in parsed.types}
+            # With no rule that parses there is no type to ask about, and asking about none
+            # would let anyone read the Deployment: ask about every type instead.
+            types = parsed.types or _EVERY_TYPE
+            wanted = {(verb, t) for verb in ("create", "update") for t in types}
             if domain.prune:
                 wanted |= _every("delete")
             await self._authorize(call, context, wanted)
@@ -233,22 +238,16 @@ class LifecycleServicer(ExposureServicer):
                 deadline=_give_up(context.time_remaining()),
             )
 
-        call = _Call("ApplyServices", domain.namespace, domain.deployment)
+        call = _Call("ApplyServices", domain.namespace, domain.deployment, edge.caller())
         await self._stream(
             call, start, apply_result_to_proto, lambda applied: applied.result, context,
             dry_run=domain.dry_run, prune=domain.prune, force=domain.force,
         )  # fmt: skip
 
-    async def _authenticate(self, call: _Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Who calls (call.caller), when there is access control at all."""
-        if self._access is not None and call.caller is ANONYMOUS:
-            call.caller = await self._access.authenticate(context)
-
     async def _authorize(
         self, call: _Call, context: grpc.aio.ServicerContext[Any, Any], wanted: set[Grant]
     ) -> None:
-        """Who calls and, with authorization on, what of wanted it may do (call.grants)."""
-        await self._authenticate(call, context)
+        """With authorization on, what of wanted the caller may do (call.grants)."""
         if self._access is not None and self._access.authorizing:
             call.grants = await self._access.grants(
                 call.caller, call.namespace, call.deployment, wanted

@@ -14,9 +14,10 @@ from google.protobuf import text_format
 
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
+from server import edge
 from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.gate import AccessControl
-from server.auth.identity import ANONYMOUS, Caller
+from server.auth.identity import Caller
 from server.cooperative import in_slices
 from server.exposer import (
     BadRequest,
@@ -59,6 +60,8 @@ _PROTOCOLS = {
     pb.PROTOCOL_UDP: Protocol.UDP,
     pb.PROTOCOL_SCTP: Protocol.SCTP,
 }
+# What a request none of whose rules parse is authorized for.
+_EVERY_TYPE = frozenset(ServiceType)
 _PROTOCOLS_TO_PB = {
     Protocol.TCP: pb.PROTOCOL_TCP,
     Protocol.UDP: pb.PROTOCOL_UDP,
@@ -109,7 +112,8 @@ def spec_to_rule(index: int, spec: pb.ServiceSpec) -> ServiceRule | RuleError:
     if len(spec.ports) > MAX_PORTS:
         return RuleError(
             index,
-            _spec_text(spec),
+            # Not the spec's text: thousands of ports, in every rule of a large request.
+            f"{{a spec of {len(spec.ports)} ports}}",
             f"ports[{MAX_PORTS}]",
             None,
             f"the rule has {len(spec.ports)} ports; a rule may have at most {MAX_PORTS} ports: "
@@ -232,6 +236,9 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         context: grpc.aio.ServicerContext[pb.CreateServicesRequest, pb.CreateServicesResponse],
     ) -> None:
         started = time.monotonic()
+        # Authenticated by the edge (server.edge) before the request was decoded; so were its
+        # size and its number of rules checked.
+        caller = edge.caller()
         domain = ExposeRequest(
             namespace=request.namespace or "default",
             deployment=request.deployment,
@@ -245,19 +252,18 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         results: list[RuleResult] = []
         status, message = grpc.StatusCode.OK, ""
-        caller = ANONYMOUS
         try:
             permissions = None
-            if self._access is not None:
-                # Who is asking comes first; what it may do depends on the rules' types.
-                caller = await self._access.authenticate(context)
             # Parsed once, here: authorization decides on the rules' types, and the exposer
             # builds from the same parsed rules.
             parsed = await self._exposer.parse(domain)
             if self._access is not None and self._access.authorizing:
+                # A request none of whose rules parse is still asked about: with every type,
+                # so that a caller who may create nothing here is refused whatever it sends.
                 permissions = await self._access.permissions(
-                    caller, domain.namespace, domain.deployment, rule_types(parsed)
-                )
+                    caller, domain.namespace, domain.deployment,
+                    rule_types(parsed) or _EVERY_TYPE,
+                )  # fmt: skip
             domain = dataclasses.replace(domain, parsed=parsed, permissions=permissions)
             async with contextlib.aclosing(self._exposer.expose(domain, deadline=deadline)) as run:
                 async for result in run:

@@ -1,10 +1,10 @@
 """Who is calling and what it may do, for the servicer: the only part of server.auth that
 knows gRPC.
 
-The servicer asks `authenticate(context)` first, before it looks at the request, and then
-`permissions(...)` with the Service types the request uses; the answer goes to the exposer as
-plain data (server.exposer.Permissions). A caller allowed none of those types is refused here
-(Forbidden), before anything in the cluster is read.
+The edge (server.edge) asks `authenticate(context)` first, before the request is decoded, and
+the servicer then `permissions(...)` with the Service types the request uses; the answer goes
+to the exposer as plain data (server.exposer.Permissions). A caller allowed none of those
+types is refused here (Forbidden), before anything in the cluster is read.
 
 Identity, the first that applies (see the README):
   1. a client certificate verified against --client-ca-file: its SPIFFE ID, else CN and O;
@@ -103,8 +103,11 @@ class AccessControl:
         if tokens and encrypted:
             scheme, _, token = tokens[0].partition(" ")
             if scheme.lower() != "bearer":
+                # Not a word of what was sent: without a scheme, what was sent is the
+                # credential itself, and this message reaches the log and the span.
                 raise Unauthenticated(
-                    f"authorization metadata must be 'Bearer <token>', not {scheme[:20]!r} ..."
+                    "authorization metadata must be 'Bearer <token>' (the scheme Bearer, a "
+                    "space, then the token); what was sent has another scheme or none"
                 )
             return await self.tokens.review(token.strip())
         if self._trust_forwarded:

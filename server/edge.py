@@ -1,0 +1,410 @@
+"""The gRPC edge: what every call passes before its request is decoded.
+
+A server interceptor wraps each ExposureService method so that gRPC hands over the request's
+bytes undecoded (the handler's request_deserializer is taken away), and then, in this order:
+
+  1. the caller is authenticated from the call's context (server.auth.gate): a call that
+     proves nothing when an identity is needed ends UNAUTHENTICATED, having cost the server
+     the bytes gRPC received and no more;
+  2. the request's size is checked against what the method can need (--max-rules rules of at
+     most server.rules.MAX_RULE_LENGTH bytes, or names), RESOURCE_EXHAUSTED beyond it;
+  3. its top-level fields are counted on the wire, without decoding them: more rules (or
+     names) than --max-rules is INVALID_ARGUMENT, before a single rule is built;
+  4. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
+
+The same interceptor bounds the streams that need no identity: health Watch streams (a cap
+per server; probes use Check) and, when authorization is on, reflection only for callers who
+authenticate.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from k8sailor.v1 import exposure_pb2 as pb
+from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
+from server.auth.gate import AccessControl
+from server.auth.identity import ANONYMOUS, Caller
+from server.observability.logs import Fields, trace_fields
+from server.rules import MAX_RULE_LENGTH
+
+if TYPE_CHECKING:  # generic in grpc-stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+Context = grpc.aio.ServicerContext[Any, Any]
+# A handler's behaviour: grpc-stubs types them as synchronous, grpc.aio's are coroutines or
+# async generators.
+Behavior = Callable[..., Any]
+log = logging.getLogger("k8sailor.requests")
+
+EXPOSURE_SERVICE: Final = pb.DESCRIPTOR.services_by_name["ExposureService"].full_name
+HEALTH_WATCH: Final = "/grpc.health.v1.Health/Watch"
+REFLECTION_PREFIX: Final = "/grpc.reflection."
+
+#: Room for everything of a request but its rules or names: namespace and Deployment names
+#: (63 and 253 characters at most when valid; a longer one still gets its own clear error),
+#: the switches, and fields a newer client may add.
+ENVELOPE_BYTES: Final = 64 * 1024
+#: A rule's encoding around its text (or spec) of at most MAX_RULE_LENGTH bytes: the Rule's
+#: own tag and length, and its oneof field's.
+RULE_FRAMING_BYTES: Final = 8
+#: A Service name in DeleteServices is a DNS-1035 label (63 characters); more room than that,
+#: so that a wrong name gets the error that names it rather than a size refusal.
+NAME_BYTES: Final = 256
+#: Top-level fields besides rules (or names) that the count allows before it stops reading.
+ENVELOPE_FIELDS: Final = 64
+#: Concurrent health Watch streams per server: probes use Check, Watch is for the few clients
+#: that follow the status; each stream is held open for as long as its caller likes.
+MAX_HEALTH_WATCHES: Final = 32
+
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("k8sailor_caller")
+
+
+def caller() -> Caller:
+    """The caller of the RPC being handled, as the edge authenticated it (ANONYMOUS when the
+    server has no access control at all). Only inside a handler the edge wrapped."""
+    try:
+        return _caller.get()
+    except LookupError:
+        raise RuntimeError("caller() outside an RPC admitted by server.edge.Edge") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What an RPC's request may hold: `field` (its rules or names) at most max_items times,
+    each at most item_bytes encoded."""
+
+    field: int | None  # None: a request with no list (ListServices)
+    what: str  # "rules" or "names", for messages
+    item_bytes: int
+
+    def max_bytes(self, max_items: int) -> int:
+        return ENVELOPE_BYTES + (0 if self.field is None else max_items * self.item_bytes)
+
+
+def _field(message: Any, name: str) -> int:
+    number: int = message.DESCRIPTOR.fields_by_name[name].number
+    return number
+
+
+_RULE_BYTES = MAX_RULE_LENGTH + RULE_FRAMING_BYTES
+SHAPES: Final[Mapping[str, Shape]] = {
+    f"/{EXPOSURE_SERVICE}/CreateServices": Shape(
+        _field(pb.CreateServicesRequest, "rules"), "rules", _RULE_BYTES
+    ),
+    f"/{EXPOSURE_SERVICE}/ApplyServices": Shape(
+        _field(pb.ApplyServicesRequest, "rules"), "rules", _RULE_BYTES
+    ),
+    f"/{EXPOSURE_SERVICE}/DeleteServices": Shape(
+        _field(pb.DeleteServicesRequest, "names"), "names", NAME_BYTES
+    ),
+    f"/{EXPOSURE_SERVICE}/ListServices": Shape(None, "", 0),
+}
+
+
+def max_request_bytes(max_rules: int) -> int:
+    """The largest request any RPC can need with --max-rules: what gRPC may receive."""
+    return max(shape.max_bytes(max_rules) for shape in SHAPES.values())
+
+
+class Refused(Exception):
+    """A call refused at the edge: its status and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def count_field(data: bytes, number: int, limit: int) -> tuple[int, bool]:
+    """How often field `number` occurs at the top level of the encoded message `data`, read
+    from the wire without decoding anything, and whether all of data was read: the count
+    stops after `limit` top-level fields, so a request of millions of fields costs no more
+    than one of `limit`. Refused (INVALID_ARGUMENT) for bytes that are not a message."""
+    position, end, fields, count = 0, len(data), 0, 0
+    while position < end:
+        if fields == limit:
+            return count, False
+        key, position = _varint(data, position)
+        wire_type, field = key & 7, key >> 3
+        if wire_type == 0:
+            _, position = _varint(data, position)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 2:
+            length, position = _varint(data, position)
+            position += length
+        elif wire_type == 5:
+            position += 4
+        else:
+            raise _malformed()
+        if position > end or field == 0:
+            raise _malformed()
+        count += field == number
+        fields += 1
+    return count, True
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while shift < 64 and position < len(data):
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+    raise _malformed()
+
+
+def _malformed() -> Refused:
+    return Refused(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message")
+
+
+def _auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(error)
+    if isinstance(error, Forbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, str(error)
+    if isinstance(error, AuthUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
+    return grpc.StatusCode.INTERNAL, str(error)
+
+
+class Edge(ServerInterceptor):
+    """Authentication, size and count limits before decoding, for every ExposureService RPC;
+    and the bounds on the streams that need no identity. Install it last (innermost), so that
+    the metrics and tracing interceptors count and trace what it refuses."""
+
+    def __init__(self, access: AccessControl | None, max_rules: int) -> None:
+        """access None: no access control at all (every caller is ANONYMOUS)."""
+        self._access = access
+        self._max_rules = max_rules
+        self._watch_cap = WatchCap()
+        # Each method's handler and its wrapper, made once rather than for every call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED on its own
+            return handler
+        method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[method] = (handler, self._wrap(method, handler))
+        return known[1]
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        shape = SHAPES.get(method)
+        if shape is not None:
+            return self._admitting(method, shape, handler)
+        if method == HEALTH_WATCH:
+            return watch_capped(handler, self._watch_cap)
+        if method.startswith(REFLECTION_PREFIX) and self._access is not None:
+            return self._authenticated_stream(handler)
+        return handler
+
+    # ------------------------------------------------------------------ ExposureService
+
+    async def _admit(self, method: str, shape: Shape, raw: bytes, context: Context) -> Any:
+        """The decoded request, or Refused; sets caller() for the servicer."""
+        who = ANONYMOUS
+        if self._access is not None:
+            try:
+                who = await self._access.authenticate(context)
+            except AuthError as error:
+                raise Refused(*_auth_status(error)) from error
+        _caller.set(who)
+        limit = shape.max_bytes(self._max_rules)
+        if len(raw) > limit:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request is {len(raw)} bytes; this server takes at most {limit} in one "
+                f"{method.rsplit('/', 1)[1]} request (--max-rules {self._max_rules} "
+                f"{shape.what or 'items'} of at most {shape.item_bytes} bytes each, and "
+                f"{ENVELOPE_BYTES} for the rest): split it over several requests",
+            )
+        if shape.field is not None:
+            count, complete = count_field(raw, shape.field, self._max_rules + ENVELOPE_FIELDS)
+            if not complete:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request has more than {self._max_rules + ENVELOPE_FIELDS} fields: "
+                    f"this server accepts at most {self._max_rules} {shape.what} in one "
+                    f"request (--max-rules); split them over several requests",
+                )
+            if count > self._max_rules:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{count} {shape.what} is more than this server accepts in one request "
+                    f"({self._max_rules}); split them over several requests",
+                )
+        return raw
+
+    def _admitting(self, method: str, shape: Shape, handler: Handler) -> Handler:
+        deserialize = handler.request_deserializer
+        serialize = handler.response_serializer
+        started_at: Callable[[], float] = time.monotonic
+
+        async def admitted(raw: bytes, context: Context) -> Any | None:
+            started = started_at()
+            try:
+                checked = await self._admit(method, shape, raw, context)
+                return checked if deserialize is None else deserialize(checked)
+            except DecodeError:
+                refused = _malformed()
+            except Refused as error:
+                refused = error
+            _log_refusal(method, refused, len(raw), started, context)
+            await context.abort(refused.code, refused.message)
+            raise AssertionError("unreachable: abort raises")
+
+        if handler.response_streaming and handler.unary_stream is not None:
+            streaming: Behavior = handler.unary_stream
+            if inspect.isasyncgenfunction(streaming):
+
+                async def generator(raw: bytes, context: Context) -> AsyncIterator[Any]:
+                    request = await admitted(raw, context)
+                    async for response in streaming(request, context):
+                        yield response
+
+                behavior: Any = generator
+            else:
+
+                async def coroutine(raw: bytes, context: Context) -> Any:
+                    return await streaming(await admitted(raw, context), context)
+
+                behavior = coroutine
+            return grpc.unary_stream_rpc_method_handler(
+                behavior, request_deserializer=None, response_serializer=serialize
+            )
+        unary: Behavior | None = handler.unary_unary
+        if handler.request_streaming or unary is None:
+            raise TypeError(f"{method}: server.edge handles unary-request RPCs only")
+
+        async def unary_call(raw: bytes, context: Context) -> Any:
+            return await unary(await admitted(raw, context), context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_call, request_deserializer=None, response_serializer=serialize
+        )
+
+    # ----------------------------------------------------------------- identity-free streams
+
+    def _authenticated_stream(self, handler: Handler) -> Handler:
+        """A bidi stream (reflection) that starts only for a caller who authenticates, when
+        authorization needs an identity (authenticate() asks for none otherwise)."""
+        access = self._access
+        behavior: Behavior | None = handler.stream_stream
+        if access is None or behavior is None:
+            return handler
+
+        async def authenticated(requests: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                await access.authenticate(context)
+            except AuthError as error:
+                await context.abort(*_auth_status(error))
+            async for response in behavior(requests, context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            authenticated,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class WatchCap(ServerInterceptor):
+    """The health Watch cap of one server: Edge has one for the main port, and the plaintext
+    health port (server.health) installs one of its own."""
+
+    def __init__(self, limit: int = MAX_HEALTH_WATCHES) -> None:
+        self.limit = limit
+        self._watches = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method != HEALTH_WATCH:
+            return handler
+        return watch_capped(handler, self)
+
+    def admit(self) -> bool:
+        if self._watches >= self.limit:
+            return False
+        self._watches += 1
+        return True
+
+    def release(self) -> None:
+        self._watches -= 1
+
+
+def watch_capped(handler: Handler, cap: WatchCap) -> Handler:
+    """The health Watch handler, refusing RESOURCE_EXHAUSTED beyond MAX_HEALTH_WATCHES streams
+    at once (grpc_health's Watch writes through context.write: a coroutine)."""
+    watch: Behavior | None = handler.unary_stream
+    if watch is None:
+        return handler
+
+    async def capped(request: Any, context: Context) -> Any:
+        if not cap.admit():
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server serves at most {cap.limit} health Watch streams at once; use "
+                "Check (as probes do), or watch again later",
+            )
+        try:
+            return await watch(request, context)
+        finally:
+            cap.release()
+
+    return grpc.unary_stream_rpc_method_handler(
+        capped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _log_refusal(
+    method: str, refused: Refused, size: int, started: float, context: Context
+) -> None:
+    """The request's one log line, for a call refused before the servicer saw it: who (when
+    known), what status, how big; never what the request held, which was not decoded."""
+    try:
+        who = _caller.get()
+    except LookupError:
+        who = ANONYMOUS
+    line = {
+        "event": method.rsplit("/", 1)[1],
+        "user": who.user,
+        "groups": list(who.groups),
+        "authn": who.method.value,
+        "namespace": "",
+        "deployment": "",
+        "status": refused.code.name,
+        "message": refused.message,
+        "ms": round((time.monotonic() - started) * 1000, 1),
+        "bytes": size,
+        "peer": context.peer(),
+        **trace_fields(),
+    }
+    log.info(Fields(line))
