@@ -233,12 +233,18 @@ class Edge(ServerInterceptor):
         _caller.set(who)
         limit = shape.max_bytes(self._max_rules)
         if len(raw) > limit:
+            rpc = method.rsplit("/", 1)[1]
+            why = (
+                ""
+                if shape.field is None
+                else f" ({self._max_rules} {shape.what}, --max-rules, of at most "
+                f"{shape.item_bytes} bytes each, and {ENVELOPE_BYTES} for the rest): split it "
+                "over several requests"
+            )
             raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the request is {len(raw)} bytes; this server takes at most {limit} in one "
-                f"{method.rsplit('/', 1)[1]} request (--max-rules {self._max_rules} "
-                f"{shape.what or 'items'} of at most {shape.item_bytes} bytes each, and "
-                f"{ENVELOPE_BYTES} for the rest): split it over several requests",
+                f"{rpc} request{why}",
             )
         if shape.field is not None:
             count, complete = count_field(raw, shape.field, self._max_rules + ENVELOPE_FIELDS)

@@ -60,8 +60,6 @@ _PROTOCOLS = {
     pb.PROTOCOL_UDP: Protocol.UDP,
     pb.PROTOCOL_SCTP: Protocol.SCTP,
 }
-# What a request none of whose rules parse is authorized for.
-_EVERY_TYPE = frozenset(ServiceType)
 _PROTOCOLS_TO_PB = {
     Protocol.TCP: pb.PROTOCOL_TCP,
     Protocol.UDP: pb.PROTOCOL_UDP,
@@ -258,12 +256,11 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
             # builds from the same parsed rules.
             parsed = await self._exposer.parse(domain)
             if self._access is not None and self._access.authorizing:
-                # A request none of whose rules parse is still asked about: with every type,
-                # so that a caller who may create nothing here is refused whatever it sends.
+                # With no rule that parses, nothing is asked, and nothing is read either: the
+                # exposer answers such a request from the rules alone.
                 permissions = await self._access.permissions(
-                    caller, domain.namespace, domain.deployment,
-                    rule_types(parsed) or _EVERY_TYPE,
-                )  # fmt: skip
+                    caller, domain.namespace, domain.deployment, rule_types(parsed)
+                )
             domain = dataclasses.replace(domain, parsed=parsed, permissions=permissions)
             async with contextlib.aclosing(self._exposer.expose(domain, deadline=deadline)) as run:
                 async for result in run:
