@@ -26,6 +26,7 @@ import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
 from server.listening import ListenError
+from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
     # Only a type: the Deployment cache (below the exposer) imports this module.
@@ -287,8 +288,9 @@ AUTHORIZATIONS: Final = Counter(
 
 @dataclass(frozen=True)
 class MetricsEndpoint:
-    """prometheus_client's own HTTP server, on a thread of its own: a scrape never waits for
-    the event loop, and a busy event loop never makes a scrape time out."""
+    """prometheus_client's WSGI app on a bounded server of threads of its own
+    (server.observability.endpoint): a scrape never waits for the event loop, and a busy
+    event loop never makes a scrape time out."""
 
     server: WSGIServer
     thread: threading.Thread
@@ -318,7 +320,8 @@ def serve_metrics(address: str) -> MetricsEndpoint:
     """Serve /metrics on address (HOST:PORT; port 0 picks a free one)."""
     host, port = split_address(address)
     try:
-        server, thread = prometheus_client.start_http_server(port, addr=host)
+        # Not prometheus_client.start_http_server: a thread per connection, never timed out.
+        server, thread = serve_wsgi(host, port, prometheus_client.make_wsgi_app())
     except OSError as error:
         raise ListenError(
             f"cannot serve metrics on {address} (--metrics-listen): {error.strerror or error}"

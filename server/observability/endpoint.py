@@ -1,0 +1,133 @@
+"""The HTTP server behind /metrics: prometheus_client's WSGI app, served by a bounded number of
+threads, each connection given a deadline.
+
+prometheus_client's own server starts a thread per connection and never times one out, so
+every idle TCP connection to the port holds a thread for as long as its peer likes. Here:
+
+- at most WORKERS connections are served at once, by a pool of that many threads; up to
+  WAITING more wait for one; a connection beyond those is closed as soon as it is accepted;
+- a connection's request must have arrived within REQUEST_SECONDS of its acceptance, however
+  slowly it trickles in (a deadline, not an idle timeout per read), or it is closed; a scrape
+  sends its GET at once, and Prometheus' own default scrape timeout is 10 s.
+
+It still runs on threads of its own, so that a scrape never waits for the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import WSGIApplication
+
+#: Connections served at once (a scrape takes a few milliseconds).
+WORKERS: Final = 4
+#: Connections accepted and waiting for a worker; beyond them a connection is closed at once.
+WAITING: Final = 16
+#: How long a connection has to send its request, from its acceptance.
+REQUEST_SECONDS = 10.0
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, each read given what is left of the deadline (TimeoutError after)."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        self._connection = connection
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._connection.settimeout(remaining)
+        return self._connection.recv_into(buffer)
+
+
+class _Handler(WSGIRequestHandler):
+    """One request per connection, read against the deadline; no access log."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        deadline = time.monotonic() + REQUEST_SECONDS
+        self.connection.settimeout(REQUEST_SECONDS)  # writes: each send at most this long
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+class _BoundedServer(WSGIServer):
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="k8sailor-metrics")
+        self._slots = threading.BoundedSemaphore(WORKERS + WAITING)
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # neither served nor waiting: closed at once
+            return
+        with self._lock:
+            self._open.add(request)
+        try:
+            self._pool.submit(self._serve, request, client_address)
+        except RuntimeError:  # the pool is shut down: the server is closing
+            self._done(request)
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self._lock:
+            self._open.discard(request)
+        self.shutdown_request(request)
+        self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A peer that was too slow or went away is no error of ours (the base prints a
+        # traceback to stderr for each).
+        if isinstance(sys.exc_info()[1], (TimeoutError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        # Connections still open are cut, so that no worker waits out a deadline.
+        with self._lock:
+            still_open = list(self._open)
+        for request in still_open:
+            with contextlib.suppress(OSError):  # closed already
+                request.shutdown(socket.SHUT_RDWR)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def serve_wsgi(host: str, port: int, app: WSGIApplication) -> tuple[WSGIServer, threading.Thread]:
+    """app served on host:port (port 0: a free one) by a thread of its own; OSError when it
+    cannot listen there. Stop it with server.shutdown(), server.server_close(), thread.join()."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    # The family of the address (IPv6 too), as http.server picks it.
+    server_class = type("MetricsServer", (_BoundedServer,), {"address_family": family})
+    server: WSGIServer = make_server(
+        str(address[0]), port, app, server_class, handler_class=_Handler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="k8sailor-metrics", daemon=True)
+    thread.start()
+    return server, thread
