@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from kubernetes_asyncio import client
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -248,3 +249,46 @@ async def test_a_credential_without_a_scheme_is_echoed_nowhere(
             seen.extend(str(value) for value in (event.attributes or {}).values())
     leaks = [(piece, text) for text in seen for piece in pieces if piece in text]
     assert leaks == []
+
+
+async def list_services_by_reflection(
+    target: str, credentials: grpc.ChannelCredentials | None
+) -> tuple[grpc.StatusCode, list[str]]:
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        try:
+            async for answer in stub.ServerReflectionInfo(iter([request]), timeout=30):
+                return grpc.StatusCode.OK, [s.name for s in answer.list_services_response.service]
+        except grpc.aio.AioRpcError as error:
+            return error.code(), []
+    return grpc.StatusCode.OK, []
+
+
+async def test_reflection_is_for_callers_who_authenticate_when_authorization_is_on(
+    serve: Serve, pki: Pki, api_client: client.ApiClient
+) -> None:
+    erin = pki.ca.issue(common_name="erin")
+    certificate = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.pem,
+        private_key=erin.private_key,
+        certificate_chain=erin.certificate,
+    )
+    async with serve(tls(pki)) as target:
+        anonymous = await list_services_by_reflection(
+            target, grpc.ssl_channel_credentials(root_certificates=pki.ca.pem)
+        )
+    async with serve(mtls(pki)) as target:
+        authenticated = await list_services_by_reflection(target, certificate)
+    async with serving(api_client, ServerConfig(listen="127.0.0.1:0"), grace=0.5) as running:
+        unauthorized_server = await list_services_by_reflection(f"127.0.0.1:{running.port}", None)
+
+    assert anonymous == (grpc.StatusCode.UNAUTHENTICATED, [])
+    assert authenticated[0] is grpc.StatusCode.OK
+    assert "k8sailor.v1.ExposureService" in authenticated[1]
+    assert unauthorized_server == authenticated
