@@ -30,6 +30,7 @@ from pathlib import Path
 
 import grpc
 
+from k8sailor.v1 import exposure_pb2 as pb
 from tests.controlplane import free_port
 from tests.pki import CertificateAuthority, Issued
 from tests.servers import wait_serving
@@ -68,10 +69,11 @@ def _status_kib(pid: int, key: str) -> int:
 
 @asynccontextmanager
 async def server(
-    source: Path, directory: Path, ca: CertificateAuthority, *, mutual: bool
+    source: Path, directory: Path, ca: CertificateAuthority, *, mode: str
 ) -> AsyncIterator[str]:
-    """A server process; mutual: it requires a client certificate (the TLS handshake of a
-    caller without one fails), else it serves TLS and takes bearer tokens."""
+    """A server process. mode "mtls": it requires a client certificate (the TLS handshake of
+    a caller without one fails); "tls": it serves TLS and takes bearer tokens; both with RBAC.
+    "plain": plaintext, no authorization."""
     cert, key = ca.issue(common_name="k8sailor", server=True).write(directory, "server")
     (directory / "ca.crt").write_bytes(ca.pem)
     kubeconfig = directory / "kubeconfig"
@@ -87,10 +89,10 @@ async def server(
     env["PYTHONPATH"] = str(source)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "--listen", target, "--health-listen", health,
-        "--kubeconfig", str(kubeconfig), "--deployment-cache", "off",
-        "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
-        *(["--client-ca-file", str(directory / "ca.crt")] if mutual else []),
-        "--authorization", "rbac", "--log-level", "WARNING",
+        "--kubeconfig", str(kubeconfig), "--deployment-cache", "off", "--log-level", "WARNING",
+        *(["--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
+           "--authorization", "rbac"] if mode != "plain" else []),
+        *(["--client-ca-file", str(directory / "ca.crt")] if mode == "mtls" else []),
         cwd=source, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -101,18 +103,27 @@ async def server(
         await process.wait()
 
 
-async def send(target: str, pid: int, request: bytes, credentials: grpc.ChannelCredentials) -> Cost:
+async def send(
+    target: str, pid: int, request: bytes, credentials: grpc.ChannelCredentials | None
+) -> Cost:
     # The peak is reset first, so that what is read after is this request's alone.
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # noqa: ASYNC240 - /proc: no I/O wait
     rss_before = _status_kib(pid, "VmRSS")
     cpu_before = _cpu_seconds(pid)
     options = [("grpc.max_send_message_length", -1)]
-    async with grpc.aio.secure_channel(target, credentials, options=options) as channel:
+    channel = (
+        grpc.aio.insecure_channel(target, options=options)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials, options=options)
+    )
+    async with channel:
         # Bytes in, bytes out: nothing encoded here.
         call = channel.unary_stream(METHOD, None, None)
         status, message = "OK", ""
         try:
-            async for _ in call(request, timeout=120):
+            # The largest accepted request is parsed, then fails to read its Deployment (there
+            # is no API server): the deadline ends its retries.
+            async for _ in call(request, timeout=10):
                 pass
         except grpc.aio.AioRpcError as error:
             status, message = error.code().name, error.details() or ""
@@ -131,17 +142,34 @@ async def measure(source: Path, rounds: int) -> dict[str, list[Cost]]:
         private_key=caller.private_key,
         certificate_chain=caller.certificate,
     )
-    costs: dict[str, list[Cost]] = {"unauthenticated": [], "authenticated": []}
-    for kind, mutual, credentials in (
-        ("unauthenticated", False, anonymous),
-        ("authenticated", True, with_certificate),
+    costs: dict[str, list[Cost]] = {}
+    for kind, mode, credentials, sent in (
+        ("unauthenticated", "tls", anonymous, request),
+        ("authenticated", "mtls", with_certificate, request),
+        ("largest accepted", "plain", None, largest_request()),
     ):
+        costs[kind] = []
         with tempfile.TemporaryDirectory() as directory:
-            async with server(source, Path(directory), ca, mutual=mutual) as running:
+            async with server(source, Path(directory), ca, mode=mode) as running:
                 target, pid = running.split("|")
                 for _ in range(rounds):
-                    costs[kind].append(await send(target, int(pid), request, credentials))
+                    costs[kind].append(await send(target, int(pid), sent, credentials))
     return costs
+
+
+def largest_request() -> bytes:
+    """For scale: the costliest request the server accepts and parses (256 rules of 256 ports
+    each, none of which the fast path takes; tests/e2e/test_hostile.py's worst request)."""
+
+    def rule(i: int) -> str:
+        return "web=" + ",".join(
+            f" {1000 + p} : {2000 + p} / udp ( p{i % 10}-{p} ) " for p in range(256)
+        )
+
+    rules = [pb.Rule(raw=rule(i)) for i in range(256)]
+    return pb.CreateServicesRequest(
+        namespace="default", deployment="web", rules=rules, dry_run=True
+    ).SerializeToString()
 
 
 def report(name: str, costs: dict[str, list[Cost]]) -> None:
