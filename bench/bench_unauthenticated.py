@@ -104,7 +104,11 @@ async def server(
 
 
 async def send(
-    target: str, pid: int, request: bytes, credentials: grpc.ChannelCredentials | None
+    target: str,
+    pid: int,
+    request: bytes,
+    credentials: grpc.ChannelCredentials | None,
+    timeout: float,
 ) -> Cost:
     # The peak is reset first, so that what is read after is this request's alone.
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # noqa: ASYNC240 - /proc: no I/O wait
@@ -121,9 +125,7 @@ async def send(
         call = channel.unary_stream(METHOD, None, None)
         status, message = "OK", ""
         try:
-            # The largest accepted request is parsed, then fails to read its Deployment (there
-            # is no API server): the deadline ends its retries.
-            async for _ in call(request, timeout=10):
+            async for _ in call(request, timeout=timeout):
                 pass
         except grpc.aio.AioRpcError as error:
             status, message = error.code().name, error.details() or ""
@@ -143,17 +145,19 @@ async def measure(source: Path, rounds: int) -> dict[str, list[Cost]]:
         certificate_chain=caller.certificate,
     )
     costs: dict[str, list[Cost]] = {}
-    for kind, mode, credentials, sent in (
-        ("unauthenticated", "tls", anonymous, request),
-        ("authenticated", "mtls", with_certificate, request),
-        ("largest accepted", "plain", None, largest_request()),
+    # The largest accepted request is parsed, then fails to read its Deployment (there is no
+    # API server): its deadline ends the retries.
+    for kind, mode, credentials, sent, timeout in (
+        ("unauthenticated", "tls", anonymous, request, 300),
+        ("authenticated", "mtls", with_certificate, request, 300),
+        ("largest accepted", "plain", None, largest_request(), 10),
     ):
         costs[kind] = []
         with tempfile.TemporaryDirectory() as directory:
             async with server(source, Path(directory), ca, mode=mode) as running:
                 target, pid = running.split("|")
                 for _ in range(rounds):
-                    costs[kind].append(await send(target, int(pid), sent, credentials))
+                    costs[kind].append(await send(target, int(pid), sent, credentials, timeout))
     return costs
 
 

@@ -67,12 +67,13 @@ class _Handler(WSGIRequestHandler):
 
 
 class _BoundedServer(WSGIServer):
-    def server_activate(self) -> None:
-        super().server_activate()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before the base's __init__, which binds, and closes the server if it cannot.
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="k8sailor-metrics")
         self._slots = threading.BoundedSemaphore(WORKERS + WAITING)
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
