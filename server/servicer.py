@@ -219,7 +219,8 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         *,
         on_results: Callable[[Sequence[RuleResult]], None] | None = None,
     ) -> None:
-        """access None: no authentication and no authorization at all. on_results: told every
+        """access: what callers may do (the edge, server.edge, has authenticated them with
+        the same AccessControl); None: no authorization at all. on_results: told every
         request's rule results, as the request ends (metrics)."""
         self._exposer = exposer
         self._access = access
