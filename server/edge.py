@@ -1,24 +1,28 @@
-"""The gRPC edge: what every call passes before its request is decoded.
+"""The gRPC edge: what every call passes before its request is read.
 
-A server interceptor wraps each ExposureService method so that gRPC hands over the request's
-bytes undecoded (the handler's request_deserializer is taken away), and then, in this order:
+A server interceptor turns each ExposureService handler into one that reads its request
+message itself (gRPC would otherwise read it whole, however slowly it comes, and decode it,
+before the handler runs), and then, in this order:
 
   1. the caller is authenticated from the call's context (server.auth.gate): a call that
-     proves nothing when an identity is needed ends UNAUTHENTICATED, having cost the server
-     the bytes gRPC received and no more;
-  2. the request's size is checked against what the method can need (--max-rules rules of at
-     most server.rules.MAX_RULE_LENGTH bytes, or names), RESOURCE_EXHAUSTED beyond it;
-  3. its top-level fields are counted on the wire, without decoding them: more rules (or
+     proves nothing when an identity is needed ends UNAUTHENTICATED before a byte of its
+     request is read;
+  2. the request message is received, as bytes, within RECEIVE_SECONDS;
+  3. its size is checked against what the method can need (--max-rules rules of at most
+     server.rules.MAX_RULE_LENGTH bytes, or names), RESOURCE_EXHAUSTED beyond it;
+  4. its top-level fields are counted on the wire, without decoding them: more rules (or
      names) than --max-rules is INVALID_ARGUMENT, before a single rule is built;
-  4. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
+  5. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
 
-The same interceptor bounds the streams that need no identity: health Watch streams (a cap
-per server; probes use Check) and, when authorization is on, reflection only for callers who
-authenticate.
+The same interceptor bounds the calls that need no identity: their request must arrive within
+RECEIVE_SECONDS too, health Watch streams are capped per server (probes use Check), and when
+authorization is on, reflection serves only callers who authenticate. On the wire nothing
+changes: a caller sends its one request message as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -65,6 +69,10 @@ RULE_FRAMING_BYTES: Final = 8
 NAME_BYTES: Final = 256
 #: Top-level fields besides rules (or names) that the count allows before it stops reading.
 ENVELOPE_FIELDS: Final = 64
+#: How long a call's one request message may take to arrive, from when the call was admitted
+#: (authenticated, for ExposureService): a caller that sends it slowly, or never, holds one of
+#: --max-concurrent-rpcs for no longer. 4 MiB in 30 s is about 1 Mbit/s.
+RECEIVE_SECONDS = 30.0
 #: Concurrent health Watch streams per server: probes use Check, Watch is for the few clients
 #: that follow the status; each stream is held open for as long as its caller likes.
 MAX_HEALTH_WATCHES: Final = 32
@@ -213,24 +221,50 @@ class Edge(ServerInterceptor):
     def _wrap(self, method: str, handler: Handler) -> Handler:
         shape = SHAPES.get(method)
         if shape is not None:
-            return self._admitting(method, shape, handler)
-        if method == HEALTH_WATCH:
-            return watch_capped(handler, self._watch_cap)
+            deserialize = handler.request_deserializer
+
+            async def admit(context: Context) -> Any:
+                return await self._admit(method, shape, deserialize, context)
+
+            return read_by_edge(handler, admit)
         if method.startswith(REFLECTION_PREFIX) and self._access is not None:
             return self._authenticated_stream(handler)
-        return handler
+        return bounded(method, handler, self._watch_cap)
 
     # ------------------------------------------------------------------ ExposureService
 
-    async def _admit(self, method: str, shape: Shape, raw: bytes, context: Context) -> Any:
-        """The decoded request, or Refused; sets caller() for the servicer."""
-        who = ANONYMOUS
-        if self._access is not None:
-            try:
-                who = await self._access.authenticate(context)
-            except AuthError as error:
-                raise Refused(*_auth_status(error)) from error
-        _caller.set(who)
+    async def _admit(
+        self,
+        method: str,
+        shape: Shape,
+        deserialize: Callable[[bytes], Any] | None,
+        context: Context,
+    ) -> Any:
+        """The request, decoded once the caller is authenticated and it is within the limits
+        (caller() is then set for the servicer); otherwise the call is logged and aborted."""
+        started, size = time.monotonic(), 0
+        try:
+            who = ANONYMOUS
+            if self._access is not None:
+                try:
+                    who = await self._access.authenticate(context)
+                except AuthError as error:
+                    raise Refused(*_auth_status(error)) from error
+            _caller.set(who)
+            raw = await receive(context)
+            size = len(raw)
+            self._check(method, shape, raw)
+            return raw if deserialize is None else deserialize(raw)
+        except DecodeError:
+            refused = _malformed()
+        except Refused as error:
+            refused = error
+        _log_refusal(method, refused, size, started, context)
+        await context.abort(refused.code, refused.message)
+        raise AssertionError("unreachable: abort raises")
+
+    def _check(self, method: str, shape: Shape, raw: bytes) -> None:
+        """Refused when the request is larger, or has more rules (names), than allowed."""
         limit = shape.max_bytes(self._max_rules)
         if len(raw) > limit:
             rpc = method.rsplit("/", 1)[1]
@@ -246,70 +280,22 @@ class Edge(ServerInterceptor):
                 f"the request is {len(raw)} bytes; this server takes at most {limit} in one "
                 f"{rpc} request{why}",
             )
-        if shape.field is not None:
-            count, complete = count_field(raw, shape.field, self._max_rules + ENVELOPE_FIELDS)
-            if not complete:
-                raise Refused(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request has more than {self._max_rules + ENVELOPE_FIELDS} fields: "
-                    f"this server accepts at most {self._max_rules} {shape.what} in one "
-                    f"request (--max-rules); split them over several requests",
-                )
-            if count > self._max_rules:
-                raise Refused(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"{count} {shape.what} is more than this server accepts in one request "
-                    f"({self._max_rules}); split them over several requests",
-                )
-        return raw
-
-    def _admitting(self, method: str, shape: Shape, handler: Handler) -> Handler:
-        deserialize = handler.request_deserializer
-        serialize = handler.response_serializer
-        started_at: Callable[[], float] = time.monotonic
-
-        async def admitted(raw: bytes, context: Context) -> Any | None:
-            started = started_at()
-            try:
-                checked = await self._admit(method, shape, raw, context)
-                return checked if deserialize is None else deserialize(checked)
-            except DecodeError:
-                refused = _malformed()
-            except Refused as error:
-                refused = error
-            _log_refusal(method, refused, len(raw), started, context)
-            await context.abort(refused.code, refused.message)
-            raise AssertionError("unreachable: abort raises")
-
-        if handler.response_streaming and handler.unary_stream is not None:
-            streaming: Behavior = handler.unary_stream
-            if inspect.isasyncgenfunction(streaming):
-
-                async def generator(raw: bytes, context: Context) -> AsyncIterator[Any]:
-                    request = await admitted(raw, context)
-                    async for response in streaming(request, context):
-                        yield response
-
-                behavior: Any = generator
-            else:
-
-                async def coroutine(raw: bytes, context: Context) -> Any:
-                    return await streaming(await admitted(raw, context), context)
-
-                behavior = coroutine
-            return grpc.unary_stream_rpc_method_handler(
-                behavior, request_deserializer=None, response_serializer=serialize
+        if shape.field is None:
+            return
+        count, complete = count_field(raw, shape.field, self._max_rules + ENVELOPE_FIELDS)
+        if not complete:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request has more than {self._max_rules + ENVELOPE_FIELDS} fields: "
+                f"this server accepts at most {self._max_rules} {shape.what} in one "
+                f"request (--max-rules); split them over several requests",
             )
-        unary: Behavior | None = handler.unary_unary
-        if handler.request_streaming or unary is None:
-            raise TypeError(f"{method}: server.edge handles unary-request RPCs only")
-
-        async def unary_call(raw: bytes, context: Context) -> Any:
-            return await unary(await admitted(raw, context), context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_call, request_deserializer=None, response_serializer=serialize
-        )
+        if count > self._max_rules:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{count} {shape.what} is more than this server accepts in one request "
+                f"({self._max_rules}); split them over several requests",
+            )
 
     # ----------------------------------------------------------------- identity-free streams
 
@@ -336,23 +322,89 @@ class Edge(ServerInterceptor):
         )
 
 
-class WatchCap(ServerInterceptor):
-    """The health Watch cap of one server: Edge has one for the main port, and the plaintext
-    health port (server.health) installs one of its own."""
+async def receive(context: Context) -> bytes:
+    """The call's one request message, as bytes, if it arrives within RECEIVE_SECONDS."""
+    try:
+        message = await asyncio.wait_for(context.read(), RECEIVE_SECONDS)
+    except TimeoutError:
+        raise Refused(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request message did not arrive within {RECEIVE_SECONDS:g} s",
+        ) from None
+    if message is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing in grpc-stubs
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request")
+    data: bytes = message
+    return data
+
+
+def read_by_edge(handler: Handler, admit: Callable[[Context], Awaitable[Any]]) -> Handler:
+    """handler, of a method with one request message, as a handler that reads that message
+    itself: `admit(context)` authenticates, receives and checks it, before gRPC has read a byte
+    of it (for a handler of a unary request, gRPC reads it whole, however slowly it comes,
+    before the handler runs). On the wire nothing changes: the caller sends one message."""
+    serialize = handler.response_serializer
+    if handler.request_streaming:
+        raise TypeError("read_by_edge: the method's request must be one message")
+    if handler.response_streaming:
+        streaming: Behavior | None = handler.unary_stream
+        assert streaming is not None
+        if inspect.isasyncgenfunction(streaming):
+
+            async def generator(_: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in streaming(await admit(context), context):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(
+                generator, request_deserializer=None, response_serializer=serialize
+            )
+
+        async def coroutine(_: Any, context: Context) -> Any:
+            return await streaming(await admit(context), context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            coroutine, request_deserializer=None, response_serializer=serialize
+        )
+    unary: Behavior | None = handler.unary_unary
+    assert unary is not None
+
+    async def single(_: Any, context: Context) -> Any:
+        return await unary(await admit(context), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        single, request_deserializer=None, response_serializer=serialize
+    )
+
+
+def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
+    """A method that needs no identity (health, anything but ExposureService and reflection):
+    its one request message must arrive within RECEIVE_SECONDS, and health Watch streams are
+    capped. A stream of requests (reflection) is left as it is."""
+    if handler.request_streaming:
+        return handler
+    if method == HEALTH_WATCH:
+        handler = watch_capped(handler, watch_cap)
+    deserialize = handler.request_deserializer
+
+    async def admit(context: Context) -> Any:
+        try:
+            raw = await receive(context)
+            return raw if deserialize is None else deserialize(raw)
+        except DecodeError:
+            refused = _malformed()
+        except Refused as error:
+            refused = error
+        await context.abort(refused.code, refused.message)
+        raise AssertionError("unreachable: abort raises")
+
+    return read_by_edge(handler, admit)
+
+
+class WatchCap:
+    """How many health Watch streams one server has open, and its cap."""
 
     def __init__(self, limit: int = MAX_HEALTH_WATCHES) -> None:
         self.limit = limit
         self._watches = 0
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method != HEALTH_WATCH:
-            return handler
-        return watch_capped(handler, self)
 
     def admit(self) -> bool:
         if self._watches >= self.limit:
@@ -364,9 +416,31 @@ class WatchCap(ServerInterceptor):
         self._watches -= 1
 
 
+class HealthEdge(ServerInterceptor):
+    """For the plaintext health port (server.health): the bounds of `bounded`, its own cap."""
+
+    def __init__(self) -> None:
+        self._watch_cap = WatchCap()
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[method] = (handler, bounded(method, handler, self._watch_cap))
+        return known[1]
+
+
 def watch_capped(handler: Handler, cap: WatchCap) -> Handler:
-    """The health Watch handler, refusing RESOURCE_EXHAUSTED beyond MAX_HEALTH_WATCHES streams
-    at once (grpc_health's Watch writes through context.write: a coroutine)."""
+    """The health Watch handler, refusing RESOURCE_EXHAUSTED beyond cap.limit streams at once
+    (grpc_health's Watch writes through context.write: a coroutine)."""
     watch: Behavior | None = handler.unary_stream
     if watch is None:
         return handler

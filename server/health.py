@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2_grpc
 
-from server.edge import WatchCap
+from server.edge import HealthEdge
 from server.listening import bind
 
 #: Calls at once on the health port: a kubelet sends one probe at a time per container.
@@ -28,10 +28,11 @@ async def start_health_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Serve `health` alone on `listen`; the server and the port it got (port 0: a free one).
     ListenError when it cannot listen there."""
-    # Probes use Check; Watch streams are held open by whoever asks, so they are capped. The
-    # concurrency bound keeps a flood of probes from costing the server more than that.
+    # Probes use Check; Watch streams are held open by whoever asks, so they are capped, and a
+    # request must arrive in time (server.edge.bounded). The concurrency bound keeps a flood of
+    # probes from costing the server more than that.
     server = grpc.aio.server(
-        interceptors=(WatchCap(),), options=options, maximum_concurrent_rpcs=MAX_HEALTH_RPCS
+        interceptors=(HealthEdge(),), options=options, maximum_concurrent_rpcs=MAX_HEALTH_RPCS
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = await bind(server, listen, flag="--health-listen")

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
+from google.protobuf import descriptor_pool
 from prometheus_client import Counter
 
 from server.observability.metrics import (
@@ -60,12 +61,21 @@ else:
     ServerInterceptor = grpc.aio.ServerInterceptor
 
 
-def grpc_type(handler: Handler) -> str:
-    if handler.request_streaming and handler.response_streaming:
+def grpc_type(handler: Handler, method: str = "") -> str:
+    """The RPC's type as its proto declares it, when the method is known to protobuf: a handler
+    may read a unary request as a stream (server.edge does, to authenticate first); else as
+    the handler reads and writes."""
+    requests, responses = handler.request_streaming, handler.response_streaming
+    try:
+        declared = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
+        requests, responses = declared.client_streaming, declared.server_streaming
+    except KeyError:
+        pass
+    if requests and responses:
         return "bidi_stream"
-    if handler.request_streaming:
+    if requests:
         return "client_stream"
-    if handler.response_streaming:
+    if responses:
         return "server_stream"
     return "unary"
 
@@ -154,7 +164,7 @@ class PrometheusServerInterceptor(ServerInterceptor):
 def _counting(method: str, handler: Handler) -> Handler:
     """handler, with its calls and messages counted under method's labels."""
     service, _, name = method.lstrip("/").rpartition("/")
-    metrics = _MethodMetrics((grpc_type(handler), service, name))
+    metrics = _MethodMetrics((grpc_type(handler, method), service, name))
     codec: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -163,7 +173,7 @@ def _counting(method: str, handler: Handler) -> Handler:
         behavior = _wrap(handler.stream_stream, metrics, request_streaming=True)
         return grpc.stream_stream_rpc_method_handler(behavior, **codec)
     if handler.request_streaming:
-        behavior = _wrap(handler.stream_unary, metrics, request_streaming=True)
+        behavior = _wrap(handler.stream_unary, metrics, request_streaming=True, one_response=True)
         return grpc.stream_unary_rpc_method_handler(behavior, **codec)
     if handler.response_streaming:
         behavior = _wrap(handler.unary_stream, metrics, request_streaming=False)
@@ -200,7 +210,11 @@ async def _counted(requests: AsyncIterator[Any], metrics: _MethodMetrics) -> Asy
 
 
 def _wrap(
-    behavior: Behavior | None, metrics: _MethodMetrics, *, request_streaming: bool
+    behavior: Behavior | None,
+    metrics: _MethodMetrics,
+    *,
+    request_streaming: bool,
+    one_response: bool = False,
 ) -> Behavior:
     """A wrapper of a streaming handler, of the same form (coroutine or async generator)."""
     assert behavior is not None
@@ -240,7 +254,10 @@ def _wrap(
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            return await behavior(request, counting)
+            response = await behavior(request, counting)
+            if one_response:  # a unary response is returned, not written
+                metrics.sent.inc()
+            return response
         except BaseException as raised:
             error = raised
             raise

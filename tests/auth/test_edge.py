@@ -4,8 +4,9 @@ of a credential is ever echoed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import server.edge
 import server.lifecycle_servicer
 import server.servicer
 from k8sailor.v1 import exposure_pb2 as pb
@@ -292,3 +294,56 @@ async def test_reflection_is_for_callers_who_authenticate_when_authorization_is_
     assert authenticated[0] is grpc.StatusCode.OK
     assert "k8sailor.v1.ExposureService" in authenticated[1]
     assert unauthorized_server == authenticated
+
+
+async def never_sent(
+    target: str, method: str, credentials: grpc.ChannelCredentials | None
+) -> tuple[grpc.StatusCode, str]:
+    """A call whose request message never comes (the client holds its stream open)."""
+    channel = (
+        grpc.aio.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    forever = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await forever.wait()
+        yield b""
+
+    async with channel:
+        call = channel.stream_stream(method, None, None)(nothing(), timeout=60)
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as error:
+            return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def test_an_unauthenticated_call_is_refused_before_its_request_is_read(
+    serve: Serve, pki: Pki
+) -> None:
+    async with serve(tls(pki)) as target:
+        code, message = await never_sent(
+            target,
+            f"{SERVICE}/CreateServices",
+            grpc.ssl_channel_credentials(root_certificates=pki.ca.pem),
+        )
+
+    # Not DEADLINE_EXCEEDED: the server did not wait for the request to know.
+    assert code is grpc.StatusCode.UNAUTHENTICATED, message
+
+
+@pytest.mark.parametrize("method", [f"{SERVICE}/CreateServices", "/grpc.health.v1.Health/Check"])
+async def test_a_request_that_does_not_arrive_in_time_is_refused(
+    api_client: client.ApiClient, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    monkeypatch.setattr(server.edge, "RECEIVE_SECONDS", 0.5)
+    async with serving(api_client, ServerConfig(listen="127.0.0.1:0"), grace=0.5) as running:
+        refused = await never_sent(f"127.0.0.1:{running.port}", method, None)
+
+    assert refused == (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "the request message did not arrive within 0.5 s",
+    )
