@@ -31,7 +31,7 @@ WORKERS: Final = 4
 #: Connections accepted and waiting for a worker; beyond them a connection is closed at once.
 WAITING: Final = 16
 #: How long a connection has to send its request, from its acceptance.
-REQUEST_SECONDS = 10.0
+REQUEST_SECONDS = 10.0  # not Final: tests shorten it
 
 
 class _DeadlineReader(io.RawIOBase):
