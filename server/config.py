@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
-from server.auth.settings import Authorization, AuthSettings
+from server.auth.identity import trust_domain_problem
+from server.auth.settings import Authorization, AuthSettings, mesh_socket
 from server.exposer import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
 from server.rules import DEFAULT_NODE_PORTS, NodePortRange, dns1123_label_problem
@@ -140,6 +141,15 @@ def audiences(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(","))
 
 
+def trust_domains(text: str) -> tuple[str, ...]:
+    """ "a, b" -> ("a", "b"): also how repeated --spiffe-trust-domain flags arrive."""
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+
+
+def trust_domains_problem(values: tuple[str, ...]) -> str | None:
+    return next(filter(None, map(trust_domain_problem, values)), None)
+
+
 def authorization_mode(text: str) -> Authorization:
     try:
         return Authorization(text.strip().lower())
@@ -159,6 +169,8 @@ class Setting:
     metavar: str | None = None
     # The value a bare --flag means (switches such as --insecure); None: a value is required.
     const: str | None = None
+    # May be given more than once; the values are read as one comma-separated text.
+    repeatable: bool = False
 
     @property
     def env(self) -> str:
@@ -367,9 +379,21 @@ AUTH_SETTINGS: Final[dict[str, Setting]] = {
         "rbac (SubjectAccessReviews; the default with TLS) or none (the default without)",
         authorization_mode, _no_check, "MODE",
     ),
+    "mesh_listen": Setting(
+        "mesh-listen",
+        "also serve on this Unix socket (unix:/path), for the mesh sidecar only: the one "
+        "listener where the caller is taken from its x-forwarded-client-cert header",
+        mesh_socket, _no_check, "unix:PATH",
+    ),
+    "spiffe_trust_domains": Setting(
+        "spiffe-trust-domain",
+        "a trust domain whose SPIFFE IDs (certificate URI SANs, x-forwarded-client-cert) "
+        "are believed; repeat the flag or separate with commas",
+        trust_domains, trust_domains_problem, "DOMAIN", repeatable=True,
+    ),
     "trust_forwarded_client_cert": Setting(
         "trust-forwarded-client-cert",
-        "take the caller from a loopback mesh sidecar's x-forwarded-client-cert header",
+        "deprecated, does nothing beside --mesh-listen and is refused without it",
         boolean, _no_check, "BOOL", const="true",
     ),
     "insecure": Setting(
@@ -420,9 +444,12 @@ def _parser() -> argparse.ArgumentParser:
             # environment value cannot break --help and every error names its source.
             default=None,
             help=f"{spec.help} ({_shown(default)}${spec.env})",
-            # A switch may stand alone (--insecure) or take a value (--insecure=false).
-            nargs=None if spec.const is None else "?",
-            const=spec.const,
+            **(
+                {"action": "append"}
+                if spec.repeatable
+                # A switch may stand alone (--insecure) or take a value (--insecure=false).
+                else {"nargs": None if spec.const is None else "?", "const": spec.const}
+            ),
         )
     return parser
 
@@ -442,6 +469,8 @@ def load(
     for name, spec, _ in _flags():
         if given[name] is not None:
             source, text = f"--{spec.flag}", given[name]
+            if spec.repeatable:
+                text = ",".join(text)
         elif spec.env in env:
             source, text = spec.env, env[spec.env]
         else:
