@@ -44,7 +44,7 @@ async def bind(
         if listen.startswith("unix:"):
             raise ListenError(
                 f"cannot listen on {where}: the socket cannot be made there (is its directory "
-                "writable by this user?)"
+                "writable by this user, with nothing but an old socket at that name?)"
             )
         raise ListenError(
             f"cannot listen on {where}: the port is in use or the address is not this machine's"
