@@ -57,7 +57,8 @@ async def bind_socket(server: grpc.aio.Server, path: Path, *, flag: str) -> None
     yet started, open to this user and group only (SOCKET_MODE); ListenError as bind()."""
     await bind(server, f"unix:{path}", flag=flag)
     try:
-        # Until now only this user could connect (the umask's mode): never more than meant.
+        # Made with the umask's mode (0755: only this user may connect), now widened to the
+        # group and no further.
         os.chmod(path, SOCKET_MODE)
     except OSError as error:
         await server.stop(None)
