@@ -28,7 +28,15 @@ from server.auth.identity import trust_domain_problem
 from server.auth.settings import Authorization, AuthSettings, mesh_socket
 from server.exposer import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
-from server.rules import DEFAULT_NODE_PORTS, NodePortRange, dns1123_label_problem
+from server.rules import (
+    DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_NODE_PORTS,
+    ExternalNamePolicy,
+    NodePortRange,
+    dns1123_label_problem,
+    domain_problem,
+    normalized_domain,
+)
 
 T = TypeVar("T")
 
@@ -124,6 +132,20 @@ def _no_check(_: object) -> None:
     return None
 
 
+def domains(text: str) -> tuple[str, ...]:
+    """ "svc.cluster.local, .Example.ORG." -> ("svc.cluster.local", "example.org"); a DNS
+    name means the same in any case and with or without its dots at either end."""
+    return tuple(normalized_domain(part) for part in text.split(",") if part.strip())
+
+
+def domains_problem(value: tuple[str, ...]) -> str | None:
+    for domain in value:
+        problem = domain_problem(domain)
+        if problem is not None:
+            return problem
+    return None
+
+
 def boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("true", "1", "yes", "on"):
@@ -185,9 +207,10 @@ def setting(
     read: Callable[[str], T],
     check: Callable[[T], str | None] = _no_check,
     metavar: str | None = None,
+    repeatable: bool = False,
 ) -> T:
     """A dataclass field that is also a flag and a K8SAILOR_* variable (see the module doc)."""
-    meta = {"setting": Setting(flag, help, read, check, metavar)}
+    meta = {"setting": Setting(flag, help, read, check, metavar, repeatable=repeatable)}
     return field(default=default, metadata=meta)
 
 
@@ -244,6 +267,26 @@ class ServerConfig:
         help="the cluster's --service-node-port-range",
         read=NodePortRange.parse,
         metavar="LOW-HIGH",
+    )
+    cluster_domain: str = setting(
+        DEFAULT_CLUSTER_DOMAIN,
+        flag="cluster-domain",
+        help="the cluster's DNS domain (the kubelet's --cluster-domain): ExternalName "
+        "targets under it are refused",
+        read=normalized_domain,
+        check=domain_problem,
+        metavar="DOMAIN",
+    )
+    allow_external_names: tuple[str, ...] = setting(
+        (),
+        flag="allow-external-name",
+        help="accept ExternalName targets equal to or under this suffix although they name "
+        "the cluster, the node or its link (svc.cluster.local); repeatable, or "
+        "comma-separated; IP addresses stay refused",
+        read=domains,
+        check=domains_problem,
+        metavar="SUFFIX",
+        repeatable=True,
     )
     grace: float = setting(
         10.0,
@@ -338,7 +381,11 @@ class ServerConfig:
     @property
     def settings(self) -> Settings:
         """What the exposer needs of this configuration."""
-        return Settings(max_rules=self.max_rules, node_ports=self.node_ports)
+        return Settings(
+            max_rules=self.max_rules,
+            node_ports=self.node_ports,
+            external_names=ExternalNamePolicy(self.cluster_domain, self.allow_external_names),
+        )
 
     @property
     def logging_level(self) -> int:

@@ -370,9 +370,10 @@ class Lifecycle:
         one costs nothing). In slices (server.cooperative): the largest request is a few
         hundred milliseconds of CPU, which must not keep other calls waiting."""
         self.check_apply(request)
-        node_ports = self._settings.node_ports
+        node_ports, external_names = self._settings.node_ports, self._settings.external_names
         rules = await in_slices(
-            parse_any(rule, index, node_ports) for index, rule in enumerate(request.rules)
+            parse_any(rule, index, node_ports, external_names)
+            for index, rule in enumerate(request.rules)
         )
         texts = await in_slices(
             rule.text if isinstance(rule, RuleError) else rule.canonical() for rule in rules

@@ -481,9 +481,9 @@ SPEC_REFUSED: list[tuple[ServiceRule, str, str]] = [
     ),
     (ServiceRule(EN), "external_name", "an ExternalName rule needs a host name"),
     (
-        ServiceRule(EN, external_name="DB"),
+        ServiceRule(EN, external_name="DB.example"),
         "external_name",
-        'external name "DB" is not a lowercase DNS-1123 subdomain: it must be lowercase',
+        'external name "DB.example" is not a lowercase DNS-1123 subdomain: it must be lowercase',
     ),
     (
         ServiceRule(CI, (PortRule(80, 80),), external_name="db.example.com"),
