@@ -323,11 +323,11 @@ def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 
 def _idna_form(name: str) -> tuple[str | None, str | None]:
-    """(the name with its punycode labels decoded and mapped as IDNA does, None) when that
-    differs from name; (None, the end of a sentence) for a label no IDNA library would take."""
-    labels = name.split(".")
+    """(the name with its punycode labels decoded and mapped as IDNA does, None); or (None,
+    the end of a sentence) for a label that no IDNA library should take: not punycode, or
+    a disguise of plain ASCII (fullwidth ｌｏｃａｌｈｏｓｔ maps to localhost)."""
     decoded: list[str] = []
-    for label in labels:
+    for label in name.split("."):
         if not label.startswith("xn--"):
             decoded.append(label)
             continue
@@ -337,19 +337,19 @@ def _idna_form(name: str) -> tuple[str | None, str | None]:
             text = label[4:].encode("ascii").decode("punycode")
         except (UnicodeError, ValueError, IndexError, OverflowError):
             return None, f"has the label {_show(label)}, which is not valid punycode"
-        if text.isascii():
+        for dot in _IDNA_DOTS:
+            text = text.replace(dot, ".")
+        try:
+            mapped = ".".join(nameprep(part) for part in text.split("."))
+        except UnicodeError:
             return None, (
-                f"has the label {_show(label)}, punycode for the plain ASCII {_show(text)}: an "
-                "internationalized label holds other characters; write it as it is"
+                f"has the label {_show(label)}, which decodes to {_show(text)}: characters "
+                "IDNA prohibits"
             )
-        decoded.append(text)
-    text = ".".join(decoded)
-    for dot in _IDNA_DOTS:
-        text = text.replace(dot, ".")
-    try:
-        mapped = ".".join(
-            nameprep(label) if not label.isascii() else label for label in text.split(".")
-        )
-    except UnicodeError:
-        return None, f"decodes to {_show(text)}, which holds characters IDNA prohibits"
-    return mapped.lower().rstrip("."), None
+        if mapped.isascii():
+            return None, (
+                f"has the label {_show(label)}, which IDNA reads as the plain ASCII "
+                f"{_show(mapped)}: an internationalized label must hold other characters"
+            )
+        decoded.append(mapped)
+    return ".".join(decoded).lower().rstrip("."), None
