@@ -325,7 +325,7 @@ def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 def _idna_form(name: str) -> tuple[str | None, str | None]:
     """(the name with its punycode labels decoded and mapped as IDNA does, None); or (None,
     the end of a sentence) for a label that no IDNA library should take: not punycode, or
-    a disguise of plain ASCII (fullwidth ｌｏｃａｌｈｏｓｔ maps to localhost)."""
+    a disguise of plain ASCII (localhost in fullwidth letters maps to localhost)."""
     decoded: list[str] = []
     for label in name.split("."):
         if not label.startswith("xn--"):
