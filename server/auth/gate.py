@@ -37,7 +37,7 @@ from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 from server.exposer import Permissions
 from server.kube import Kube
-from server.lifecycle import Grant, Grants
+from server.lifecycle import Grant, Grants, RightsUnknown
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
@@ -178,32 +178,19 @@ class AccessControl:
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
     ) -> Grants | None:
         """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
-        manage what create made); None when authorization is off.
+        manage what create made); None when authorization is off. The answer can ask more
+        pairs later (Grants.ask), through the same cache.
 
         Raises Forbidden when the caller may do none of it, and AuthUnavailable when the API
         server could not be asked.
         """
         if not self._required:
             return None
-        verbs = sorted({verb for verb, _ in wanted})
         try:
-            by_verb = await asyncio.gather(
-                *(
-                    self.access.decide(
-                        caller, namespace, deployment, {t for v, t in wanted if v == verb}, verb
-                    )
-                    for verb in verbs
-                )
-            )
+            denied = await self._denials(caller, namespace, deployment, wanted)
         except AuthError:
             AUTHORIZATIONS.labels("error").inc()
             raise
-        denied = {
-            (verb, type_): f"{caller.user} may not {permission(type_, namespace, deployment, verb)}"
-            for verb, decisions in zip(verbs, by_verb, strict=True)
-            for type_, decision in decisions.items()
-            if not decision.allowed
-        }
         if wanted and len(denied) == len(set(wanted)):
             AUTHORIZATIONS.labels("denied").inc()
             raise Forbidden(
@@ -211,7 +198,39 @@ class AccessControl:
                 + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return Grants(denied=denied)
+        return Grants(
+            denied=denied,
+            decided=frozenset(wanted),
+            ask=functools.partial(self._ask, caller, namespace, deployment),
+        )
+
+    async def _ask(
+        self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
+    ) -> dict[Grant, str]:
+        try:
+            return await self._denials(caller, namespace, deployment, wanted)
+        except AuthError as error:
+            raise RightsUnknown(str(error)) from error
+
+    async def _denials(
+        self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
+    ) -> dict[Grant, str]:
+        """The permission the caller lacks, in words, for each pair of wanted it may not do."""
+        verbs = sorted({verb for verb, _ in wanted})
+        by_verb = await asyncio.gather(
+            *(
+                self.access.decide(
+                    caller, namespace, deployment, {t for v, t in wanted if v == verb}, verb
+                )
+                for verb in verbs
+            )
+        )
+        return {
+            (verb, type_): f"{caller.user} may not {permission(type_, namespace, deployment, verb)}"
+            for verb, decisions in zip(verbs, by_verb, strict=True)
+            for type_, decision in decisions.items()
+            if not decision.allowed
+        }
 
 
 @functools.lru_cache(maxsize=1024)
