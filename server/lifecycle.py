@@ -519,7 +519,7 @@ class Lifecycle:
         if may_not_create is not None and may_not_update is not None:
             # Nothing this rule could meet would let it through: refused before anything is
             # read, so that the answer says nothing of what is there.
-            return refused(Outcome.DENIED, f"{may_not_update}; {may_not_create}", "Forbidden")
+            return refused(Outcome.DENIED, f"{may_not_create}; {may_not_update}", "Forbidden")
         try:
             existing = await self._read_service(request.namespace, name, deadline)
             created_unseen = False  # a create of ours may have been made, its answer lost
@@ -651,24 +651,35 @@ class Lifecycle:
     ) -> tuple[Json, Json]:
         """Apply the manifest to exactly the Service read (one of ours): the Service before
         and after. _Stale when it changed since the read."""
+        meta = existing["metadata"]
         if not request.dry_run:
             try:
                 existing = await self._adopt(request.namespace, existing, deadline)
-            except KubeInvalid as error:
-                if _failed_test(error.message):
-                    raise _Stale from error
+            except KubeNotFound as error:
+                raise _Stale from error
+            except KubeInvalid:
+                # The API server says only "rejected" when the patch's test of the
+                # resourceVersion failed: see whether the Service changed.
+                now = await self._read_service(request.namespace, meta["name"], deadline)
+                if now is None or now["metadata"].get("resourceVersion") != meta.get(
+                    "resourceVersion"
+                ):
+                    raise _Stale from None
                 raise
-        # With the resourceVersion read, the API server answers 409 rather than merge into a
-        # Service that is no longer the one checked (another's, made after ours was deleted).
-        version = str(existing["metadata"].get("resourceVersion", ""))
-        body = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+            meta = existing["metadata"]
+        # Preconditions: with the resourceVersion read, the API server answers 409 rather than
+        # merge into a Service that is no longer the one checked (another's, made after ours
+        # was deleted); with its uid, rather than create it anew when it was deleted.
+        preconditions = {
+            "uid": str(meta.get("uid", "")),
+            "resourceVersion": str(meta.get("resourceVersion", "")),
+        }
+        body = {**manifest, "metadata": {**manifest["metadata"], **preconditions}}
         try:
             return existing, await self._apply_forcing_our_own(request, body, deadline)
         except KubeConflict as error:
             if conflicting_managers(error.message):
                 raise
-            raise _Stale from error
-        except KubeNotFound as error:
             raise _Stale from error
 
     async def _apply_forcing_our_own(
@@ -804,11 +815,6 @@ async def _change_refusal(
         "of type needs the rights to delete the one and create the other; "
         + "; ".join(refusals[pair] for pair in sorted(refusals))
     )
-
-
-def _failed_test(message: str) -> bool:
-    """Whether a JSON patch was refused because its "test" (of the resourceVersion) failed."""
-    return "test" in message and "resourceVersion" in message
 
 
 def _owned(service: Mapping[str, Any], uid: str) -> bool:

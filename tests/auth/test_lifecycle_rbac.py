@@ -91,15 +91,18 @@ async def test_each_verb_is_decided_per_service_type(
         gone = await deleted(k8sailor, teams.a, all=True)
 
     assert made["web"][0] is Outcome.CREATED
+    # Neither create nor update: refused before the Service is read, naming both.
     assert made["web-nodeport"] == (
         Outcome.DENIED,
         f"carol may not create services/nodeport in API group k8sailor.io in namespace "
-        f'"{teams.a}" (resourceName "web")',
+        f'"{teams.a}" (resourceName "web"); carol may not update services/nodeport in API '
+        f'group k8sailor.io in namespace "{teams.a}" (resourceName "web")',
     )
     assert changed["web"][0] is Outcome.UPDATED, changed
     outcome, error = changed["web-headless"]
     assert outcome is Outcome.DENIED
-    assert error.startswith("carol may not update services/headless")
+    assert error.startswith("carol may not create services/headless")
+    assert "carol may not update services/headless" in error
     assert [(s.name, s.rule) for s in listed] == [("web", "80:http"), ("web-headless", "#80:8080")]
     assert gone["web"][0] is Outcome.DELETED
     assert gone["web-headless"][0] is Outcome.DENIED

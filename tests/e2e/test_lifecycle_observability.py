@@ -93,7 +93,7 @@ async def test_apply_and_delete_count_their_rules_by_type_outcome_reason_and_met
     }
     assert outcomes(named) == {
         "web": "OUTCOME_DELETED",
-        "not-ours": "OUTCOME_CONFLICT",
+        "not-ours": "OUTCOME_NOT_FOUND",  # as a missing one: not the caller's to learn
         "nothing-here": "OUTCOME_NOT_FOUND",
     }
     assert outcomes(everything) == {}
@@ -111,8 +111,7 @@ async def test_apply_and_delete_count_their_rules_by_type_outcome_reason_and_met
         ("Headless", "DELETED", "", "ApplyServices"): 1,
         ("NodePort", "DELETED", "", "ApplyServices"): 1,
         ("ClusterIP", "DELETED", "", "DeleteServices"): 1,
-        ("ClusterIP", "CONFLICT", "NotOwned", "DeleteServices"): 1,
-        ("Unknown", "NOT_FOUND", "NotFound", "DeleteServices"): 1,
+        ("Unknown", "NOT_FOUND", "NotFound", "DeleteServices"): 2,
     }
     for (type_, outcome, reason, method), count in counts.items():
         labels = {"type": type_, "outcome": outcome, "reason": reason, "grpc_method": method}
