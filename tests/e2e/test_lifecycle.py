@@ -98,7 +98,7 @@ async def test_a_foreign_service_of_our_name_is_neither_listed_nor_deleted(
     (result,) = await delete(k8sailor, namespace, "web")
 
     # The same answer as for a name no Service has: whether another's Service is there is
-    # not the caller's to learn (see test_lifecycle_disclosure.py).
+    # not the caller's to learn (see tests/auth/test_lifecycle_disclosure.py).
     assert (result.service_name, result.outcome, result.reason) == (
         "web",
         Outcome.NOT_FOUND,
