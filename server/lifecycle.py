@@ -7,7 +7,10 @@ current uid; anything else of the same name is left untouched and reported as a 
 Apply is server-side apply with field manager "k8sailor": the API server merges, detects fields
 that another manager owns (a CONFLICT naming it, unless the caller forces), validates, and with
 dryRun=All says what would happen. What changed is found by comparing the Service before and
-after the apply, field by field.
+after the apply, field by field. Apply never adopts: a Service the read did not find is created
+with a POST (which fails if one was made since; its fields are then moved to k8sailor's apply),
+and one of ours is applied with the uid and resourceVersion read as preconditions; when either
+finds the Service changed, it is read again and the rule decided anew.
 
 Each Service gets its own coroutine that turns every failure into a result, so one Service never
 spoils the others, and every name or rule gets exactly one result. Each runs in a span of its
