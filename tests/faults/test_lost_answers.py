@@ -141,3 +141,29 @@ async def test_a_delete_sent_again_after_its_answer_was_lost_is_deleted(
     assert [(d.service_name, d.outcome) for d in deleted] == [("gone", Outcome.DELETED)]
     assert [code for verb, _, code in observer.finished if verb == "delete"] == ["error", "404"]
     assert observer.retry_reasons() == {"Unreachable": 1}
+
+
+async def test_an_apply_whose_create_lost_its_answer_reports_the_service_created(
+    fault_plane: FaultPlane,
+    fault_namespace: str,
+    proxy: tuple[AnswerLosingProxy, str],
+    tmp_path: Path,
+) -> None:
+    losing, address = proxy
+    losing.lose_creates = 1
+    kubeconfig = through(fault_plane.plane.kubeconfig, tmp_path, address)
+    observer = RecordingObserver()
+    api = await load_api_client(str(kubeconfig), None, pool_size=8)
+    async with api, k8sailor_over(api, observer) as k8sailor:
+        applied = [
+            r
+            async for r in k8sailor.apply_services(
+                "web", ["lost=80:8088"], namespace=fault_namespace, timeout=60
+            )
+        ]
+
+    assert losing.lost == 1
+    # The first attempt made it; the second found it there, read it and saw it is ours: the
+    # caller is told of the Service this call created, not of an unchanged one.
+    assert [(r.service_name, r.outcome) for r in applied] == [("lost", Outcome.CREATED)]
+    assert [code for verb, _, code in observer.finished if verb == "create"] == ["error", "409"]
