@@ -233,11 +233,21 @@ class Kube:
         )
 
     async def delete_service(
-        self, namespace: str, name: str, *, uid: str, dry_run: bool, timeout: float | None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str,
+        resource_version: str = "",
+        dry_run: bool,
+        timeout: float | None,
     ) -> Json:
-        """Delete the Service only if it still has this uid: one replaced since it was read
-        (deleted and created again under the same name) is refused with a 409."""
-        options: Json = {"preconditions": {"uid": uid}}
+        """Delete the Service only if it still has this uid (and resource_version, if given):
+        one replaced or changed since it was read is refused with a 409."""
+        preconditions = {"uid": uid}
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        options: Json = {"preconditions": preconditions}
         if dry_run:
             # In the body: the API server reads a DELETE's options from its body when it has
             # one, and then ignores ?dryRun=All in the query.

@@ -299,7 +299,12 @@ class Lifecycle:
                 self._in_span(
                     PRUNED_INDEX,
                     self._delete_owned(
-                        request.namespace, service, request.dry_run, request.grants, deadline
+                        request.namespace,
+                        owner,
+                        service,
+                        request.dry_run,
+                        request.grants,
+                        deadline,
                     ),
                 )
                 for service in owned
@@ -331,19 +336,40 @@ class Lifecycle:
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
         return await self._delete_owned(
-            request.namespace, service, request.dry_run, request.grants, deadline
+            request.namespace, owner, service, request.dry_run, request.grants, deadline
         )
 
     async def _delete_owned(
         self,
         namespace: str,
+        owner: Deployment,
         service: Mapping[str, Any],
         dry_run: bool,
         grants: Grants | None,
         deadline: float | None,
     ) -> DeleteResult:
-        result = await self._delete(namespace, service, dry_run, grants, deadline)
-        return replace(result, service_type=_service_type(service))
+        """Delete one of the Deployment's Services, as it was read: what it is (its type, that
+        it is ours) decides, so one that changed since (the delete's preconditions fail) is
+        read again and decided anew."""
+        name = str(service["metadata"]["name"])
+        for _ in range(APPLY_ROUNDS):
+            result = await self._delete(namespace, service, dry_run, grants, deadline)
+            if result is not None:
+                return replace(result, service_type=_service_type(service))
+            try:
+                fresh = await self._read_service(namespace, name, deadline)
+            except KubeError as error:
+                return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+            if fresh is None or not _owned(fresh, owner.uid):
+                return _not_owned(name, owner)
+            service = fresh
+        return DeleteResult(
+            name,
+            Outcome.CONFLICT,
+            f'Service "{name}" changed each of the {APPLY_ROUNDS} times it was read; it was '
+            "left as it is: delete again",
+            "Conflict",
+        )
 
     async def _delete(
         self,
@@ -352,7 +378,8 @@ class Lifecycle:
         dry_run: bool,
         grants: Grants | None,
         deadline: float | None,
-    ) -> DeleteResult:
+    ) -> DeleteResult | None:
+        """The delete's result, or None when the Service changed since it was read."""
         meta = service.get("metadata") or {}
         name = str(meta.get("name", ""))
         loop = asyncio.get_running_loop()
@@ -360,10 +387,13 @@ class Lifecycle:
         if refusal is not None:
             return DeleteResult(name, Outcome.DENIED, refusal, "Forbidden")
         try:
+            # Preconditions: only the Service read is deleted, not another's made since under
+            # its name, nor ours changed since into a type the caller may not delete.
             await self._kube.delete_service(
                 namespace,
                 name,
                 uid=str(meta.get("uid", "")),
+                resource_version=str(meta.get("resourceVersion", "")),
                 dry_run=dry_run,
                 timeout=_remaining(loop, deadline),
             )
@@ -373,16 +403,8 @@ class Lifecycle:
                 # Service is gone because this very call deleted it.
                 return DeleteResult(name, Outcome.DELETED)
             return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
-        except KubeConflict as error:
-            # The uid precondition failed: the Service was deleted and made again since it
-            # was read, and the new one is not known to be ours.
-            return DeleteResult(
-                name,
-                Outcome.CONFLICT,
-                f'Service "{name}" was replaced while it was being deleted; the new one was '
-                f"left untouched ({error.message})",
-                error.reason or "Conflict",
-            )
+        except KubeConflict:
+            return None  # a precondition failed
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
         except Exception as error:  # a bug of ours must still give this name its one result
@@ -481,7 +503,7 @@ class Lifecycle:
             for service in owned:
                 if service["metadata"]["name"] not in named:
                     jobs.append(
-                        self._in_span(PRUNED_INDEX, self._prune(request, service, deadline))
+                        self._in_span(PRUNED_INDEX, self._prune(request, owner, service, deadline))
                     )
         async for result in _as_completed(jobs):
             yield result
@@ -732,10 +754,14 @@ class Lifecycle:
         )
 
     async def _prune(
-        self, request: ApplyRequest, service: Mapping[str, Any], deadline: float | None
+        self,
+        request: ApplyRequest,
+        owner: Deployment,
+        service: Mapping[str, Any],
+        deadline: float | None,
     ) -> ApplyResult:
         deleted = await self._delete_owned(
-            request.namespace, service, request.dry_run, request.grants, deadline
+            request.namespace, owner, service, request.dry_run, request.grants, deadline
         )
         rule = _annotation(service)
         result = RuleResult(

@@ -5,7 +5,7 @@ Service is read (Kube.read_service, which the flow calls before it writes)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import pytest
@@ -14,8 +14,17 @@ from kubernetes_asyncio import client
 from server.errors import KubeNotFound
 from server.exposer import Outcome, Settings
 from server.kube import Kube
-from server.lifecycle import ApplyRequest, ApplyResult, Lifecycle
+from server.lifecycle import (
+    ApplyRequest,
+    ApplyResult,
+    DeleteRequest,
+    DeleteResult,
+    Grant,
+    Grants,
+    Lifecycle,
+)
 from server.manifests import MANAGED_BY_LABEL
+from server.rules import ServiceType
 from tests.e2e.test_lifecycle import FOREIGN_SELECTOR, foreign_service
 
 # What happens to the cluster right after a read of the Service: given what the read saw
@@ -44,6 +53,10 @@ class MeddledKube(Kube):
         if meddle is not None:
             await meddle(service)
         return service
+
+
+async def nothing(seen: dict[str, Any] | None) -> None:
+    """No one else does anything."""
 
 
 async def apply_once(
@@ -88,9 +101,6 @@ async def test_a_foreign_service_made_after_the_read_found_none_is_not_adopted(
 async def test_a_service_made_by_apply_is_k8sailors_apply_as_if_applied(
     api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    async def nothing(seen: dict[str, Any] | None) -> None:
-        pass
-
     result, _ = await apply_once(api_client, namespace, nothing, "80:8088,81:8081")
     service = await read(api_client, namespace, "web")
 
@@ -108,9 +118,6 @@ async def test_a_service_made_by_apply_is_k8sailors_apply_as_if_applied(
 async def test_a_change_to_our_service_after_the_read_is_read_again_and_kept(
     api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    async def nothing(seen: dict[str, Any] | None) -> None:
-        pass
-
     await apply_once(api_client, namespace, nothing, "80:8088")
 
     async def someone_labels_it(seen: dict[str, Any] | None) -> None:
@@ -130,9 +137,6 @@ async def test_a_change_to_our_service_after_the_read_is_read_again_and_kept(
 async def test_our_service_deleted_after_the_read_is_created_anew(
     api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    async def nothing(seen: dict[str, Any] | None) -> None:
-        pass
-
     await apply_once(api_client, namespace, nothing, "80:8088")
 
     async def someone_deletes_it(seen: dict[str, Any] | None) -> None:
@@ -149,9 +153,6 @@ async def test_our_service_deleted_after_the_read_is_created_anew(
 async def test_our_service_replaced_by_a_foreign_one_after_the_read_is_left_alone(
     api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
-    async def nothing(seen: dict[str, Any] | None) -> None:
-        pass
-
     await apply_once(api_client, namespace, nothing, "80:8088")
 
     async def someone_replaces_it(seen: dict[str, Any] | None) -> None:
@@ -165,3 +166,69 @@ async def test_our_service_replaced_by_a_foreign_one_after_the_read_is_left_alon
     service = await read(api_client, namespace, "web")
     assert service.metadata.owner_references is None
     assert service.spec.selector == FOREIGN_SELECTOR
+
+
+async def never_asked(wanted: Collection[Grant]) -> Mapping[Grant, str]:
+    raise AssertionError(f"asked {wanted}: every delete right was decided up front")
+
+
+async def delete_once(
+    api_client: client.ApiClient, namespace: str, meddle: Meddle, grants: Grants
+) -> tuple[DeleteResult, MeddledKube]:
+    kube = MeddledKube(api_client, meddle)
+    request = DeleteRequest(namespace=namespace, deployment="web", names=["web"], grants=grants)
+    results = [r async for r in Lifecycle(kube, Settings()).delete(request)]
+    assert len(results) == 1, results
+    return results[0], kube
+
+
+# The caller may delete the Deployment's ClusterIP Services and nothing else.
+CLUSTER_IP_ONLY = Grants(
+    denied={
+        ("delete", t): f"carol may not delete services/{t.value.lower()}"
+        for t in ServiceType
+        if t is not ServiceType.CLUSTER_IP
+    },
+    decided=frozenset(("delete", t) for t in ServiceType),
+    ask=never_asked,
+)
+
+
+async def test_a_service_whose_type_changed_after_the_read_is_deleted_only_with_that_right(
+    api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
+) -> None:
+    await apply_once(api_client, namespace, nothing, "80:8088")
+
+    async def someone_makes_it_a_node_port(seen: dict[str, Any] | None) -> None:
+        assert seen is not None
+        assert seen["spec"]["type"] == "ClusterIP"
+        patch = {"spec": {"type": "NodePort"}}
+        await client.CoreV1Api(api_client).patch_namespaced_service("web", namespace, patch)
+
+    result, kube = await delete_once(
+        api_client, namespace, someone_makes_it_a_node_port, CLUSTER_IP_ONLY
+    )
+
+    assert (result.outcome, result.error) == (
+        Outcome.DENIED,
+        "carol may not delete services/nodeport",
+    )
+    assert kube.reads == 2
+    assert (await read(api_client, namespace, "web")).spec.type == "NodePort"
+
+
+async def test_a_service_changed_otherwise_after_the_read_is_read_again_and_deleted(
+    api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
+) -> None:
+    await apply_once(api_client, namespace, nothing, "80:8088")
+
+    async def someone_labels_it(seen: dict[str, Any] | None) -> None:
+        patch = {"metadata": {"labels": {"team": "a"}}}
+        await client.CoreV1Api(api_client).patch_namespaced_service("web", namespace, patch)
+
+    result, kube = await delete_once(api_client, namespace, someone_labels_it, CLUSTER_IP_ONLY)
+
+    assert result.outcome is Outcome.DELETED, result
+    assert kube.reads == 2
+    listed = await client.CoreV1Api(api_client).list_namespaced_service(namespace)
+    assert listed.items == []
