@@ -1,7 +1,9 @@
-"""ApplyServices when the Service changes between the read and the write, on the real API
-server: someone else's Service made right after our read found none, ours changed or deleted
-right after we read it. The race is made to happen every time at the one seam where the
-Service is read (Kube.read_service, which the flow calls before it writes)."""
+"""ApplyServices and DeleteServices when the Service changes between the read and the write, on
+the real API server: someone else's Service made right after our read found none, ours changed,
+deleted or replaced right after we read it. The race is made to happen every time at the one
+seam where the Service is read (Kube.read_service, which the flow calls before it writes). The
+flows are driven directly, with the caller's rights as the plain data server.auth would hand
+them (Grants), so that a right can also be made impossible to ask."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from server.lifecycle import (
     Grant,
     Grants,
     Lifecycle,
+    RightsUnknown,
 )
 from server.manifests import MANAGED_BY_LABEL
 from server.rules import ServiceType
@@ -232,3 +235,25 @@ async def test_a_service_changed_otherwise_after_the_read_is_read_again_and_dele
     assert kube.reads == 2
     listed = await client.CoreV1Api(api_client).list_namespaced_service(namespace)
     assert listed.items == []
+
+
+async def test_a_type_change_whose_rights_cannot_be_asked_fails_and_changes_nothing(
+    api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
+) -> None:
+    await apply_once(api_client, namespace, nothing, "web=^80:8088")
+
+    async def unreachable(wanted: Collection[Grant]) -> Mapping[Grant, str]:
+        raise RightsUnknown("the API server could not be asked what carol may do: timed out")
+
+    grants = Grants(
+        denied={},
+        decided=frozenset((v, ServiceType.CLUSTER_IP) for v in ("create", "update")),
+        ask=unreachable,
+    )
+    kube = MeddledKube(api_client, nothing)
+    request = ApplyRequest(namespace=namespace, deployment="web", rules=["80:8088"], grants=grants)
+    (result,) = [r async for r in Lifecycle(kube, Settings()).apply(request)]
+
+    assert (result.result.outcome, result.result.reason) == (Outcome.FAILED, "AuthUnavailable")
+    assert "could not be asked" in result.result.error
+    assert (await read(api_client, namespace, "web")).spec.type == "LoadBalancer"
