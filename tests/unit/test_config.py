@@ -56,6 +56,7 @@ def test_the_server_runs_on_uvloop_unless_told_to_use_asyncio() -> None:
         (["--log-level", "verbose"], {}, "--log-level: 'VERBOSE' is not one of DEBUG, INFO"),
         (["--grace", "nan"], {}, "--grace: nan is not a finite number of seconds"),
         (["--grace", "soon"], {}, "--grace: 'soon' is not a number of seconds"),
+        (["--max-retry-seconds", "-1"], {}, "--max-retry-seconds: -1.0 is not a finite number"),
         (["--listen", "50051"], {}, "--listen: '50051' is not HOST:PORT"),
         (["--listen", "localhost:99999"], {}, "--listen: 'localhost:99999' is not HOST:PORT"),
         (

@@ -15,17 +15,22 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import grpc
 import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from client import RequestFailed
+from server.app import ServerConfig
 from server.errors import KubeServerError, KubeUnavailable, from_response
 from server.kube import NO_RETRIES, Kube, RetryPolicy
 from tests.controlplane import free_port
 from tests.faults.observers import RecordingObserver
-from tests.unit.fakeapi import FakeApiServer, Handler, fake_api_server, status_body
+from tests.servers import k8sailor_over
+from tests.unit.fakeapi import FakeApiServer, Handler, answer, fake_api_server, status_body
 
 SERVICES = "/api/v1/namespaces/ns/services"
+DEPLOYMENT = "/apis/apps/v1/namespaces/ns/deployments/web"
 QUICK = RetryPolicy(max_retry_seconds=5, first_backoff=0.01, max_backoff=0.02)
 
 
@@ -331,3 +336,18 @@ def test_a_policy_that_cannot_work_is_refused(arguments: dict[str, float]) -> No
 
 def json_bytes(value: object) -> bytes:
     return json.dumps(value).encode()
+
+
+async def test_the_servers_max_retry_seconds_is_every_calls_window(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    server.routes["GET", DEPLOYMENT] = answer(503, "ServiceUnavailable", "not now")
+    observer = RecordingObserver()
+    # No deadline: with the default window this request would keep trying for a minute.
+    config = ServerConfig(listen="127.0.0.1:0", deployment_cache="off", max_retry_seconds=0)
+    async with k8sailor_over(api, observer, config) as k8sailor:
+        with pytest.raises(RequestFailed) as raised:
+            _ = [r async for r in k8sailor.create_services("web", ["80"], namespace="ns")]
+    assert raised.value.code is grpc.StatusCode.UNAVAILABLE
+    assert observer.codes() == {"503": 1}
