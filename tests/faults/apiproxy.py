@@ -4,9 +4,9 @@ The real API server cannot be made to turn away a given create, drop a connectio
 for exactly three seconds, so this proxy sits in front of it: it serves TLS with the API
 server's own certificate (k8sailor's kubeconfig only points at another port), passes every
 request on as the admin (whom the API server never throttles), and injects the faults it is
-told to. Each Service create can be answered 429 or 503 for the API server, have its
-connection dropped before it is passed on, or be passed on (and so done) with its answer lost;
-and the whole port can go away (connections refused, open ones dropped) and come back. It
+told to. Each Service create or delete can be answered 429 or 503 for the API server, have
+its connection dropped before it is passed on, or be passed on (and so done) with its answer
+lost; and the whole port can go away (connections refused, open ones dropped) and come back. It
 remembers the Services whose 201 it lost: the only ones a retry then finds already there.
 """
 
@@ -38,8 +38,9 @@ def _status(code: int, reason: str, message: str) -> dict[str, object]:
 class ApiProxy:
     def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
         self.upstream, self.session = upstream, session
-        # Decides, for each Service create (by the Service's name), what happens to it.
-        self.fault_create: Callable[[str], Fault | None] = lambda name: None
+        # Decides what happens to each Service create or delete: called with the verb
+        # ("create", "delete") and the Service's name.
+        self.fault: Callable[[str, str], Fault | None] = lambda verb, name: None
         self.faults: Counter[Fault] = Counter()
         # Services the API server created whose 201 never reached k8sailor.
         self.lost: set[str] = set()
@@ -54,10 +55,12 @@ class ApiProxy:
             return web.Response()
         self._transports.add(transport)
         body = await request.read()
-        name = ""
+        verb, name = "", ""
         if request.method == "POST" and request.path.endswith("/services"):
-            name = json.loads(body)["metadata"]["name"]
-        fault = self.fault_create(name) if name else None
+            verb, name = "create", json.loads(body)["metadata"]["name"]
+        elif request.method == "DELETE" and "/services/" in request.path:
+            verb, name = "delete", request.path.rpartition("/")[2]
+        fault = self.fault(verb, name) if verb else None
         if fault is not None:
             self.faults[fault] += 1
         if fault == "429":
@@ -82,7 +85,7 @@ class ApiProxy:
         # The port went away while the API server worked on it: the answer goes nowhere.
         gone = fault == "lose" or transport.is_closing()
         if gone:
-            if name and answer.status == 201:
+            if verb == "create" and answer.status == 201:
                 self.lost.add(name)
             transport.close()
             return web.Response()
@@ -139,7 +142,9 @@ async def api_proxy(upstream: str, pki: Path) -> AsyncIterator[RunningProxy]:
         proxy = ApiProxy(upstream, session)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", proxy.handle)
-        runner = web.AppRunner(app)
+        # Handlers still running at the end (a watch, passed on and never over) are given a
+        # second, not aiohttp's minute.
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
         await runner.setup()
         running = RunningProxy(proxy, runner, serving_tls)
         try:

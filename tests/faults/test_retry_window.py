@@ -129,7 +129,9 @@ async def test_half_of_the_creates_turned_away_or_dropped_costs_latency_not_resu
     chance = random.Random(21)
     in_a_row: Counter[str] = Counter()
 
-    def fault_create(name: str) -> Fault | None:
+    def fault(verb: str, name: str) -> Fault | None:
+        if verb != "create":
+            return None
         done = in_a_row[name]
         if done < MOST_IN_A_ROW and int(name.removeprefix("r")) % 100 == 0:
             fault: Fault | None = UNLUCKY[done]
@@ -140,7 +142,7 @@ async def test_half_of_the_creates_turned_away_or_dropped_costs_latency_not_resu
         in_a_row[name] = 0 if fault is None else done + 1
         return fault
 
-    proxy.proxy.fault_create = fault_create
+    proxy.proxy.fault = fault
     observer = RecordingObserver()
     results = await expose(fault_plane, proxy, fault_namespace, tmp_path, observer)
 
