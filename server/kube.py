@@ -97,11 +97,11 @@ class RetryPolicy:
 
     Tries are counted in time, not in number: an API server that restarts is gone for 10-60 s
     in real clusters, and a fixed number of quick attempts is spent in its first seconds (six
-    of them were over in 3-6 s), so that a restart shorter than the caller's deadline cost
-    results instead of latency. A call keeps trying for up to max_retry_seconds after its
-    first failure, and never past the caller's deadline. Time spent waiting for an API call
-    slot is not counted: a call queued behind others is not trying, and must not come to its
-    first attempt with its window already used up.
+    of them were over in 3-6 s), when a restart shorter than the caller's deadline should cost
+    latency, not results. A call keeps trying for up to max_retry_seconds after its first
+    failure (about 20 attempts in the default minute, with the default backoff), and never past
+    the caller's deadline. Time spent waiting for an API call slot is not counted: a call
+    queued behind others is not trying, and must not use up its window by waiting.
     """
 
     # The most one call spends retrying (attempts and pauses after its first failure); 0:
