@@ -25,7 +25,7 @@ from server.config import ServerConfig
 from server.deployments import DeploymentCache
 from server.exposer import Exposer
 from server.health import start_health_server
-from server.kube import CallObserver, Kube
+from server.kube import CallObserver, Kube, RetryPolicy
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
 from server.listening import ListenError, bind, bind_socket
@@ -131,6 +131,7 @@ async def _start(
         max_in_flight=config.max_in_flight,
         adaptive=config.concurrency_limit == "adaptive",
         observer=observer if observer is not None else telemetry.kube_observer,
+        retry=RetryPolicy(max_retry_seconds=config.max_retry_seconds),
     )
     if telemetry.kube_observer is not None:
         KUBE_CONCURRENCY_LIMIT.set_function(lambda: kube.concurrency_limit)

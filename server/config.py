@@ -243,6 +243,16 @@ class ServerConfig:
         check=at_least(1, 10_000),
         metavar="N",
     )
+    max_retry_seconds: float = setting(
+        60.0,
+        flag="max-retry-seconds",
+        help="how long one API call keeps trying after its first failure (API server "
+        "unreachable, restarting or throttling), if the caller's deadline leaves room; "
+        "waiting for an API call slot does not count (0: no retries)",
+        read=seconds,
+        check=finite_non_negative,
+        metavar="SECONDS",
+    )
     concurrency_limit: str = setting(
         "adaptive",
         flag="concurrency-limit",

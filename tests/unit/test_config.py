@@ -78,6 +78,7 @@ def test_external_names_follow_the_cluster_domain_and_the_allowed_suffixes() -> 
         (["--log-level", "verbose"], {}, "--log-level: 'VERBOSE' is not one of DEBUG, INFO"),
         (["--grace", "nan"], {}, "--grace: nan is not a finite number of seconds"),
         (["--grace", "soon"], {}, "--grace: 'soon' is not a number of seconds"),
+        (["--max-retry-seconds", "-1"], {}, "--max-retry-seconds: -1.0 is not a finite number"),
         (["--listen", "50051"], {}, "--listen: '50051' is not HOST:PORT"),
         (["--listen", "localhost:99999"], {}, "--listen: 'localhost:99999' is not HOST:PORT"),
         (
