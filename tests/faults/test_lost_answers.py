@@ -102,12 +102,11 @@ async def test_a_delete_sent_again_after_its_answer_was_lost_is_deleted(
 async def test_an_apply_whose_create_lost_its_answer_reports_the_service_created(
     fault_plane: FaultPlane,
     fault_namespace: str,
-    proxy: tuple[AnswerLosingProxy, str],
+    proxy: RunningProxy,
     tmp_path: Path,
 ) -> None:
-    losing, address = proxy
-    losing.lose_creates = 1
-    kubeconfig = through(fault_plane.plane.kubeconfig, tmp_path, address)
+    proxy.proxy.fault = losing("create", 1)
+    kubeconfig = through(fault_plane.plane.kubeconfig, tmp_path, proxy.address)
     observer = RecordingObserver()
     api = await load_api_client(str(kubeconfig), None, pool_size=8)
     async with api, k8sailor_over(api, observer) as k8sailor:
@@ -118,7 +117,8 @@ async def test_an_apply_whose_create_lost_its_answer_reports_the_service_created
             )
         ]
 
-    assert losing.lost == 1
+    assert proxy.proxy.faults["lose"] == 1
+    assert len(proxy.proxy.lost) == 1
     # The first attempt made it; the second found it there, read it and saw it is ours: the
     # caller is told of the Service this call created, not of an unchanged one.
     assert [(r.service_name, r.outcome) for r in applied] == [("lost", Outcome.CREATED)]
