@@ -13,6 +13,10 @@ Answers are remembered per caller, namespace, Deployment and type: an allow for 
 seconds (60 by default, so a revoked RoleBinding stops working within a minute) and a denial
 for `denied_ttl` (10, so a new grant is honoured within seconds), as kube-apiserver's webhook
 authorizer does with longer defaults.
+
+A review's API call takes its turn for k8sailor's API call slots as its caller's own share
+(server.fairness), not as background work: one caller's many reviews, or a big Apply's calls,
+do not hold up another caller's authorization.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from server.auth.cache import ReviewCache, Timed
 from server.auth.errors import AuthUnavailable
 from server.auth.identity import Caller
 from server.errors import KubeError
+from server.fairness import Shares, use_share
 from server.kube import Kube
 from server.rules import ServiceType
 
@@ -80,6 +85,7 @@ class AccessReviewer:
             if clock is None
             else ReviewCache(max_entries=max_entries, clock=clock)
         )
+        self._shares = Shares(max_entries)
 
     async def decide(
         self,
@@ -138,6 +144,8 @@ class AccessReviewer:
             spec["uid"] = caller.uid
         if caller.extra:
             spec["extra"] = {key: list(values) for key, values in caller.extra.items()}
+        # A task of its own (ReviewCache.get), so this sets the turn of this review alone.
+        use_share(self._shares.get(caller.user))
         try:
             review = await self._kube.create_subject_access_review(spec, timeout=self._timeout)
         except KubeError as error:

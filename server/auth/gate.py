@@ -106,7 +106,7 @@ class AccessControl:
                 raise Unauthenticated(
                     f"authorization metadata must be 'Bearer <token>', not {scheme[:20]!r} ..."
                 )
-            return await self.tokens.review(token.strip())
+            return await self.tokens.review(token.strip(), context.peer())
         from_mesh = self._mesh and _is_mesh_peer(context.peer())
         if from_mesh:
             forwarded = [_text(value) for key, value in metadata if key == FORWARDED_CLIENT_CERT]
