@@ -134,9 +134,9 @@ class FairSlots:
     a slot at once while fewer than `capacity` are held (see the module doc).
 
     With `max_waiting`, at most that many calls wait: one more is turned away (Crowded), and
-    which one is the share's with the most waiting (its newest waiter), so that a share that
-    floods the queue cannot keep the others out of it; the newcomer itself when its own share
-    would be as long as the longest.
+    which one is the newest waiter of the share with the most waiting (as a router drops from
+    its longest queue), so that a share that floods the queue cannot keep the others out of
+    it; the newcomer itself when its own share has as many waiting as any.
     """
 
     def __init__(
@@ -267,11 +267,11 @@ class FairSlots:
             del self._waiting[owner]
 
     def _make_room(self, newcomer: Share) -> None:
-        """Turn away one waiter, the newest of the longest queue, or raise Crowded when that
-        would be the newcomer's own (see the class doc)."""
+        """Turn away one waiter, the newest of the longest queue, or raise Crowded when the
+        newcomer's own queue is as long as any (see the class doc)."""
         own = len(self._waiting.get(newcomer, ()))
         longest = max(self._waiting, key=lambda share: len(self._waiting[share]), default=None)
-        if longest is None or longest is newcomer or len(self._waiting[longest]) <= own + 1:
+        if longest is None or len(self._waiting[longest]) <= own:
             raise Crowded(f"{self._waiters} calls are waiting already, the most that may")
         queue = self._waiting[longest]
         turned_away = queue.pop()

@@ -218,7 +218,7 @@ class TokenReviewer:
                 ticket = await self._slots.acquire(share)
         except TimeoutError as error:
             raise AuthUnavailable(
-                f"the token could not be reviewed: it waited {self._timeout:.0f} s for one of "
+                f"the token could not be reviewed: it waited {self._timeout:g} s for one of "
                 f"the {self._bounds.in_flight} reviews k8sailor makes at a time"
             ) from error
         except Crowded as error:

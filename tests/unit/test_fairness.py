@@ -199,7 +199,7 @@ async def test_beyond_max_waiting_the_longest_queue_loses_its_newest_waiter() ->
     newest_flood = recorder.tasks[4]
     assert newest_flood.done()
     assert await _outcome(newest_flood) == "crowded"
-    # A fifth of the flood's own is turned away at once: its share is the longest.
+    # One more of the flood's own is turned away at once: its share is the longest.
     with pytest.raises(Crowded, match="4 calls are waiting already"):
         await slots.acquire(flood)
     for _ in range(4):
@@ -210,7 +210,7 @@ async def test_beyond_max_waiting_the_longest_queue_loses_its_newest_waiter() ->
     await recorder.close()
 
 
-async def test_a_newcomer_is_turned_away_when_its_share_would_be_as_long_as_the_longest() -> None:
+async def test_a_newcomer_is_turned_away_when_its_share_has_as_many_waiting_as_any() -> None:
     slots = FairSlots(1, max_waiting=2)
     recorder = Recorder(slots)
     a, b = Share("a"), Share("b")
@@ -220,7 +220,7 @@ async def test_a_newcomer_is_turned_away_when_its_share_would_be_as_long_as_the_
     recorder.want(b)
     await _settle()
     with pytest.raises(Crowded):
-        await slots.acquire(b)  # b would have 2 waiting, a has 1: b is not shorter
+        await slots.acquire(b)  # b has 1 waiting, as many as a
     assert slots.waiting == 2
     await recorder.close()
     assert slots.waiting == 0
@@ -245,7 +245,8 @@ async def test_a_waiter_turned_away_and_cancelled_at_once_loses_no_slot() -> Non
     recorder.release()
     await _settle()
     slots.release(await waiter)
-    assert slots.held == 0 and slots.waiting == 0
+    assert slots.held == 0
+    assert slots.waiting == 0
     await recorder.close()
 
 
