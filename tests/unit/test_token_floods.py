@@ -24,9 +24,10 @@ from server.auth.access import AccessReviewer
 from server.auth.errors import AuthUnavailable, Unauthenticated
 from server.auth.identity import Method
 from server.auth.tokens import ReviewBounds, TokenReviewer
-from server.fairness import Share, current_share
+from server.fairness import Share
 from server.kube import Kube
 from server.rules import ServiceType
+from tests.turns import Turns
 from tests.unit.fakeapi import FakeApiServer, fake_api_server
 
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
@@ -71,22 +72,6 @@ class Reviews:
             status = {"authenticated": False, "error": "invalid bearer token"}
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}
         return web.json_response(body, status=201)
-
-
-@dataclass
-class Turns:
-    """A CallObserver that writes down whose turn (share) each API call took."""
-
-    shares: list[tuple[str, str]] = field(default_factory=list)
-
-    def call_started(self, verb: str, resource: str) -> None:
-        self.shares.append((resource, current_share().name))
-
-    def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None:
-        pass
-
-    def call_retried(self, verb: str, resource: str, reason: str) -> None:
-        pass
 
 
 @pytest.fixture
@@ -313,7 +298,10 @@ async def test_reviews_take_their_connections_and_callers_turns_not_the_backgrou
     caller = await reviewer.review(GOOD, OTHER)
     await access.decide(caller, "team-a", "web", [ServiceType.CLUSTER_IP], "list")
 
-    assert turns.shares == [("tokenreviews", OTHER), ("subjectaccessreviews", "alice")]
+    assert turns.calls == [
+        ("create", "tokenreviews", OTHER),
+        ("create", "subjectaccessreviews", "alice"),
+    ]
 
 
 def test_review_bounds_are_checked() -> None:
