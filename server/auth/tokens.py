@@ -13,20 +13,26 @@ only.
 A token k8sailor has not seen costs a review, so what a caller with random tokens can make
 k8sailor ask the API server is bounded (`ReviewBounds`):
 
-- per connection (the gRPC peer): a connection with `per_connection` tokens refused in the
-  last `window` seconds gets UNAUTHENTICATED for any other unknown token without a review,
-  until the oldest refusal is that old; one with that many under review (or refused and under
-  review together) gets UNAVAILABLE until they are answered. Tokens the cache knows, good or
-  refused, cost no review and are answered as always. A connection that sent only good tokens
-  leaves nothing behind; at most `connections` are remembered.
-- in flight: at most `in_flight` reviews at a time, taken in turns by connection
-  (server.fairness), and a connection that already has one in flight waits once
-  `shared_in_flight` are: the rest are kept for connections with none, so one connection's
-  reviews never hold up another's first. At most `waiting` wait; beyond that the newest of
-  the connection with the most waiting is turned away (UNAVAILABLE, "try again"), so memory
-  stays bounded and a flood from one connection cannot keep the others out of the queue.
-- API call slots: a review's call takes its turn for k8sailor's API call slots as its
-  connection's own share, not as background work behind every List, Delete or Apply call.
+- per connection (the gRPC peer) and per client address: a connection with `per_connection`
+  tokens refused in the last `window` seconds, or an IP address with `per_address` refused
+  over all its connections (so that a new connection for every few tokens gains nothing),
+  gets UNAUTHENTICATED for any other unknown token without a review, until the oldest
+  refusal is that old; one with that many under review (or refused and under review
+  together) gets UNAVAILABLE until they are answered. Loopback addresses and Unix sockets
+  are bounded per connection only: every caller through a proxy in the pod (a mesh sidecar,
+  `kubectl port-forward`) arrives from there, and one of them must not lock the others out.
+  Tokens the cache knows, good or refused, cost no review and are answered as always. A
+  client that sent only good tokens leaves nothing behind; at most `peers` connections and
+  addresses are remembered.
+- in flight: at most `in_flight` reviews at a time, taken in turns by client address (by
+  connection where there is none, as above; server.fairness), and a client that already has
+  one in flight waits once `shared_in_flight` are: the rest are kept for clients with none,
+  so one client's reviews never hold up another's first. At most `waiting` wait; beyond that
+  the newest of the client with the most waiting is turned away (UNAVAILABLE, "try again"),
+  so memory stays bounded and a flood from one client cannot keep the others out of the
+  queue.
+- API call slots: a review's call takes its turn for k8sailor's API call slots as the same
+  share, not as background work behind every List, Delete or Apply call.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ import base64
 import binascii
 import functools
 import hashlib
+import ipaddress
 import json
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,14 +73,15 @@ class ReviewBounds:
     """What tokens k8sailor has not seen may cost in TokenReviews (see the module doc)."""
 
     per_connection: int = 8  # refused or under review, per connection, within window
-    window: float = 60.0  # seconds a refusal counts against its connection
+    per_address: int = 64  # ... per client IP address (not loopback), all its connections
+    window: float = 60.0  # seconds a refusal counts against its connection and address
     in_flight: int = 8  # reviews at a time, all connections together
     shared_in_flight: int = 4  # ... of which a connection with one in flight may take
     waiting: int = 256  # reviews waiting for one of those, all connections together
-    connections: int = 10_000  # connections remembered (those with refusals or reviews)
+    peers: int = 10_000  # connections and addresses remembered (with refusals or reviews)
 
     def __post_init__(self) -> None:
-        for name in ("per_connection", "in_flight", "shared_in_flight", "connections"):
+        for name in ("per_connection", "per_address", "in_flight", "shared_in_flight", "peers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.shared_in_flight > self.in_flight:
@@ -86,68 +95,109 @@ class ReviewBounds:
             raise ValueError(f"window must be positive, not {self.window}")
 
 
-class _Connection:
-    """What one connection's unknown tokens cost lately: reviews under way, recent refusals."""
+class _Tally:
+    """What one connection's (or one address's) unknown tokens cost lately: reviews under
+    way, recent refusals; and its turn for the review slots and the API call slots."""
 
-    __slots__ = ("peer", "refusals", "reviewing", "share")
+    __slots__ = ("key", "refusals", "reviewing", "share")
 
-    def __init__(self, peer: str, limit: int) -> None:
-        self.peer = peer
-        self.share = Share(peer)  # its turn, for the review slots and the API call slots
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self.share = Share(key)
         self.reviewing = 0
         self.refusals: deque[float] = deque(maxlen=limit)  # when, oldest first
 
 
-class Connections:
-    """The per-connection bound on reviews (see the module doc), by gRPC peer string."""
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One review let in: what it counts against, and whose turn it takes."""
+
+    tallies: tuple[_Tally, ...]  # the connection's, and its address's when it has one
+    share: Share
+
+
+class Peers:
+    """The bounds on reviews per connection and per address (see the module doc)."""
 
     def __init__(self, bounds: ReviewBounds, clock: Callable[[], float]) -> None:
         self._bounds = bounds
         self._clock = clock
-        self._table: dict[str, _Connection] = {}  # least recently seen first
+        self._table: dict[str, _Tally] = {}  # least recently seen first
 
     def __len__(self) -> int:
         return len(self._table)
 
-    def admit(self, peer: str) -> _Connection:
-        """The connection, now with one more review under way (tell finished() how it
-        went); Unauthenticated or AuthUnavailable when it may not have another now."""
+    def admit(self, peer: str) -> Admission:
+        """One more review under way for the connection (tell finished() how it went);
+        Unauthenticated or AuthUnavailable when it may not have another now."""
         bounds = self._bounds
-        connection = self._table.pop(peer, None)
-        if connection is None:
-            connection = _Connection(peer, bounds.per_connection)
-            if len(self._table) >= bounds.connections:
-                del self._table[next(iter(self._table))]
-        self._table[peer] = connection
+        counted = [(self._tally(peer, bounds.per_connection), "this connection")]
+        address = peer_address(peer)
+        if address is not None:
+            tally = self._tally(f"address {address}", bounds.per_address)
+            counted.append((tally, f"this client's address ({address}, on any connection)"))
         now = self._clock()
-        refusals = connection.refusals
-        while refusals and refusals[0] <= now - bounds.window:
-            refusals.popleft()
-        if len(refusals) >= bounds.per_connection:
-            wait = refusals[0] + bounds.window - now
-            raise Unauthenticated(
-                f"this connection sent {len(refusals)} bearer tokens in the last "
-                f"{bounds.window:.0f} s that the API server refused: other tokens k8sailor has "
-                f"not seen are refused without review on it for {wait:.0f} s more"
-            )
-        if len(refusals) + connection.reviewing >= bounds.per_connection:
-            raise AuthUnavailable(
-                f"this connection has {connection.reviewing} bearer tokens under review and "
-                f"{len(refusals)} refused in the last {bounds.window:.0f} s, the most it may "
-                f"have ({bounds.per_connection}): try again when they are answered"
-            )
-        connection.reviewing += 1
-        return connection
+        for tally, _ in counted:
+            while tally.refusals and tally.refusals[0] <= now - bounds.window:
+                tally.refusals.popleft()
+        for tally, who in counted:
+            refusals = tally.refusals
+            if refusals and len(refusals) == refusals.maxlen:
+                wait = refusals[0] + bounds.window - now
+                raise Unauthenticated(
+                    f"{who} sent {len(refusals)} bearer tokens in the last "
+                    f"{bounds.window:.0f} s that the API server refused: other tokens k8sailor "
+                    f"has not seen are refused from it without review for {wait:.0f} s more"
+                )
+        for tally, who in counted:
+            most = tally.refusals.maxlen or 0
+            if len(tally.refusals) + tally.reviewing >= most:
+                raise AuthUnavailable(
+                    f"{who} has {tally.reviewing} bearer tokens under review and "
+                    f"{len(tally.refusals)} refused in the last {bounds.window:.0f} s, the most "
+                    f"it may have ({most}): try again when they are answered"
+                )
+        for tally, _ in counted:
+            tally.reviewing += 1
+        # The address's turn when there is one: a client's connections together take one.
+        return Admission(tuple(tally for tally, _ in counted), counted[-1][0].share)
 
-    def finished(self, connection: _Connection, *, refused: bool) -> None:
-        connection.reviewing -= 1
-        if refused:
-            connection.refusals.append(self._clock())
-            return
-        # Nothing to hold against it: forget it (a good caller leaves nothing behind).
-        idle = not connection.reviewing and not connection.refusals
-        if idle and self._table.get(connection.peer) is connection:
-            del self._table[connection.peer]
+    def finished(self, admission: Admission, *, refused: bool) -> None:
+        now = self._clock()
+        for tally in admission.tallies:
+            tally.reviewing -= 1
+            if refused:
+                tally.refusals.append(now)
+            elif not tally.reviewing and not tally.refusals and self._table.get(tally.key) is tally:
+                # Nothing to hold against it: forget it (a good caller leaves nothing behind).
+                del self._table[tally.key]
+
+    def _tally(self, key: str, limit: int) -> _Tally:
+        tally = self._table.pop(key, None)
+        if tally is None:
+            tally = _Tally(key, limit)
+            if len(self._table) >= self._bounds.peers:
+                del self._table[next(iter(self._table))]
+        self._table[key] = tally
+        return tally
+
+
+def peer_address(peer: str) -> str | None:
+    """The client's IP address in a gRPC peer string ("ipv4:10.0.0.7:5000",
+    "ipv6:%5Bfd00::7%5D:5000"), or None when it has none that tells clients apart: a Unix
+    socket, or loopback (every caller through a proxy in the pod, a mesh sidecar or
+    `kubectl port-forward`, arrives from there)."""
+    kind, _, address = urllib.parse.unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return None
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return None if ip.is_loopback else str(ip)
 
 
 class TokenReviewer:
@@ -174,7 +224,7 @@ class TokenReviewer:
         self.cache: ReviewCache[bytes, Caller | _Refused] = ReviewCache(
             max_entries=max_entries, clock=clock
         )
-        self.connections = Connections(bounds, clock)
+        self.peers = Peers(bounds, clock)
         self._slots = FairSlots(
             bounds.in_flight, FixedLimit(bounds.shared_in_flight), max_waiting=bounds.waiting
         )
@@ -192,23 +242,23 @@ class TokenReviewer:
         if answer is None:
             # A review under way for the same token is shared, and costs the connection
             # nothing more; a new one must be admitted first.
-            connection = None if self.cache.pending(key) else self.connections.admit(peer)
-            answer = await self.cache.get(key, functools.partial(self._review, token, connection))
+            admitted = None if self.cache.pending(key) else self.peers.admit(peer)
+            answer = await self.cache.get(key, functools.partial(self._review, token, admitted))
         if isinstance(answer, _Refused):
             raise Unauthenticated(answer.message)
         return answer
 
-    async def _review(self, token: str, connection: _Connection | None) -> Timed[Caller | _Refused]:
-        assert connection is not None  # only called when nothing was pending: admitted
+    async def _review(self, token: str, admitted: Admission | None) -> Timed[Caller | _Refused]:
+        assert admitted is not None  # only called when nothing was pending: admitted
         refused = False
         try:
-            # This task's own context: the API call slot is the connection's turn too.
-            use_share(connection.share)
-            answer = await self._review_in_turn(token, connection.share)
+            # This task's own context: the API call slot is the same turn.
+            use_share(admitted.share)
+            answer = await self._review_in_turn(token, admitted.share)
             refused = isinstance(answer.value, _Refused)
             return answer
         finally:
-            self.connections.finished(connection, refused=refused)
+            self.peers.finished(admitted, refused=refused)
 
     async def _review_in_turn(self, token: str, share: Share) -> Timed[Caller | _Refused]:
         loop = asyncio.get_running_loop()

@@ -125,7 +125,7 @@ async def test_a_flood_of_distinct_tokens_on_one_connection_costs_at_most_the_bo
         await reviewer.review(random_token(), FLOOD)
     assert str(refused.value).startswith(
         "this connection sent 8 bearer tokens in the last 60 s that the API server refused: "
-        "other tokens k8sailor has not seen are refused without review on it for "
+        "other tokens k8sailor has not seen are refused from it without review for "
     )
     assert len(reviews.tokens) == 8
     # Another connection is reviewed as ever, and a good token on the flooding connection
@@ -153,7 +153,44 @@ async def test_a_connection_is_reviewed_again_once_its_refusals_are_old(
     assert await outcome(reviewer, GOOD, FLOOD) == "alice"
     assert len(reviews.tokens) == 3
     # A connection that has nothing held against it any more is forgotten.
-    assert len(reviewer.connections) == 0
+    assert len(reviewer.peers) == 0
+
+
+async def test_a_client_that_opens_a_new_connection_for_each_few_tokens_is_bounded_too(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    reviews = Reviews()
+    reviewer = reviewer_over(fake, reviews)
+    for port in range(40000, 40100):  # 100 connections, 8 tokens each
+        for _ in range(8):
+            await outcome(reviewer, random_token(), f"ipv4:10.0.0.66:{port}")
+
+    assert len(reviews.tokens) == ReviewBounds().per_address == 64
+    with pytest.raises(Unauthenticated) as refused:
+        await reviewer.review(random_token(), "ipv4:10.0.0.66:50000")
+    assert str(refused.value).startswith(
+        "this client's address (10.0.0.66, on any connection) sent 64 bearer tokens in the last "
+        "60 s that the API server refused: other tokens k8sailor has not seen are refused from "
+        "it without review for "
+    )
+    # Another client's address is not held to it.
+    assert await outcome(reviewer, GOOD, OTHER) == "alice"
+
+
+@pytest.mark.parametrize(
+    "peer", ["ipv4:127.0.0.1:{port}", "ipv6:%5B::1%5D:{port}", "ipv6:[::ffff:127.0.0.1]:{port}"]
+)
+async def test_loopback_connections_are_bounded_each_not_together(
+    fake: tuple[FakeApiServer, client.ApiClient], peer: str
+) -> None:
+    # Every caller through a proxy in the pod comes from loopback: one such caller's bad
+    # tokens must not lock the others out, so only each connection is bounded.
+    reviews = Reviews()
+    reviewer = reviewer_over(fake, reviews, bounds=ReviewBounds(per_connection=2, per_address=3))
+    for port in range(10):
+        for _ in range(3):
+            await outcome(reviewer, random_token(), peer.format(port=port))
+    assert len(reviews.tokens) == 20
 
 
 async def test_one_bad_token_sent_again_and_again_costs_one_review(
@@ -193,15 +230,15 @@ async def test_reviews_in_flight_are_capped_and_a_flood_does_not_hold_up_another
     assert reviews.most_in_flight == 5
 
 
-async def test_many_connections_flooding_at_once_are_bounded_in_flight_and_waiting(
+async def test_many_clients_flooding_at_once_are_bounded_in_flight_and_waiting(
     fake: tuple[FakeApiServer, client.ApiClient],
 ) -> None:
     reviews = Reviews(hold=True)
     bounds = ReviewBounds(in_flight=8, shared_in_flight=4, waiting=16)
     reviewer = reviewer_over(fake, reviews, bounds=bounds)
     flood = [
-        asyncio.create_task(reviewer.review(random_token(), f"ipv4:10.0.0.66:{port}"))
-        for port in range(40000, 40020)
+        asyncio.create_task(reviewer.review(random_token(), f"ipv4:10.0.1.{host}:40000"))
+        for host in range(20)
         for _ in range(8)  # each connection's most
     ]
     await until(lambda: reviews.in_flight == 8 and sum(task.done() for task in flood) == 136)
@@ -299,7 +336,7 @@ async def test_reviews_take_their_connections_and_callers_turns_not_the_backgrou
     await access.decide(caller, "team-a", "web", [ServiceType.CLUSTER_IP], "list")
 
     assert turns.calls == [
-        ("create", "tokenreviews", OTHER),
+        ("create", "tokenreviews", "address 10.0.0.7"),  # its address's, over connections
         ("create", "subjectaccessreviews", "alice"),
     ]
 
