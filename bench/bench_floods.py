@@ -2,29 +2,32 @@
 for two checkouts side by side in one run (a change's before and after).
 
 Run from the repository root:
-    .venv/bin/python -m bench.bench_floods --before DIR [--rounds 3] [--seconds 4]
+    .venv/bin/python -m bench.bench_floods --before DIR [--rounds 3] [--seconds 3]
 
 DIR is another checkout of the repository (say `git worktree add --detach ../base main`); its
 server package runs as "before", this checkout's as "after". On one API server (our own local
 control plane unless --kubeconfig is given) the two servers run side by side, each in a process
-of its own with TLS and --authorization=rbac. Each round, for each server in turn (the order
-rotating), and for each condition:
+of its own with TLS and --authorization=rbac, listening on all addresses. Each round, for each
+condition and each server in turn (the order rotating):
 
   quiet          no flood
-  1 connection   a flooder process sends one-rule requests, each with a new random bearer
-                 token, 64 at a time on one connection, as fast as they are answered
+  no token       a flooder process sends one-rule requests without any credential, 64 at a
+                 time on one connection, as fast as they are answered: what any unauthenticated
+                 call costs, no review involved (the same on both; a reference)
+  1 connection   the same, but each request with a new random bearer token
   reconnecting   the same, but each of the 64 sends 8 tokens on a connection of its own and
                  then opens a new one: the worst case for a bound per connection
 
-two legitimate callers, each on a connection of its own, send one-rule dry-run requests one
-after another for --seconds (after the flood has run for a second): "new token" with a
-ServiceAccount token the server has not seen in every request (each costs a TokenReview: how
-long authentication takes), "known token" with the same one every time (reviewed once, then
-cached: what the flood costs a request otherwise). The ServiceAccount may create ClusterIP
-Services, so its requests are answered CREATED. Quoted: the medians and 90th percentiles of
-their latencies over all rounds, per server and condition, the flood's rate and how many
-TokenReviews the server made per second meanwhile (from its /metrics). A benchmark, not a
-test: figures on a shared machine are noisy, the ratios in one run less so.
+The flooder connects to the machine's own non-loopback address (one client address); two
+legitimate callers connect through loopback (another), each on a connection of its own, and
+send one-rule dry-run requests one after another for --seconds once the flood has run for a
+second: "new token" with a ServiceAccount token the server has not seen in every request (each
+costs a TokenReview: how long authentication takes), "known token" with the same one every
+time (reviewed once, then cached: what the flood costs a request otherwise). The ServiceAccount
+may create ClusterIP Services, so its requests are answered CREATED. Quoted: the medians and
+90th percentiles of their latencies over all rounds, per server and condition, the flood's rate
+and how many TokenReviews the server made per second meanwhile (from its /metrics). A
+benchmark, not a test: figures on a shared machine are noisy, the ratios in one run less so.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,7 +68,7 @@ from tests.servers import wait_serving
 REPO = Path(__file__).resolve().parents[1]
 ROLE = REPO / "deploy" / "callers" / "k8sailor-expose-internal.yaml"
 CALLER = "legit"
-CONDITIONS = ("quiet", "1 connection", "reconnecting")
+CONDITIONS = ("quiet", "no token", "1 connection", "reconnecting")
 CALLERS = ("new token", "known token")
 FLOOD_CONCURRENCY = 64
 TOKENS_PER_CONNECTION = 8  # when reconnecting
@@ -88,9 +92,11 @@ class Figures:
 # ------------------------------------------------------------------------- the flooder
 
 
-async def _flood(target: str, ca_pem: bytes, namespace: str, reconnect: bool) -> None:
-    """Until SIGTERM: requests with random tokens; then one JSON line of the codes seen."""
+async def _flood(target: str, ca_pem: bytes, namespace: str, condition: str) -> None:
+    """Until SIGTERM: requests with random tokens (or none); then one JSON line of the codes
+    seen."""
     credentials = grpc.ssl_channel_credentials(ca_pem)
+    reconnect = condition == "reconnecting"
     request = pb.CreateServicesRequest(
         namespace=namespace, deployment="web", rules=[pb.Rule(raw="80:8080")], dry_run=True
     )
@@ -99,7 +105,9 @@ async def _flood(target: str, ca_pem: bytes, namespace: str, reconnect: bool) ->
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
     async def one(stub: pb_grpc.ExposureServiceStub) -> None:
-        metadata = (("authorization", f"Bearer flood-{uuid.uuid4().hex}"),)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if condition != "no token":
+            metadata = (("authorization", f"Bearer flood-{uuid.uuid4().hex}"),)
         call: Any = stub.CreateServices(request, metadata=metadata, timeout=10)
         try:
             async for _ in call:
@@ -146,7 +154,7 @@ async def flooding(
         return
     command = [
         sys.executable, "-m", "bench.bench_floods", "--flood", target, "--ca", str(ca_file),
-        "--namespace", namespace, *(["--reconnect"] if condition == "reconnecting" else []),
+        "--namespace", namespace, "--condition", condition,
     ]  # fmt: skip
     with log.open("ab") as errors:
         process = await asyncio.create_subprocess_exec(
@@ -179,10 +187,13 @@ class Server:
 async def server(
     name: str, source: Path, kubeconfig: Path, pki: Path, ca_pem: bytes, log: Path
 ) -> AsyncIterator[Server]:
-    """`python -m server` of the checkout at source, with TLS and RBAC, in its own process."""
-    target, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    """`python -m server` of the checkout at source, with TLS and RBAC, in its own process,
+    listening on every address (TLS and RBAC: no --insecure needed)."""
+    port = free_port()
+    target, metrics = f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"
     command = [
-        sys.executable, "-m", "server", "--listen", target, "--kubeconfig", str(kubeconfig),
+        sys.executable, "-m", "server", "--listen", f"0.0.0.0:{port}",
+        "--kubeconfig", str(kubeconfig),
         "--tls-cert-file", str(pki / "server.crt"), "--tls-private-key-file",
         str(pki / "server.key"), "--authorization", "rbac", "--metrics-listen", metrics,
         "--log-level", "WARNING",
@@ -203,6 +214,17 @@ async def server(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+def outside_address() -> str:
+    """This machine's address on its way out (no packet is sent): not loopback, so that the
+    flood comes from another client address than the legitimate callers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("203.0.113.1", 9))  # TEST-NET-3: routed, never reached
+        address: str = probe.getsockname()[0]
+    if address.startswith("127."):
+        raise RuntimeError("this machine has no address but loopback to flood from")
+    return address
 
 
 def token_reviews(metrics: str) -> float:
@@ -297,7 +319,8 @@ async def _bench(args: argparse.Namespace, before: Path, kubeconfig: Path, work:
     sources = {"before": before, "after": REPO}
     ca = CertificateAuthority("bench-floods-ca")
     pki = work / "pki"
-    ca.issue(common_name="k8sailor", server=True).write(pki, "server")
+    outside = outside_address()
+    ca.issue(common_name="k8sailor", server=True, ips=(outside,)).write(pki, "server")
     ca_file = pki / "ca.crt"
     ca_file.write_bytes(ca.pem)
     per_server = MAX_NEW_TOKENS * len(CONDITIONS) * args.rounds + 1
@@ -333,10 +356,10 @@ async def _bench(args: argparse.Namespace, before: Path, kubeconfig: Path, work:
             order = list(sources)[shift:] + list(sources)[:shift]
             for condition in CONDITIONS:
                 for name in order:
-                    target = servers[name].target
+                    port = servers[name].target.rsplit(":", 1)[1]
                     new_tokens = [unused[name].pop() for _ in range(MAX_NEW_TOKENS)]
                     async with flooding(
-                        condition, target, ca_file, namespace, work / "flooder.log"
+                        condition, f"{outside}:{port}", ca_file, namespace, work / "flooder.log"
                     ) as flood:
                         reviews = await asyncio.to_thread(token_reviews, servers[name].metrics)
                         began = time.monotonic()
@@ -421,15 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", help="the checkout whose server is 'before'")
     parser.add_argument("--kubeconfig", help="an existing cluster (default: our own)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--flood", help=argparse.SUPPRESS)  # the flooder process: its target
     parser.add_argument("--ca", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
-    parser.add_argument("--reconnect", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--condition", choices=CONDITIONS[1:], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flood:
         ca_pem = Path(args.ca).read_bytes()
-        asyncio.run(_flood(args.flood, ca_pem, args.namespace, args.reconnect))
+        asyncio.run(_flood(args.flood, ca_pem, args.namespace, args.condition))
         return 0
     if not args.before:
         parser.error(
