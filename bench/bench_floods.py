@@ -403,8 +403,8 @@ def _report(
     print(
         f"legitimate callers' one-rule dry-run requests over TLS with RBAC, {args.rounds} "
         f"rounds of {args.seconds:.0f} s per server and condition; flood: {FLOOD_CONCURRENCY} "
-        f"requests at a time, each with a new random token; load average now "
-        f"{os.getloadavg()[0]:.1f}"
+        f"requests at a time, each with a new random token (none for 'no token'); load "
+        f"average now {os.getloadavg()[0]:.1f}"
     )
     print(
         "| condition | caller | before median / p90 (ms) | after median / p90 (ms) | "
