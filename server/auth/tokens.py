@@ -47,7 +47,7 @@ import json
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,23 +140,29 @@ class Peers:
         for tally, _ in counted:
             while tally.refusals and tally.refusals[0] <= now - bounds.window:
                 tally.refusals.popleft()
-        for tally, who in counted:
-            refusals = tally.refusals
-            if refusals and len(refusals) == refusals.maxlen:
-                wait = refusals[0] + bounds.window - now
-                raise Unauthenticated(
-                    f"{who} sent {len(refusals)} bearer tokens in the last "
-                    f"{bounds.window:.0f} s that the API server refused: other tokens k8sailor "
-                    f"has not seen are refused from it without review for {wait:.0f} s more"
-                )
-        for tally, who in counted:
-            most = tally.refusals.maxlen or 0
-            if len(tally.refusals) + tally.reviewing >= most:
-                raise AuthUnavailable(
-                    f"{who} has {tally.reviewing} bearer tokens under review and "
-                    f"{len(tally.refusals)} refused in the last {bounds.window:.0f} s, the most "
-                    f"it may have ({most}): try again when they are answered"
-                )
+        try:
+            for tally, who in counted:
+                refusals = tally.refusals
+                if refusals and len(refusals) == refusals.maxlen:
+                    wait = refusals[0] + bounds.window - now
+                    raise Unauthenticated(
+                        f"{who} sent {len(refusals)} bearer tokens in the last "
+                        f"{bounds.window:.0f} s that the API server refused: other tokens "
+                        f"k8sailor has not seen are refused from it without review for "
+                        f"{wait:.0f} s more"
+                    )
+            for tally, who in counted:
+                most = tally.refusals.maxlen or 0
+                if len(tally.refusals) + tally.reviewing >= most:
+                    raise AuthUnavailable(
+                        f"{who} has {tally.reviewing} bearer tokens under review and "
+                        f"{len(tally.refusals)} refused in the last {bounds.window:.0f} s, the "
+                        f"most it may have ({most}): try again when they are answered"
+                    )
+        except (Unauthenticated, AuthUnavailable):
+            # A new connection refused for its address's sake has nothing of its own to keep.
+            self._forget_idle(tally for tally, _ in counted)
+            raise
         for tally, _ in counted:
             tally.reviewing += 1
         # The address's turn when there is one: a client's connections together take one.
@@ -168,8 +174,14 @@ class Peers:
             tally.reviewing -= 1
             if refused:
                 tally.refusals.append(now)
-            elif not tally.reviewing and not tally.refusals and self._table.get(tally.key) is tally:
-                # Nothing to hold against it: forget it (a good caller leaves nothing behind).
+        if not refused:
+            self._forget_idle(admission.tallies)
+
+    def _forget_idle(self, tallies: Iterable[_Tally]) -> None:
+        """Forget those with nothing held against them (a good caller leaves nothing behind)."""
+        for tally in tallies:
+            idle = not tally.reviewing and not tally.refusals
+            if idle and self._table.get(tally.key) is tally:
                 del self._table[tally.key]
 
     def _tally(self, key: str, limit: int) -> _Tally:

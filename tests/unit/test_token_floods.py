@@ -175,6 +175,8 @@ async def test_a_client_that_opens_a_new_connection_for_each_few_tokens_is_bound
     )
     # Another client's address is not held to it.
     assert await outcome(reviewer, GOOD, OTHER) == "alice"
+    # Remembered: the eight connections that had tokens refused, and the address.
+    assert len(reviewer.peers) == 9
 
 
 @pytest.mark.parametrize(
