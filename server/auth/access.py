@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +31,12 @@ from typing import Any
 from server.auth.cache import ReviewCache, Timed
 from server.auth.errors import AuthUnavailable
 from server.auth.identity import Caller
-from server.errors import KubeError
+from server.errors import KubeError, failure_reason
 from server.fairness import Shares, use_share
 from server.kube import Kube
 from server.rules import ServiceType
+
+log = logging.getLogger("k8sailor.auth")
 
 API_GROUP = "k8sailor.io"
 RESOURCE = "services"
@@ -149,8 +152,12 @@ class AccessReviewer:
         try:
             review = await self._kube.create_subject_access_review(spec, timeout=self._timeout)
         except KubeError as error:
+            # Not yet authorized: the caller hears why in one word, never the API server's
+            # address or k8sailor's own identity, which the full message may name.
+            log.warning("a SubjectAccessReview for %s failed: %s", caller.user, error.message)
             raise AuthUnavailable(
-                f"the API server could not be asked what {caller.user} may do: {error.message}"
+                f"the API server could not be asked what {caller.user} may do "
+                f"({failure_reason(error)}); try again"
             ) from error
         status: dict[str, Any] = review.get("status") or {}
         # Anything but an explicit allow is a denial: an authorizer with no opinion, or one

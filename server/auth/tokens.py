@@ -44,6 +44,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import logging
 import time
 import urllib.parse
 from collections import deque
@@ -54,10 +55,12 @@ from typing import Any
 from server.auth.cache import ReviewCache, Timed
 from server.auth.errors import AuthUnavailable, Unauthenticated
 from server.auth.identity import Caller, Method
-from server.errors import KubeError
+from server.errors import KubeError, failure_reason
 from server.fairness import Crowded, FairSlots, Share, use_share
 from server.kube import Kube
 from server.limits import FixedLimit
+
+log = logging.getLogger("k8sailor.auth")
 
 # Kubernetes tokens are about 1 KiB; gRPC caps all metadata at 8 KiB by default anyway.
 MAX_TOKEN_BYTES = 8192
@@ -294,7 +297,13 @@ class TokenReviewer:
                 token, self._audiences, timeout=max(deadline - loop.time(), 0.001)
             )
         except KubeError as error:
-            raise AuthUnavailable(f"the token could not be reviewed: {error.message}") from error
+            # The caller has proved nothing yet: it hears why in one word, never the API
+            # server's address or k8sailor's own identity, which the full message may name.
+            log.warning("a TokenReview failed: %s", error.message)
+            raise AuthUnavailable(
+                f"the token could not be reviewed: the API server did not answer the review "
+                f"({failure_reason(error)}); try again"
+            ) from error
         finally:
             self._slots.release(ticket)
         return self._verdict(token, review)
