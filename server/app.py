@@ -26,10 +26,10 @@ from server.deployments import DeploymentCache
 from server.edge import Edge, max_request_bytes
 from server.exposer import Exposer
 from server.health import start_health_server
-from server.kube import CallObserver, Kube
+from server.kube import CallObserver, Kube, RetryPolicy
 from server.lifecycle import Lifecycle
 from server.lifecycle_servicer import LifecycleServicer
-from server.listening import ListenError, bind
+from server.listening import ListenError, bind, bind_socket
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
 
@@ -157,6 +157,7 @@ async def _start(
         max_in_flight=config.max_in_flight,
         adaptive=config.concurrency_limit == "adaptive",
         observer=observer if observer is not None else telemetry.kube_observer,
+        retry=RetryPolicy(max_retry_seconds=config.max_retry_seconds),
     )
     if telemetry.kube_observer is not None:
         KUBE_CONCURRENCY_LIMIT.set_function(lambda: kube.concurrency_limit)
@@ -196,6 +197,9 @@ async def _start(
         )
         credentials = certificates.credentials()
     port = await bind(server, config.listen, credentials)
+    if auth.mesh_listen is not None:
+        # Plaintext: the sidecar has done mTLS. The only listener believing its header.
+        await bind_socket(server, auth.mesh_listen, flag="--mesh-listen")
     health_server, health_port = None, None
     if config.health_listen:
         try:
@@ -258,6 +262,8 @@ async def serve_until_signalled(
         running = await start_server(api, config, tracer_provider=tracer_provider)
         host = config.listen.rsplit(":", 1)[0]
         log.info("k8sailor serving %s on %s:%d", SERVICE_NAME, host, running.port)
+        if config.auth.mesh_listen is not None:
+            log.info("for the mesh sidecar only, on unix:%s", config.auth.mesh_listen)
         if config.health_listen:
             log.info(
                 "health only, plaintext, on %s:%d",

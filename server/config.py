@@ -24,10 +24,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
-from server.auth.settings import Authorization, AuthSettings
+from server.auth.identity import trust_domain_problem
+from server.auth.settings import Authorization, AuthSettings, mesh_socket
 from server.exposer import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
-from server.rules import DEFAULT_NODE_PORTS, NodePortRange, dns1123_label_problem
+from server.rules import (
+    DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_NODE_PORTS,
+    ExternalNamePolicy,
+    NodePortRange,
+    dns1123_label_problem,
+    domain_problem,
+    normalized_domain,
+)
 
 T = TypeVar("T")
 
@@ -123,6 +132,20 @@ def _no_check(_: object) -> None:
     return None
 
 
+def domains(text: str) -> tuple[str, ...]:
+    """ "svc.cluster.local, .Example.ORG." -> ("svc.cluster.local", "example.org"); a DNS
+    name means the same in any case and with or without its dots at either end."""
+    return tuple(normalized_domain(part) for part in text.split(",") if part.strip())
+
+
+def domains_problem(value: tuple[str, ...]) -> str | None:
+    for domain in value:
+        problem = domain_problem(domain)
+        if problem is not None:
+            return problem
+    return None
+
+
 def boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("true", "1", "yes", "on"):
@@ -138,6 +161,15 @@ def optional_path(text: str) -> Path | None:
 
 def audiences(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(","))
+
+
+def trust_domains(text: str) -> tuple[str, ...]:
+    """ "a, b" -> ("a", "b"): also how repeated --spiffe-trust-domain flags arrive."""
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+
+
+def trust_domains_problem(values: tuple[str, ...]) -> str | None:
+    return next(filter(None, map(trust_domain_problem, values)), None)
 
 
 def authorization_mode(text: str) -> Authorization:
@@ -159,6 +191,8 @@ class Setting:
     metavar: str | None = None
     # The value a bare --flag means (switches such as --insecure); None: a value is required.
     const: str | None = None
+    # May be given more than once; the values are read as one comma-separated text.
+    repeatable: bool = False
 
     @property
     def env(self) -> str:
@@ -173,9 +207,10 @@ def setting(
     read: Callable[[str], T],
     check: Callable[[T], str | None] = _no_check,
     metavar: str | None = None,
+    repeatable: bool = False,
 ) -> T:
     """A dataclass field that is also a flag and a K8SAILOR_* variable (see the module doc)."""
-    meta = {"setting": Setting(flag, help, read, check, metavar)}
+    meta = {"setting": Setting(flag, help, read, check, metavar, repeatable=repeatable)}
     return field(default=default, metadata=meta)
 
 
@@ -207,6 +242,16 @@ class ServerConfig:
         read=whole_number,
         check=at_least(1, 10_000),
         metavar="N",
+    )
+    max_retry_seconds: float = setting(
+        60.0,
+        flag="max-retry-seconds",
+        help="how long one API call keeps trying after its first failure (API server "
+        "unreachable, restarting or throttling), if the caller's deadline leaves room; "
+        "waiting for an API call slot does not count (0: no retries)",
+        read=seconds,
+        check=finite_non_negative,
+        metavar="SECONDS",
     )
     concurrency_limit: str = setting(
         "adaptive",
@@ -241,6 +286,26 @@ class ServerConfig:
         help="the cluster's --service-node-port-range",
         read=NodePortRange.parse,
         metavar="LOW-HIGH",
+    )
+    cluster_domain: str = setting(
+        DEFAULT_CLUSTER_DOMAIN,
+        flag="cluster-domain",
+        help="the cluster's DNS domain (the kubelet's --cluster-domain): ExternalName "
+        "targets under it are refused",
+        read=normalized_domain,
+        check=domain_problem,
+        metavar="DOMAIN",
+    )
+    allow_external_names: tuple[str, ...] = setting(
+        (),
+        flag="allow-external-name",
+        help="accept ExternalName targets equal to or under this suffix although they name "
+        "the cluster, the node or its link (svc.cluster.local); repeatable, or "
+        "comma-separated; IP addresses stay refused",
+        read=domains,
+        check=domains_problem,
+        metavar="SUFFIX",
+        repeatable=True,
     )
     grace: float = setting(
         10.0,
@@ -335,7 +400,11 @@ class ServerConfig:
     @property
     def settings(self) -> Settings:
         """What the exposer needs of this configuration."""
-        return Settings(max_rules=self.max_rules, node_ports=self.node_ports)
+        return Settings(
+            max_rules=self.max_rules,
+            node_ports=self.node_ports,
+            external_names=ExternalNamePolicy(self.cluster_domain, self.allow_external_names),
+        )
 
     @property
     def logging_level(self) -> int:
@@ -376,9 +445,21 @@ AUTH_SETTINGS: Final[dict[str, Setting]] = {
         "rbac (SubjectAccessReviews; the default with TLS) or none (the default without)",
         authorization_mode, _no_check, "MODE",
     ),
+    "mesh_listen": Setting(
+        "mesh-listen",
+        "also serve on this Unix socket (unix:/path), for the mesh sidecar only: the one "
+        "listener where the caller is taken from its x-forwarded-client-cert header",
+        mesh_socket, _no_check, "unix:PATH",
+    ),
+    "spiffe_trust_domains": Setting(
+        "spiffe-trust-domain",
+        "a trust domain whose SPIFFE IDs (certificate URI SANs, x-forwarded-client-cert) "
+        "are believed; repeat the flag or separate with commas",
+        trust_domains, trust_domains_problem, "DOMAIN", repeatable=True,
+    ),
     "trust_forwarded_client_cert": Setting(
         "trust-forwarded-client-cert",
-        "take the caller from a loopback mesh sidecar's x-forwarded-client-cert header",
+        "deprecated, does nothing beside --mesh-listen and is refused without it",
         boolean, _no_check, "BOOL", const="true",
     ),
     "insecure": Setting(
@@ -429,9 +510,12 @@ def _parser() -> argparse.ArgumentParser:
             # environment value cannot break --help and every error names its source.
             default=None,
             help=f"{spec.help} ({_shown(default)}${spec.env})",
-            # A switch may stand alone (--insecure) or take a value (--insecure=false).
-            nargs=None if spec.const is None else "?",
-            const=spec.const,
+            **(
+                {"action": "append"}
+                if spec.repeatable
+                # A switch may stand alone (--insecure) or take a value (--insecure=false).
+                else {"nargs": None if spec.const is None else "?", "const": spec.const}
+            ),
         )
     return parser
 
@@ -451,6 +535,8 @@ def load(
     for name, spec, _ in _flags():
         if given[name] is not None:
             source, text = f"--{spec.flag}", given[name]
+            if spec.repeatable:
+                text = ",".join(text)
         elif spec.env in env:
             source, text = spec.env, env[spec.env]
         else:

@@ -251,3 +251,12 @@ def from_transport(error: BaseException) -> KubeUnavailable:
         # A certificate problem does not go away by asking again.
         return KubeUnavailable(f"TLS with the API server failed: {detail}", reason="TLSFailed")
     return KubeUnavailable(f"API server unreachable: {detail}", reason="Unreachable")
+
+
+def failure_reason(error: KubeError) -> str:
+    """What went wrong, in words that name nothing of the cluster: the API server's reason
+    ("Unreachable", "Forbidden", "TooManyRequests") or its HTTP status, for callers who have
+    not proved enough to hear its message, which may name its address or k8sailor's identity."""
+    if error.reason:
+        return error.reason
+    return f"HTTP {error.status}" if error.status is not None else "no answer"

@@ -34,7 +34,9 @@ from server.fairness import new_share
 from server.kube import Kube
 from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
 from server.rules import (
+    DEFAULT_EXTERNAL_NAMES,
     DEFAULT_NODE_PORTS,
+    ExternalNamePolicy,
     NodePortRange,
     PortRule,
     Protocol,
@@ -133,6 +135,8 @@ def request_error(error: KubeError, doing: str = "") -> RequestError:
 class Settings:
     max_rules: int = 256
     node_ports: NodePortRange = DEFAULT_NODE_PORTS
+    # Where ExternalName Services may point (--cluster-domain, --allow-external-name).
+    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +183,14 @@ def check_target(namespace: str, deployment: str) -> None:
 
 
 async def parse_rules(
-    rules: Sequence[str | ServiceRule | RuleError], node_ports: NodePortRange
+    rules: Sequence[str | ServiceRule | RuleError], settings: Settings
 ) -> list[ServiceRule | RuleError]:
     """Every rule parsed, in slices (server.cooperative): the largest request takes a few
     hundred milliseconds of CPU, which must not keep other calls waiting."""
-    return await in_slices(parse_any(rule, index, node_ports) for index, rule in enumerate(rules))
+    node_ports, external_names = settings.node_ports, settings.external_names
+    return await in_slices(
+        parse_any(rule, index, node_ports, external_names) for index, rule in enumerate(rules)
+    )
 
 
 def rule_types(parsed: Iterable[ServiceRule | RuleError]) -> frozenset[ServiceType]:
@@ -225,7 +232,7 @@ class Exposer:
         authorization has looked at their types, see rule_types). Checks the request first
         (BadRequest), so an oversized one costs nothing."""
         self.check(request)
-        return await parse_rules(request.rules, self._settings.node_ports)
+        return await parse_rules(request.rules, self._settings)
 
     async def expose(
         self, request: ExposeRequest, *, deadline: float | None = None
@@ -244,7 +251,7 @@ class Exposer:
         # a few hundred milliseconds of CPU, which must not keep other calls waiting.
         parsed: Sequence[ServiceRule | RuleError]
         if request.parsed is None:
-            parsed = await parse_rules(request.rules, self._settings.node_ports)
+            parsed = await parse_rules(request.rules, self._settings)
         elif len(request.parsed) == len(request.rules):
             parsed = request.parsed
         else:

@@ -40,7 +40,16 @@ from typing import Final
 
 from server.limits import ConcurrencyLimit, FixedLimit
 
-__all__ = ["FairSlots", "Share", "Ticket", "current_share", "new_share"]
+__all__ = [
+    "Crowded",
+    "FairSlots",
+    "Share",
+    "Shares",
+    "Ticket",
+    "current_share",
+    "new_share",
+    "use_share",
+]
 
 
 class Share:
@@ -70,8 +79,43 @@ def new_share(name: str = "") -> Share:
     return share
 
 
+def use_share(share: Share) -> None:
+    """Make the calls made from now on in this context take their turns as share: for work
+    done in a task of its own on behalf of someone who has a share of their own (a review for
+    a connection or a caller, see `Shares`), so that it does not queue as background work."""
+    _current.set(share)
+
+
 def current_share() -> Share:
     return _current.get(_BACKGROUND)
+
+
+class Shares:
+    """One share per key (a connection, a caller), the same one for as long as the key is
+    remembered: the most recently used `max_entries` keys are. A key forgotten and seen again
+    gets a new share, which costs nothing but that its next call is taken as its first."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, not {max_entries}")
+        self._max_entries = max_entries
+        self._shares: dict[str, Share] = {}  # least recently used first
+
+    def __len__(self) -> int:
+        return len(self._shares)
+
+    def get(self, key: str) -> Share:
+        share = self._shares.pop(key, None)
+        if share is None:
+            share = Share(key)
+            if len(self._shares) >= self._max_entries:
+                del self._shares[next(iter(self._shares))]
+        self._shares[key] = share
+        return share
+
+
+class Crowded(Exception):
+    """Turned away: as many calls were waiting for a slot as FairSlots lets wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +132,27 @@ class FairSlots:
 
     At most `limit.value` are held at once, except that a share with nothing in flight gets
     a slot at once while fewer than `capacity` are held (see the module doc).
+
+    With `max_waiting`, at most that many calls wait: one more is turned away (Crowded), and
+    which one is the newest waiter of the share with the most waiting (as a router drops from
+    its longest queue), so that a share that floods the queue cannot keep the others out of
+    it; the newcomer itself when its own share has as many waiting as any.
     """
 
-    def __init__(self, capacity: int, limit: ConcurrencyLimit | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        limit: ConcurrencyLimit | None = None,
+        *,
+        max_waiting: int | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
+        if max_waiting is not None and max_waiting < 0:
+            raise ValueError(f"max_waiting must be at least 0, not {max_waiting}")
         self._capacity = capacity
+        self._max_waiting = max_waiting
+        self._waiters = 0  # futures in self._waiting, all shares together
         self._limit: ConcurrencyLimit = limit if limit is not None else FixedLimit(capacity)
         self._held = 0
         self._holding: dict[Share, int] = {}  # slots held, per share that holds any
@@ -113,6 +172,10 @@ class FairSlots:
     def free(self) -> int:
         return max(0, self.limit - self._held)
 
+    @property
+    def waiting(self) -> int:
+        return self._waiters
+
     @asynccontextmanager
     async def slot(self, share: Share | None = None) -> AsyncIterator[Ticket]:
         """Hold one slot for the block, waiting for this share's turn if none is free."""
@@ -128,17 +191,22 @@ class FairSlots:
             return self._take(owner)
         if owner not in self._holding and self._held < self._capacity:
             return self._take(owner)
+        if self._max_waiting is not None and self._waiters >= self._max_waiting:
+            self._make_room(owner)
         granted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         queue = self._waiting.get(owner)
         if queue is None:
             queue = self._waiting[owner] = deque()
         queue.append(granted)
+        self._waiters += 1
         try:
             return await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                # The slot was handed over just as the waiter was cancelled: pass it on.
-                self.release(granted.result())
+                # The slot was handed over just as the waiter was cancelled: pass it on
+                # (unless it was turned away instead: then there is nothing to pass on).
+                if granted.exception() is None:
+                    self.release(granted.result())
             else:
                 self._forget(owner, granted)
             raise
@@ -180,6 +248,7 @@ class FairSlots:
                 owner = idle
             queue = self._waiting.pop(owner)
             granted = queue.popleft()
+            self._waiters -= 1
             if queue:
                 self._waiting[owner] = queue  # to the back of the line
             if not granted.done():
@@ -193,5 +262,25 @@ class FairSlots:
             queue.remove(granted)
         except ValueError:
             return
+        self._waiters -= 1
         if not queue:
             del self._waiting[owner]
+
+    def _make_room(self, newcomer: Share) -> None:
+        """Turn away one waiter, the newest of the longest queue, or raise Crowded when the
+        newcomer's own queue is as long as any (see the class doc)."""
+        own = len(self._waiting.get(newcomer, ()))
+        longest = max(self._waiting, key=lambda share: len(self._waiting[share]), default=None)
+        if longest is None or len(self._waiting[longest]) <= own:
+            raise Crowded(f"{self._waiters} calls are waiting already, the most that may")
+        queue = self._waiting[longest]
+        turned_away = queue.pop()
+        self._waiters -= 1
+        if not queue:
+            del self._waiting[longest]
+        if turned_away.done():  # cancelled, and on its way out anyway
+            return
+        turned_away.set_exception(
+            Crowded(f"{self._waiters + 1} calls were waiting, the most that may, and this "
+                    f"one's share had the most of them")
+        )  # fmt: skip

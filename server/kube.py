@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import os
 import random
 import time
@@ -87,33 +88,42 @@ class NoObserver:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard one API call tries, within the caller's deadline, before giving up.
+    """How long one API call keeps trying, within the caller's deadline, before giving up.
 
     Retried: 429, 503 and 504 (after Retry-After or details.retryAfterSeconds when the API
     server gives one), any other 5xx that gives one, and connections refused, reset or timed
     out before an answer. A create is safe to send again: one that finds its Service already
     there is read and compared by the exposer.
+
+    Tries are counted in time, not in number: an API server that restarts is gone for 10-60 s
+    in real clusters, and a fixed number of quick attempts is spent in its first seconds (six
+    of them were over in 3-6 s), when a restart shorter than the caller's deadline should cost
+    latency, not results. A call keeps trying for up to max_retry_seconds after its first
+    failure (about 20 attempts in the default minute, with the default backoff), and never past
+    the caller's deadline. Time spent waiting for an API call slot is not counted: a call
+    queued behind others is not trying, and must not use up its window by waiting.
     """
 
-    attempts: int = 6  # in all, the first included
-    # When the API server says when to come back (Retry-After), it is managing its load, not
-    # failing: allow more attempts, as client-go does (10). Under priority and fairness the
-    # same call can be told to wait several times in a row; the deadline still bounds it all.
-    throttled_attempts: int = 10
+    # The most one call spends retrying (attempts and pauses after its first failure); 0:
+    # never retried. Sixty seconds covers an API server restart in most clusters; a caller's
+    # shorter deadline bounds it first.
+    max_retry_seconds: float = 60.0
     first_backoff: float = 0.2  # seconds before the second attempt; doubles after each
+    # Capped, so that a call comes back within seconds of the API server's return, and
+    # jittered, so that the calls turned away together do not all come back together.
     max_backoff: float = 5.0
     # An attempt that has no answer by then is abandoned and tried again (when the deadline
     # leaves room): a stalled connection must not eat the caller's whole deadline.
     attempt_timeout: float = 20.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.attempts <= self.throttled_attempts:
+        if not 0 <= self.max_retry_seconds < math.inf:
             raise ValueError(
-                f"attempts must satisfy 1 <= attempts ({self.attempts}) <= throttled_attempts "
-                f"({self.throttled_attempts})"
+                f"max_retry_seconds must be a finite number >= 0, not {self.max_retry_seconds}"
             )
-        if not 0 <= self.first_backoff <= self.max_backoff:
-            raise ValueError("backoffs must satisfy 0 <= first_backoff <= max_backoff")
+        # A backoff of 0 would retry in a busy loop for the whole window.
+        if not 0 < self.first_backoff <= self.max_backoff:
+            raise ValueError("backoffs must satisfy 0 < first_backoff <= max_backoff")
         if self.attempt_timeout <= 0:
             raise ValueError(f"attempt_timeout must be positive, not {self.attempt_timeout}")
 
@@ -125,13 +135,45 @@ class RetryPolicy:
         than it asked, and spread over as long again (or the backoff, if longer): the calls it
         turned away at once then come back spread out, not at once to be turned away again.
         """
-        backoff = min(self.max_backoff, self.first_backoff * 2 ** (attempt - 1))
+        backoff = min(self.max_backoff, self.first_backoff * 2 ** min(attempt - 1, 64))
         if retry_after is None:
             return random.uniform(backoff / 2, backoff)
         return retry_after + random.uniform(0, max(backoff, retry_after))
 
 
-NO_RETRIES = RetryPolicy(attempts=1, throttled_attempts=1)
+NO_RETRIES = RetryPolicy(max_retry_seconds=0)
+
+
+# The time a last attempt is left before the caller's deadline, at most: enough for an answer
+# from a healthy API server and for the rule's result to reach the caller. The exposer stops
+# waiting for rules at most half a second before the deadline; this ends the retrying first.
+_LAST_ATTEMPT_ROOM_S = 1.0
+
+
+class _RetryClock:
+    """How long a call has been retrying: from its first failure on, less the time it then
+    spent waiting for an API call slot (waiting for a turn is not trying)."""
+
+    __slots__ = ("_loop", "_since", "_waited")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._since: float | None = None
+        self._waited = 0.0
+
+    def failed(self) -> None:
+        if self._since is None:
+            self._since = self._loop.time()
+
+    def waited(self, seconds: float) -> None:
+        if self._since is not None:
+            self._waited += seconds
+
+    @property
+    def spent(self) -> float:
+        if self._since is None:
+            return 0.0
+        return self._loop.time() - self._since - self._waited
 
 
 class Kube:
@@ -233,11 +275,21 @@ class Kube:
         )
 
     async def delete_service(
-        self, namespace: str, name: str, *, uid: str, dry_run: bool, timeout: float | None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str,
+        resource_version: str = "",
+        dry_run: bool,
+        timeout: float | None,
     ) -> Json:
-        """Delete the Service only if it still has this uid: one replaced since it was read
-        (deleted and created again under the same name) is refused with a 409."""
-        options: Json = {"preconditions": {"uid": uid}}
+        """Delete the Service only if it still has this uid (and resource_version, if given):
+        one replaced or changed since it was read is refused with a 409."""
+        preconditions = {"uid": uid}
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        options: Json = {"preconditions": preconditions}
         if dry_run:
             # In the body: the API server reads a DELETE's options from its body when it has
             # one, and then ignores ?dryRun=All in the query.
@@ -317,23 +369,24 @@ class Kube:
         """One API call, tried again while the API server's answer says "not now".
 
         timeout is what remains of the caller's deadline: no attempt and no pause between
-        attempts runs past it, and a pause that would is not started (the last error is
-        raised instead, so the caller learns why rather than just "deadline exceeded").
+        attempts runs past it, and a pause that would end too close to it for another
+        attempt to be answered (the last fifth of the time, at most a second) is not started:
+        the last error is raised instead, while there is still time to tell the caller why
+        rather than just "deadline exceeded". Nor is a pause that would end past the
+        policy's retry window.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        room = 0.0 if timeout is None else min(_LAST_ATTEMPT_ROOM_S, timeout / 5)
         policy = self._retry
+        clock = _RetryClock(loop)
         attempt = 1
         reloaded = False
         unanswered = False  # an attempt so far got no answer, and so may have taken effect
         while True:
             generation = self._credentials_generation
-            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
-            limit = policy.attempt_timeout
-            if remaining is not None:
-                limit = min(limit, remaining)
             try:
-                return await self._attempt(verb, resource, method, args, kwargs, limit)
+                return await self._attempt(verb, resource, method, args, kwargs, deadline, clock)
             except KubeUnauthorized as error:
                 if self._reload is None:
                     raise
@@ -351,13 +404,13 @@ class Kube:
             except KubeError as error:
                 error.unanswered_before = unanswered
                 unanswered = unanswered or _maybe_applied(error)
-                limit_attempts = (
-                    policy.attempts if error.retry_after is None else policy.throttled_attempts
-                )
-                if attempt >= limit_attempts or not is_transient(error):
+                if not is_transient(error):
                     raise
+                clock.failed()
                 pause = policy.pause(attempt, error.retry_after)
-                if deadline is not None and loop.time() + pause >= deadline:
+                if clock.spent + pause > policy.max_retry_seconds:
+                    raise
+                if deadline is not None and loop.time() + pause + room >= deadline:
                     raise
                 self._observer.call_retried(verb, resource, error.reason or str(error.status))
                 # The slot is not held here: a throttled call must not keep others waiting.
@@ -371,9 +424,18 @@ class Kube:
         method: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        timeout: float,
+        deadline: float | None,
+        clock: _RetryClock,
     ) -> Json:
+        loop = asyncio.get_running_loop()
+        queued = loop.time()
         async with self._slots.slot() as ticket:
+            now = loop.time()
+            clock.waited(now - queued)
+            # Measured from when the slot was taken: the wait for it is not the attempt's.
+            timeout = self._retry.attempt_timeout
+            if deadline is not None:
+                timeout = min(timeout, max(deadline - now, 0.001))
             self._observer.call_started(verb, resource)
             started = time.monotonic()
             code = "error"

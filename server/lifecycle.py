@@ -7,7 +7,10 @@ current uid; anything else of the same name is left untouched and reported as a 
 Apply is server-side apply with field manager "k8sailor": the API server merges, detects fields
 that another manager owns (a CONFLICT naming it, unless the caller forces), validates, and with
 dryRun=All says what would happen. What changed is found by comparing the Service before and
-after the apply, field by field.
+after the apply, field by field. Apply never adopts: a Service the read did not find is created
+with a POST (which fails if one was made since; its fields are then moved to k8sailor's apply),
+and one of ours is applied with the uid and resourceVersion read as preconditions; when either
+finds the Service changed, it is read again and the rule decided anew.
 
 Each Service gets its own coroutine that turns every failure into a result, so one Service never
 spoils the others, and every name or rule gets exactly one result. Each runs in a span of its
@@ -20,7 +23,15 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -29,7 +40,13 @@ from opentelemetry.trace import Tracer
 
 from server import pointing
 from server.cooperative import in_slices
-from server.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
+from server.errors import (
+    KubeAlreadyExists,
+    KubeConflict,
+    KubeError,
+    KubeInvalid,
+    KubeNotFound,
+)
 from server.exposer import (
     BadRequest,
     DeploymentNotFound,
@@ -72,6 +89,9 @@ MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 # names): its result and span carry this index.
 PRUNED_INDEX = -1
 RULE_SPAN = "k8sailor.rule"
+# How often one rule reads its Service again when it changed under the write that relied on the
+# read, before it ends CONFLICT: a Service that changes faster than that is fought over.
+APPLY_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +135,36 @@ class ApplyResult:
 Grant = tuple[str, ServiceType]
 
 
+class RightsUnknown(Exception):
+    """What the caller may do could not be asked of the cluster: nothing was decided."""
+
+
+# Decides pairs that were not asked before the request reached us: the refusal, in words, of
+# each the caller may not do (the others allowed). Raises RightsUnknown.
+AskGrants = Callable[[Collection[Grant]], Awaitable[Mapping[Grant, str]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Grants:
-    """What the caller may do, decided before the request reaches us (by server.auth): each
-    verb and Service type it may not, with the permission it lacks in words. Pairs not
-    listed are allowed; no Grants at all means authorization is off."""
+    """What the caller may do, decided by server.auth: denied holds each verb and Service type
+    of `decided` that it may not, with the permission it lacks in words; the other decided
+    pairs are allowed. A pair that only the cluster's state makes relevant (a type change
+    needs delete on the Service's old type, known once it is read) is asked with `ask`,
+    through the same cache. No Grants at all means authorization is off."""
 
     denied: Mapping[Grant, str]
+    decided: frozenset[Grant]
+    ask: AskGrants
+
+    async def refusals(self, wanted: Collection[Grant]) -> dict[Grant, str]:
+        """The refusal of each pair of wanted that the caller may not do."""
+        undecided = [pair for pair in wanted if pair not in self.decided]
+        asked = await self.ask(undecided) if undecided else {}
+        return {
+            pair: refusal
+            for pair in wanted
+            if (refusal := self.denied.get(pair) or asked.get(pair)) is not None
+        }
 
 
 class NotPermitted(RequestError):
@@ -129,7 +172,13 @@ class NotPermitted(RequestError):
 
 
 def _refusal(grants: Grants | None, verb: str, type_: ServiceType) -> str | None:
-    return None if grants is None else grants.denied.get((verb, type_))
+    """The refusal of a pair that was decided before the request reached us."""
+    if grants is None:
+        return None
+    if (verb, type_) not in grants.decided:
+        # A pair nobody asked about is not an allowed one: fail closed (a bug of ours).
+        return f"{verb} on {type_.value} Services was not authorized for this request"
+    return grants.denied.get((verb, type_))
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +299,12 @@ class Lifecycle:
                 self._in_span(
                     PRUNED_INDEX,
                     self._delete_owned(
-                        request.namespace, service, request.dry_run, request.grants, deadline
+                        request.namespace,
+                        owner,
+                        service,
+                        request.dry_run,
+                        request.grants,
+                        deadline,
                     ),
                 )
                 for service in owned
@@ -272,34 +326,50 @@ class Lifecycle:
                 service = await self._kube.read_service(
                     request.namespace, name, timeout=_remaining(loop, deadline)
                 )
-            except KubeNotFound as error:
-                return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
+            except KubeNotFound:
+                return _not_owned(name, owner)
             if not _owned(service, owner.uid):
-                return DeleteResult(
-                    name,
-                    Outcome.CONFLICT,
-                    f'Service "{name}" does not belong to Deployment "{owner.name}" (no '
-                    f"ownerReference to it with k8sailor's {MANAGED_SELECTOR} label); it was "
-                    "left untouched",
-                    "NotOwned",
-                    _service_type(service),
-                )
+                # The same answer as for no Service at all: the caller's rights are on the
+                # Deployment's Services, and whether the namespace holds another's Service of
+                # this name is not theirs to learn.
+                return _not_owned(name, owner)
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
         return await self._delete_owned(
-            request.namespace, service, request.dry_run, request.grants, deadline
+            request.namespace, owner, service, request.dry_run, request.grants, deadline
         )
 
     async def _delete_owned(
         self,
         namespace: str,
+        owner: Deployment,
         service: Mapping[str, Any],
         dry_run: bool,
         grants: Grants | None,
         deadline: float | None,
     ) -> DeleteResult:
-        result = await self._delete(namespace, service, dry_run, grants, deadline)
-        return replace(result, service_type=_service_type(service))
+        """Delete one of the Deployment's Services, as it was read: what it is (its type, that
+        it is ours) decides, so one that changed since (the delete's preconditions fail) is
+        read again and decided anew."""
+        name = str(service["metadata"]["name"])
+        for _ in range(APPLY_ROUNDS):
+            result = await self._delete(namespace, service, dry_run, grants, deadline)
+            if result is not None:
+                return replace(result, service_type=_service_type(service))
+            try:
+                fresh = await self._read_service(namespace, name, deadline)
+            except KubeError as error:
+                return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+            if fresh is None or not _owned(fresh, owner.uid):
+                return _not_owned(name, owner)
+            service = fresh
+        return DeleteResult(
+            name,
+            Outcome.CONFLICT,
+            f'Service "{name}" changed each of the {APPLY_ROUNDS} times it was read; it was '
+            "left as it is: delete again",
+            "Conflict",
+        )
 
     async def _delete(
         self,
@@ -308,7 +378,8 @@ class Lifecycle:
         dry_run: bool,
         grants: Grants | None,
         deadline: float | None,
-    ) -> DeleteResult:
+    ) -> DeleteResult | None:
+        """The delete's result, or None when the Service changed since it was read."""
         meta = service.get("metadata") or {}
         name = str(meta.get("name", ""))
         loop = asyncio.get_running_loop()
@@ -316,10 +387,13 @@ class Lifecycle:
         if refusal is not None:
             return DeleteResult(name, Outcome.DENIED, refusal, "Forbidden")
         try:
+            # Preconditions: only the Service read is deleted, not another's made since under
+            # its name, nor ours changed since into a type the caller may not delete.
             await self._kube.delete_service(
                 namespace,
                 name,
                 uid=str(meta.get("uid", "")),
+                resource_version=str(meta.get("resourceVersion", "")),
                 dry_run=dry_run,
                 timeout=_remaining(loop, deadline),
             )
@@ -329,16 +403,8 @@ class Lifecycle:
                 # Service is gone because this very call deleted it.
                 return DeleteResult(name, Outcome.DELETED)
             return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
-        except KubeConflict as error:
-            # The uid precondition failed: the Service was deleted and made again since it
-            # was read, and the new one is not known to be ours.
-            return DeleteResult(
-                name,
-                Outcome.CONFLICT,
-                f'Service "{name}" was replaced while it was being deleted; the new one was '
-                f"left untouched ({error.message})",
-                error.reason or "Conflict",
-            )
+        except KubeConflict:
+            return None  # a precondition failed
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
         except Exception as error:  # a bug of ours must still give this name its one result
@@ -370,9 +436,10 @@ class Lifecycle:
         one costs nothing). In slices (server.cooperative): the largest request is a few
         hundred milliseconds of CPU, which must not keep other calls waiting."""
         self.check_apply(request)
-        node_ports = self._settings.node_ports
+        node_ports, external_names = self._settings.node_ports, self._settings.external_names
         rules = await in_slices(
-            parse_any(rule, index, node_ports) for index, rule in enumerate(request.rules)
+            parse_any(rule, index, node_ports, external_names)
+            for index, rule in enumerate(request.rules)
         )
         texts = await in_slices(
             rule.text if isinstance(rule, RuleError) else rule.canonical() for rule in rules
@@ -436,7 +503,7 @@ class Lifecycle:
             for service in owned:
                 if service["metadata"]["name"] not in named:
                     jobs.append(
-                        self._in_span(PRUNED_INDEX, self._prune(request, service, deadline))
+                        self._in_span(PRUNED_INDEX, self._prune(request, owner, service, deadline))
                     )
         async for result in _as_completed(jobs):
             yield result
@@ -462,7 +529,6 @@ class Lifecycle:
         deadline: float | None,
     ) -> ApplyResult:
         name: str = manifest["metadata"]["name"]
-        loop = asyncio.get_running_loop()
 
         def refused(outcome: Outcome, error: str, reason: str) -> ApplyResult:
             return ApplyResult(
@@ -472,38 +538,77 @@ class Lifecycle:
                 )
             )  # fmt: skip
 
+        wanted = _service_type(manifest)
+        may_not_create = _refusal(request.grants, "create", wanted)
+        may_not_update = _refusal(request.grants, "update", wanted)
+        if may_not_create is not None and may_not_update is not None:
+            # Nothing this rule could meet would let it through: refused before anything is
+            # read, so that the answer says nothing of what is there.
+            return refused(Outcome.DENIED, f"{may_not_create}; {may_not_update}", "Forbidden")
         try:
-            try:
-                existing: Json | None = await self._kube.read_service(
-                    request.namespace, name, timeout=_remaining(loop, deadline)
+            existing = await self._read_service(request.namespace, name, deadline)
+            created_unseen = False  # a create of ours may have been made, its answer lost
+            for _ in range(APPLY_ROUNDS):
+                if existing is None or not _owned(existing, owner.uid):
+                    if may_not_create is not None:
+                        # The same answer whether the name is free or another's Service has
+                        # it: a caller that may not create this type learns neither.
+                        return refused(Outcome.DENIED, may_not_create, "Forbidden")
+                    if existing is not None:
+                        return refused(
+                            Outcome.CONFLICT,
+                            f'Service "{name}" already exists and does not belong to '
+                            f'Deployment "{owner.name}"; it was left untouched: choose another '
+                            "name with name=...",
+                            "NotOwned",
+                        )
+                    try:
+                        created = await self._create(request, manifest, deadline)
+                    except KubeAlreadyExists as error:
+                        # Made since it was read: by someone else (the next round reports the
+                        # conflict and leaves it alone), or by this very create.
+                        created_unseen = created_unseen or error.unanswered_before
+                    except KubeInvalid:
+                        # A NodePort Service of our name that appeared since the read holds
+                        # the node port: allocation is checked before names.
+                        existing = await self._read_service(request.namespace, name, deadline)
+                        if existing is None:
+                            raise
+                        continue
+                    else:
+                        return ApplyResult(
+                            _rule_result(index, text, Outcome.CREATED, created, service_type)
+                        )
+                    existing = await self._read_service(request.namespace, name, deadline)
+                    continue
+                refusal = await _change_refusal(
+                    request.grants, name, _service_type(existing), wanted, may_not_update
                 )
-            except KubeNotFound:
-                existing = None
-            verb = "create" if existing is None else "update"
-            refusal = _refusal(request.grants, verb, _service_type(manifest))
-            if refusal is not None:
-                return refused(Outcome.DENIED, refusal, "Forbidden")
-            body = manifest
-            if existing is not None:
-                if not _owned(existing, owner.uid):
-                    return refused(
-                        Outcome.CONFLICT,
-                        f'Service "{name}" already exists and does not belong to Deployment '
-                        f'"{owner.name}"; it was left untouched: choose another name with '
-                        "name=...",
-                        "NotOwned",
-                    )
+                if refusal is not None:
+                    return refused(Outcome.DENIED, refusal, "Forbidden")
                 problem = _immutable_change(existing, manifest)
                 if problem is not None:
                     return refused(Outcome.INVALID, problem, "FieldImmutable")
-                if not request.dry_run:
-                    existing = await self._adopt(request.namespace, existing, deadline)
-                # Apply to exactly the Service just read: if it changes meanwhile, the API
-                # server answers 409 rather than merging into something we did not check.
-                version = str(existing["metadata"].get("resourceVersion", ""))
-                body = {**manifest, "metadata": {**manifest["metadata"]}}
-                body["metadata"]["resourceVersion"] = version
-            applied = await self._apply_forcing_our_own(request, body, deadline)
+                try:
+                    before, applied = await self._apply_to(request, existing, manifest, deadline)
+                except _Stale:
+                    existing = await self._read_service(request.namespace, name, deadline)
+                    continue
+                if created_unseen:
+                    return ApplyResult(
+                        _rule_result(index, text, Outcome.CREATED, applied, service_type)
+                    )
+                changes = tuple(diff_service(before, applied))
+                outcome = Outcome.UPDATED if changes else Outcome.UNCHANGED
+                return ApplyResult(
+                    _rule_result(index, text, outcome, applied, service_type), changes
+                )
+            return refused(
+                Outcome.CONFLICT,
+                f'Service "{name}" changed each of the {APPLY_ROUNDS} times it was read; it '
+                "was left as it is: apply again",
+                "Conflict",
+            )
         except KubeConflict as error:
             managers = conflicting_managers(error.message)
             if managers:
@@ -522,16 +627,85 @@ class Lifecycle:
             return refused(Outcome.INVALID, message, error.reason or "Invalid")
         except KubeError as error:
             return refused(Outcome.FAILED, error.message, error.reason)
+        except RightsUnknown as error:
+            return refused(Outcome.FAILED, str(error), "AuthUnavailable")
         except Exception as error:  # a bug of ours must still give this rule its one result
             log.exception("applying rule %d %r failed unexpectedly", index, text)
             return refused(
                 Outcome.FAILED, f"internal error: {type(error).__name__}: {error}", "InternalError"
             )
-        if existing is None:
-            return ApplyResult(_rule_result(index, text, Outcome.CREATED, applied, service_type))
-        changes = tuple(diff_service(existing, applied))
-        outcome = Outcome.UPDATED if changes else Outcome.UNCHANGED
-        return ApplyResult(_rule_result(index, text, outcome, applied, service_type), changes)
+
+    async def _read_service(self, namespace: str, name: str, deadline: float | None) -> Json | None:
+        """The Service as the API server has it now, or None when there is none."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await self._kube.read_service(
+                namespace, name, timeout=_remaining(loop, deadline)
+            )
+        except KubeNotFound:
+            return None
+
+    async def _create(
+        self, request: ApplyRequest, manifest: Mapping[str, Any], deadline: float | None
+    ) -> Json:
+        """Create the Service, never touching one that is there already (KubeAlreadyExists):
+        a server-side apply would merge into whatever was made since the read, and adopt it.
+        Its fields are then made those of k8sailor's apply, as if the apply had created it."""
+        loop = asyncio.get_running_loop()
+        created = await self._kube.create_service(
+            request.namespace, manifest, dry_run=request.dry_run, timeout=_remaining(loop, deadline)
+        )
+        if request.dry_run:
+            return created
+        try:
+            return await self._adopt(request.namespace, created, deadline)
+        except KubeError as error:
+            # Created all the same: the next apply moves the fields before it applies.
+            log.warning(
+                "Service %r was created, but its fields were not moved to k8sailor's apply: %s",
+                manifest["metadata"]["name"], error.message,
+            )  # fmt: skip
+            return created
+
+    async def _apply_to(
+        self,
+        request: ApplyRequest,
+        existing: Json,
+        manifest: Mapping[str, Any],
+        deadline: float | None,
+    ) -> tuple[Json, Json]:
+        """Apply the manifest to exactly the Service read (one of ours): the Service before
+        and after. _Stale when it changed since the read."""
+        meta = existing["metadata"]
+        if not request.dry_run:
+            try:
+                existing = await self._adopt(request.namespace, existing, deadline)
+            except KubeNotFound as error:
+                raise _Stale from error
+            except KubeInvalid:
+                # The API server says only "rejected" when the patch's test of the
+                # resourceVersion failed: see whether the Service changed.
+                now = await self._read_service(request.namespace, meta["name"], deadline)
+                if now is None or now["metadata"].get("resourceVersion") != meta.get(
+                    "resourceVersion"
+                ):
+                    raise _Stale from None
+                raise
+            meta = existing["metadata"]
+        # Preconditions: with the resourceVersion read, the API server answers 409 rather than
+        # merge into a Service that is no longer the one checked (another's, made after ours
+        # was deleted); with its uid, rather than create it anew when it was deleted.
+        preconditions = {
+            "uid": str(meta.get("uid", "")),
+            "resourceVersion": str(meta.get("resourceVersion", "")),
+        }
+        body = {**manifest, "metadata": {**manifest["metadata"], **preconditions}}
+        try:
+            return existing, await self._apply_forcing_our_own(request, body, deadline)
+        except KubeConflict as error:
+            if conflicting_managers(error.message):
+                raise
+            raise _Stale from error
 
     async def _apply_forcing_our_own(
         self, request: ApplyRequest, body: Mapping[str, Any], deadline: float | None
@@ -580,10 +754,14 @@ class Lifecycle:
         )
 
     async def _prune(
-        self, request: ApplyRequest, service: Mapping[str, Any], deadline: float | None
+        self,
+        request: ApplyRequest,
+        owner: Deployment,
+        service: Mapping[str, Any],
+        deadline: float | None,
     ) -> ApplyResult:
         deleted = await self._delete_owned(
-            request.namespace, service, request.dry_run, request.grants, deadline
+            request.namespace, owner, service, request.dry_run, request.grants, deadline
         )
         rule = _annotation(service)
         result = RuleResult(
@@ -626,6 +804,46 @@ class Lifecycle:
         items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
         owned = [item for item in items if _owned(item, uid)]
         return sorted(owned, key=lambda item: str(item["metadata"].get("name", "")))
+
+
+def _not_owned(name: str, owner: Deployment) -> DeleteResult:
+    return DeleteResult(
+        name,
+        Outcome.NOT_FOUND,
+        f'Deployment "{owner.name}" has no Service "{name}" (k8sailor deletes only the '
+        "Services a Deployment owns); nothing was deleted",
+        "NotFound",
+    )
+
+
+class _Stale(Exception):
+    """The Service changed between its read and the write that relied on it: read again."""
+
+
+async def _change_refusal(
+    grants: Grants | None,
+    name: str,
+    was: ServiceType,
+    wants: ServiceType,
+    may_not_update: str | None,
+) -> str | None:
+    """Why the caller may not apply a rule of type wants to its Service of type was, if it
+    may not. A change of type is a delete of the one and a create of the other, so it needs
+    both rights: update alone would let a caller allowed only ClusterIP turn a LoadBalancer
+    it could not delete into a ClusterIP, or one allowed to update LoadBalancers promote a
+    ClusterIP to one."""
+    if grants is None:
+        return None
+    if was is wants:
+        return may_not_update
+    refusals = await grants.refusals([("delete", was), ("create", wants)])
+    if not refusals:
+        return None
+    return (
+        f'Service "{name}" is of type {was.value} and the rule makes it {wants.value}: a change '
+        "of type needs the rights to delete the one and create the other; "
+        + "; ".join(refusals[pair] for pair in sorted(refusals))
+    )
 
 
 def _owned(service: Mapping[str, Any], uid: str) -> bool:

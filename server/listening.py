@@ -7,7 +7,15 @@ port it was.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import grpc
+
+# The mesh socket: this user and its group (the pod's fsGroup, which the sidecar's user is in
+# too) may connect; nobody else. gRPC makes it with the umask's mode (0755 usually), which
+# would keep a sidecar running as another user out.
+SOCKET_MODE = 0o660
 
 
 class ListenError(OSError):
@@ -33,7 +41,27 @@ async def bind(
     if port == 0:
         await server.stop(None)
         where = f"{listen} ({flag})" if flag else listen
+        if listen.startswith("unix:"):
+            raise ListenError(
+                f"cannot listen on {where}: the socket cannot be made there (is its directory "
+                "writable by this user, with nothing but an old socket at that name?)"
+            )
         raise ListenError(
             f"cannot listen on {where}: the port is in use or the address is not this machine's"
         )
     return port
+
+
+async def bind_socket(server: grpc.aio.Server, path: Path, *, flag: str) -> None:
+    """Add a plaintext Unix socket at path (an old socket there is replaced) to the server, not
+    yet started, open to this user and group only (SOCKET_MODE); ListenError as bind()."""
+    await bind(server, f"unix:{path}", flag=flag)
+    try:
+        # Made with the umask's mode (0755: only this user may connect), now widened to the
+        # group and no further.
+        os.chmod(path, SOCKET_MODE)
+    except OSError as error:
+        await server.stop(None)
+        raise ListenError(
+            f"cannot listen on unix:{path} ({flag}): cannot set its mode: {error.strerror or error}"
+        ) from error

@@ -78,16 +78,21 @@ class CertificateAuthority:
         self,
         *,
         common_name: str = "",
+        more_common_names: tuple[str, ...] = (),
         organizations: tuple[str, ...] = (),
         uris: tuple[str, ...] = (),
         ips: tuple[str, ...] = (),
         server: bool = False,
     ) -> Issued:
-        """A leaf certificate: for a server (127.0.0.1 and localhost) or a client."""
+        """A leaf certificate: for a server (127.0.0.1 and localhost) or a client.
+
+        more_common_names are further CN attributes after common_name, in that order (a subject
+        may have several; which one is the user is the question)."""
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
         if common_name:
             attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        attributes += [x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in more_common_names]
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uris]
         if server:
             names += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]

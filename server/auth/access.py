@@ -13,12 +13,17 @@ Answers are remembered per caller, namespace, Deployment and type: an allow for 
 seconds (60 by default, so a revoked RoleBinding stops working within a minute) and a denial
 for `denied_ttl` (10, so a new grant is honoured within seconds), as kube-apiserver's webhook
 authorizer does with longer defaults.
+
+A review's API call takes its turn for k8sailor's API call slots as its caller's own share
+(server.fairness), not as background work: one caller's many reviews, or a big Apply's calls,
+do not hold up another caller's authorization.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +31,12 @@ from typing import Any
 from server.auth.cache import ReviewCache, Timed
 from server.auth.errors import AuthUnavailable
 from server.auth.identity import Caller
-from server.errors import KubeError
+from server.errors import KubeError, failure_reason
+from server.fairness import Shares, use_share
 from server.kube import Kube
 from server.rules import ServiceType
+
+log = logging.getLogger("k8sailor.auth")
 
 API_GROUP = "k8sailor.io"
 RESOURCE = "services"
@@ -80,6 +88,7 @@ class AccessReviewer:
             if clock is None
             else ReviewCache(max_entries=max_entries, clock=clock)
         )
+        self._shares = Shares(max_entries)
 
     async def decide(
         self,
@@ -138,11 +147,17 @@ class AccessReviewer:
             spec["uid"] = caller.uid
         if caller.extra:
             spec["extra"] = {key: list(values) for key, values in caller.extra.items()}
+        # A task of its own (ReviewCache.get), so this sets the turn of this review alone.
+        use_share(self._shares.get(caller.user))
         try:
             review = await self._kube.create_subject_access_review(spec, timeout=self._timeout)
         except KubeError as error:
+            # Not yet authorized: the caller hears why in one word, never the API server's
+            # address or k8sailor's own identity, which the full message may name.
+            log.warning("a SubjectAccessReview for %s failed: %s", caller.user, error.message)
             raise AuthUnavailable(
-                f"the API server could not be asked what {caller.user} may do: {error.message}"
+                f"the API server could not be asked what {caller.user} may do "
+                f"({failure_reason(error)}); try again"
             ) from error
         status: dict[str, Any] = review.get("status") or {}
         # Anything but an explicit allow is a denial: an authorizer with no opinion, or one

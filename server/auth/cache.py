@@ -3,8 +3,10 @@
 TokenReviews and SubjectAccessReviews are round trips to the API server that would otherwise be
 made on every call; a busy caller asks the same question over and over. Concurrent misses for
 one key share a single review (so a burst of calls from a new caller costs one review, not one
-per call), failures to get an answer are not cached, and the number of entries is bounded so
-that a flood of distinct tokens cannot grow memory without limit.
+per call), answers are cached whether they allow or refuse (each for its own time), failures
+to get an answer are not cached, and the number of entries is bounded so that a flood of
+distinct tokens cannot grow memory without limit (what bounds the reviews such a flood costs
+is server.auth.tokens').
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class ReviewCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def pending(self, key: K) -> bool:
+        """Whether a review for key is under way (a get() now would share it, not start one)."""
+        return key in self._pending
 
     def cached(self, key: K) -> V | None:
         """The answer for key if it is cached and current, without awaiting anything: the

@@ -7,18 +7,16 @@ to the exposer as plain data (server.exposer.Permissions). A caller allowed none
 types is refused here (Forbidden), before anything in the cluster is read.
 
 Identity, the first that applies (see the README):
-  1. a client certificate verified against --client-ca-file: its SPIFFE ID, else CN and O;
+  1. a client certificate verified against --client-ca-file: its SPIFFE ID if it has one,
+     else its (last) CN and O values, as kube-apiserver reads it (server.auth.identity);
   2. `authorization: Bearer <token>` metadata over TLS, checked with a TokenReview;
-  3. with --trust-forwarded-client-cert, the SPIFFE URI of x-forwarded-client-cert, from a
-     loopback peer (the mesh sidecar in our pod) only.
+  3. on the --mesh-listen Unix socket only, the SPIFFE URI of x-forwarded-client-cert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import urllib.parse
 from collections.abc import Collection
 from typing import Any
 
@@ -39,7 +37,7 @@ from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 from server.exposer import Permissions
 from server.kube import Kube
-from server.lifecycle import Grant, Grants
+from server.lifecycle import Grant, Grants, RightsUnknown
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
@@ -54,7 +52,8 @@ class AccessControl:
         self._required = settings.mode is Authorization.RBAC
         self._tls = settings.tls
         self._mutual = settings.client_ca_file is not None
-        self._trust_forwarded = settings.trust_forwarded_client_cert
+        self._mesh = settings.mesh_listen is not None
+        self._trust_domains = settings.spiffe_trust_domains
         self._audiences = settings.token_audiences
         self.tokens = TokenReviewer(kube, settings.token_audiences, max_ttl=settings.token_ttl)
         self.access = AccessReviewer(
@@ -88,11 +87,12 @@ class AccessControl:
             # Nothing is decided by identity: name the caller in the log if it is easy.
             try:
                 pems = list(auth.get("x509_pem_cert", ()))
-                return (_certificate_caller(pems[0]) if pems else None) or ANONYMOUS
+                caller = _certificate_caller(pems[0], self._trust_domains) if pems else None
+                return caller or ANONYMOUS
             except IdentityError:
                 return ANONYMOUS
         for pem in list(auth.get("x509_pem_cert", ()))[:1]:
-            caller = _certificate_caller(pem)
+            caller = _certificate_caller(pem, self._trust_domains)
             if caller is not None:
                 return caller
         metadata = context.invocation_metadata() or ()
@@ -109,26 +109,38 @@ class AccessControl:
                     "authorization metadata must be 'Bearer <token>' (the scheme Bearer, a "
                     "space, then the token); what was sent has another scheme or none"
                 )
-            return await self.tokens.review(token.strip())
-        if self._trust_forwarded:
+            return await self.tokens.review(token.strip(), context.peer())
+        from_mesh = self._mesh and _is_mesh_peer(context.peer())
+        if from_mesh:
             forwarded = [_text(value) for key, value in metadata if key == FORWARDED_CLIENT_CERT]
-            if forwarded and _is_loopback_peer(context.peer()):
-                return _forwarded_caller(",".join(forwarded))
-        raise Unauthenticated(self._expected(token_refused=bool(tokens) and not encrypted))
+            if forwarded:
+                return _forwarded_caller(",".join(forwarded), self._trust_domains)
+        raise Unauthenticated(
+            self._expected(token_refused=bool(tokens) and not encrypted, from_mesh=from_mesh)
+        )
 
-    def _expected(self, *, token_refused: bool) -> str:
+    def _expected(self, *, token_refused: bool, from_mesh: bool) -> str:
+        """What this listener would have believed: the header on the mesh socket, a
+        certificate or token on TLS, and on a plaintext TCP port nothing at all."""
         ways = []
-        if self._mutual:
-            ways.append("a client certificate from the client CA (a SPIFFE ID, or CN and O)")
-        if self._tls:
-            audiences = ", ".join(self._audiences)
-            ways.append(
-                f"'authorization: Bearer <token>' metadata with a Kubernetes token for "
-                f"audience {audiences}"
+        if from_mesh:
+            ways.append("an x-forwarded-client-cert header (the mesh sidecar's)")
+        else:
+            if self._mutual:
+                ways.append("a client certificate from the client CA (a SPIFFE ID, or CN and O)")
+            if self._tls:
+                audiences = ", ".join(self._audiences)
+                ways.append(
+                    f"'authorization: Bearer <token>' metadata with a Kubernetes token for "
+                    f"audience {audiences}"
+                )
+        if ways:
+            message = "this server needs to know who is calling: send " + ", or ".join(ways)
+        else:
+            message = (
+                "this server needs to know who is calling, and this port (plaintext) cannot "
+                "tell: call it through the mesh"
             )
-        if self._trust_forwarded:
-            ways.append("an x-forwarded-client-cert header from the mesh sidecar (loopback)")
-        message = "this server needs to know who is calling: send " + ", or ".join(ways)
         if token_refused:
             message += "; a bearer token was sent over plaintext and ignored (TLS only)"
         return message
@@ -169,32 +181,19 @@ class AccessControl:
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
     ) -> Grants | None:
         """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
-        manage what create made); None when authorization is off.
+        manage what create made); None when authorization is off. The answer can ask more
+        pairs later (Grants.ask), through the same cache.
 
         Raises Forbidden when the caller may do none of it, and AuthUnavailable when the API
         server could not be asked.
         """
         if not self._required:
             return None
-        verbs = sorted({verb for verb, _ in wanted})
         try:
-            by_verb = await asyncio.gather(
-                *(
-                    self.access.decide(
-                        caller, namespace, deployment, {t for v, t in wanted if v == verb}, verb
-                    )
-                    for verb in verbs
-                )
-            )
+            denied = await self._denials(caller, namespace, deployment, wanted)
         except AuthError:
             AUTHORIZATIONS.labels("error").inc()
             raise
-        denied = {
-            (verb, type_): f"{caller.user} may not {permission(type_, namespace, deployment, verb)}"
-            for verb, decisions in zip(verbs, by_verb, strict=True)
-            for type_, decision in decisions.items()
-            if not decision.allowed
-        }
         if wanted and len(denied) == len(set(wanted)):
             AUTHORIZATIONS.labels("denied").inc()
             raise Forbidden(
@@ -202,29 +201,61 @@ class AccessControl:
                 + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return Grants(denied=denied)
+        return Grants(
+            denied=denied,
+            decided=frozenset(wanted),
+            ask=functools.partial(self._ask, caller, namespace, deployment),
+        )
+
+    async def _ask(
+        self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
+    ) -> dict[Grant, str]:
+        try:
+            return await self._denials(caller, namespace, deployment, wanted)
+        except AuthError as error:
+            raise RightsUnknown(str(error)) from error
+
+    async def _denials(
+        self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
+    ) -> dict[Grant, str]:
+        """The permission the caller lacks, in words, for each pair of wanted it may not do."""
+        verbs = sorted({verb for verb, _ in wanted})
+        by_verb = await asyncio.gather(
+            *(
+                self.access.decide(
+                    caller, namespace, deployment, {t for v, t in wanted if v == verb}, verb
+                )
+                for verb in verbs
+            )
+        )
+        return {
+            (verb, type_): f"{caller.user} may not {permission(type_, namespace, deployment, verb)}"
+            for verb, decisions in zip(verbs, by_verb, strict=True)
+            for type_, decision in decisions.items()
+            if not decision.allowed
+        }
 
 
 @functools.lru_cache(maxsize=1024)
-def _certificate_caller(pem: bytes) -> Caller | None:
+def _certificate_caller(pem: bytes, trust_domains: tuple[str, ...]) -> Caller | None:
     """Parsing a certificate costs more than a whole cached authorization: callers reuse
-    theirs across calls, so remember the last few hundred."""
-    return from_certificate(pem)
+    theirs across calls, so remember the last few hundred (refusals are not remembered)."""
+    return from_certificate(pem, trust_domains)
 
 
-def _forwarded_caller(header: str) -> Caller:
+def _forwarded_caller(header: str, trust_domains: tuple[str, ...]) -> Caller:
+    """The caller the sidecar's header names; IdentityError or Unauthenticated if none."""
     if len(header) > MAX_FORWARDED_BYTES:
         raise Unauthenticated(
             f"x-forwarded-client-cert is {len(header)} bytes, more than {MAX_FORWARDED_BYTES}"
         )
     uri = forwarded_client_uri(header)
-    caller = from_spiffe_id(uri, Method.FORWARDED) if uri else None
-    if caller is None:
+    if uri is None:
         raise Unauthenticated(
-            f"x-forwarded-client-cert names no Kubernetes SPIFFE ID "
-            f"(spiffe://<trust-domain>/ns/<namespace>/sa/<name>): URI={uri!r}"
+            "x-forwarded-client-cert names no client URI: the sidecar verified no client "
+            "certificate with a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<name>)"
         )
-    return caller
+    return from_spiffe_id(uri, Method.FORWARDED, trust_domains)
 
 
 def _tls(auth: dict[str, list[bytes]] | Any) -> bool:
@@ -235,16 +266,10 @@ def _text(value: str | bytes) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def _is_loopback_peer(peer: str) -> bool:
-    """Whether a gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000") is loopback."""
-    kind, _, address = urllib.parse.unquote(peer).partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return False
-    host = address.rsplit(":", 1)[0].strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+def _is_mesh_peer(peer: str) -> bool:
+    """Whether a call came in over a Unix socket: gRPC names such a peer "unix:" and then the
+    client's address (empty for the unbound client sockets Envoy uses), and TCP peers always
+    "ipv4:" or "ipv6:". The server's only Unix socket is --mesh-listen (--listen is always
+    HOST:PORT), so this is the mesh listener, and nothing that reaches a TCP port can pass.
+    """
+    return peer.startswith("unix:")

@@ -1,18 +1,30 @@
 """Who is calling, as Kubernetes names users: pure parsing of certificates and XFCC headers.
 
-A caller is a user name and its groups, exactly what a SubjectAccessReview asks about. The
-rules follow kube-apiserver's, so that a RoleBinding means the same thing to k8sailor as to the
-cluster: a client certificate's subject CN is the user and its O values are the groups; a SPIFFE
-ID of the Kubernetes shape (``spiffe://<trust-domain>/ns/<ns>/sa/<sa>``, as Istio and SPIRE issue
-them) is that namespace's ServiceAccount; and every authenticated caller is also in
-``system:authenticated``, as the API server's own authenticator adds it.
+A caller is a user name and its groups, exactly what a SubjectAccessReview asks about. A client
+certificate is read as kube-apiserver's x509 authenticator reads it, so that a RoleBinding
+means the same thing to k8sailor as to the cluster: the user is the subject's CommonName, and
+where the subject has several CN attributes that is the LAST one (Go's crypto/x509 keeps
+overwriting Subject.CommonName as it walks the RDN sequence); the groups are its Organization
+values, in order. Every authenticated caller is also in ``system:authenticated``, as the API
+server's own authenticator adds it.
+
+kube-apiserver knows no SPIFFE IDs; meshes (Istio, SPIRE, cert-manager's csi-driver-spiffe)
+name workloads with them instead of a subject. A SPIFFE ID of the Kubernetes shape
+(``spiffe://<trust-domain>/ns/<ns>/sa/<sa>``) from a trust domain this server was told to
+believe (--spiffe-trust-domain) is that namespace's ServiceAccount. The two never mix, so that
+neither can quietly stand in for the other:
+
+- a certificate with a ``spiffe:`` URI SAN is read by that SAN alone: a trusted Kubernetes
+  SPIFFE ID is the ServiceAccount (its subject is not read), anything else there (another trust
+  domain, another shape, two SPIFFE IDs) is refused, never passed on to the CN;
+- a certificate without one is read by its subject, as kube-apiserver reads it.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -56,8 +68,31 @@ class IdentityError(ValueError):
     """What was presented cannot name a caller; the message says why."""
 
 
-# The path of a Kubernetes SPIFFE ID; the trust domain is whatever the client CA vouches for.
+DEFAULT_TRUST_DOMAIN = "cluster.local"  # Istio's default, and Kubernetes' default cluster domain
+
+# A Kubernetes SPIFFE ID's path; the names in it are checked as Kubernetes names below.
 _SPIFFE_PATH = re.compile(r"/ns/([^/]+)/sa/([^/]+)")
+# The SPIFFE ID standard's trust domain name: lowercase letters, digits, ".", "-" and "_".
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
+_SPIFFE_SCHEME = "spiffe://"
+
+
+def trust_domain_problem(name: str) -> str | None:
+    """Why name cannot be a SPIFFE trust domain, or None."""
+    if not name:
+        return "a trust domain is empty"
+    if not _TRUST_DOMAIN.fullmatch(name):
+        return (
+            f"{name!r} is not a SPIFFE trust domain name (lowercase letters, digits, '.', '-' "
+            "and '_' only, e.g. cluster.local)"
+        )
+    return None
+
+
+def is_spiffe_uri(uri: str) -> bool:
+    """Whether uri claims to be a SPIFFE ID: its scheme is spiffe, in any case (an ID of the
+    wrong case is then refused as malformed rather than read as some other kind of URI)."""
+    return uri[:7].lower() == "spiffe:"
 
 
 def service_account(namespace: str, name: str, method: Method) -> Caller:
@@ -73,20 +108,30 @@ def service_account(namespace: str, name: str, method: Method) -> Caller:
     )
 
 
-def from_spiffe_id(uri: str, method: Method) -> Caller | None:
-    """The ServiceAccount a SPIFFE ID of the Kubernetes shape names, or None for another shape.
+def from_spiffe_id(uri: str, method: Method, trust_domains: Collection[str]) -> Caller:
+    """The ServiceAccount a SPIFFE ID names, or IdentityError saying why it names none.
 
-    Raises IdentityError for an ID of the right shape whose names Kubernetes could not have.
+    Only IDs from trust_domains are believed: a mesh's CA vouches for the IDs of its own trust
+    domain, and one that also signs for another (federation, a shared root) must not make
+    that domain's workloads ServiceAccounts of this cluster.
     """
-    if not uri.startswith("spiffe://"):
-        return None
-    rest = uri[len("spiffe://") :]
-    domain, slash, path = rest.partition("/")
-    if not domain or not slash:
-        return None
-    match = _SPIFFE_PATH.fullmatch("/" + path)
+    if not uri.startswith(_SPIFFE_SCHEME):
+        raise IdentityError(f"{uri!r} is not a SPIFFE ID: it must start with {_SPIFFE_SCHEME}")
+    domain, slash, path = uri[len(_SPIFFE_SCHEME) :].partition("/")
+    problem = trust_domain_problem(domain)
+    if problem is not None:
+        raise IdentityError(f"SPIFFE ID {uri!r}: {problem}")
+    if domain not in trust_domains:
+        raise IdentityError(
+            f"SPIFFE ID {uri!r} is from trust domain {domain!r}, which this server does not "
+            f"believe (it believes {', '.join(sorted(trust_domains))}: --spiffe-trust-domain)"
+        )
+    match = _SPIFFE_PATH.fullmatch(slash + path)
     if match is None:
-        return None
+        raise IdentityError(
+            f"SPIFFE ID {uri!r} names no Kubernetes ServiceAccount: the path must be "
+            "/ns/<namespace>/sa/<name>"
+        )
     namespace, name = match.groups()
     problem = dns1123_label_problem(namespace)
     if problem is not None:
@@ -97,10 +142,12 @@ def from_spiffe_id(uri: str, method: Method) -> Caller | None:
     return service_account(namespace, name, method)
 
 
-def from_certificate(pem: bytes) -> Caller | None:
-    """The caller a verified client certificate names, or None when it names nobody.
+def from_certificate(pem: bytes, trust_domains: Collection[str]) -> Caller | None:
+    """The caller a verified client certificate names, or None when it names nobody (no
+    SPIFFE ID, and no CN: kube-apiserver then goes on to the next authenticator too).
 
     The TLS layer has already checked the chain against --client-ca-file; this only reads it.
+    Raises IdentityError for a SPIFFE ID that is not believed (see the module docstring).
     """
     try:
         certificate = x509.load_pem_x509_certificate(pem)
@@ -111,28 +158,28 @@ def from_certificate(pem: bytes) -> Caller | None:
         uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         uris = []
-    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
+    spiffe = [uri for uri in uris if is_spiffe_uri(uri)]
     if len(spiffe) > 1:
         raise IdentityError(
             f"the client certificate carries {len(spiffe)} SPIFFE IDs ({', '.join(spiffe)}); "
             "an SVID has exactly one"
         )
     if spiffe:
-        caller = from_spiffe_id(spiffe[0], Method.SPIFFE)
-        if caller is not None:
-            return caller
+        return from_spiffe_id(spiffe[0], Method.SPIFFE, trust_domains)
     names = [
         _text(value.value)
         for value in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     ]
-    if not names or not names[0]:
+    # The last CN, as Go's pkix.Name.FillFromRDNSequence leaves Subject.CommonName; an empty
+    # one names nobody, as in kube-apiserver's CommonNameUserConversion.
+    if not names or not names[-1]:
         return None
     organizations = [
         _text(value.value)
         for value in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     ]
     groups = tuple(dict.fromkeys([*organizations, AUTHENTICATED_GROUP]))
-    return Caller(user=names[0], groups=groups, method=Method.CERTIFICATE)
+    return Caller(user=names[-1], groups=groups, method=Method.CERTIFICATE)
 
 
 def _text(value: str | bytes) -> str:

@@ -30,6 +30,9 @@ The modules, each importing only those above it:
 - :mod:`.names`: name checks as the apiserver does them (DNS labels and subdomains, IANA service
   names, app protocols).
 - :mod:`.ports`: checks of one port and of the ports of one rule together; Service port names.
+- :mod:`.targets`: where an ExternalName may point: no IP address, nothing of the node or its
+  link, nothing inside the cluster, unless the operator allows a suffix
+  (:class:`ExternalNamePolicy`).
 - :mod:`.grammar`: the general text parser (the reference), its syntax errors, :func:`locate`.
 - :mod:`.text`: :func:`parse_rule`, a fast path for the common spellings before the grammar.
 - :mod:`.specs`: :func:`check_rule`, the same checks for rules built from structured specs;
@@ -61,15 +64,26 @@ from server.rules.names import (
 )
 from server.rules.ports import port_names
 from server.rules.specs import check_rule, parse_any
+from server.rules.targets import (
+    DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_EXTERNAL_NAMES,
+    ExternalNamePolicy,
+    domain_problem,
+    external_target_problem,
+    normalized_domain,
+)
 from server.rules.text import parse_rule
 
 __all__ = [
+    "DEFAULT_CLUSTER_DOMAIN",
+    "DEFAULT_EXTERNAL_NAMES",
     "DEFAULT_NODE_PORTS",
     "KUBE_SERVICE_TYPE",
     "MAX_PORTS",
     "MAX_RULE_LENGTH",
     "NAME_SUFFIX",
     "TYPE_PREFIX",
+    "ExternalNamePolicy",
     "NodePortRange",
     "PortRule",
     "Protocol",
@@ -80,7 +94,10 @@ __all__ = [
     "dns1035_label_problem",
     "dns1123_label_problem",
     "dns1123_subdomain_problem",
+    "domain_problem",
+    "external_target_problem",
     "locate",
+    "normalized_domain",
     "parse_any",
     "parse_rule",
     "port_names",

@@ -35,6 +35,11 @@ from server.rules.names import (
     dns1035_label_problem,
 )
 from server.rules.ports import _port_names_problem, _port_problem, _PortSet, _Problem
+from server.rules.targets import (
+    DEFAULT_EXTERNAL_NAMES,
+    ExternalNamePolicy,
+    external_target_problem,
+)
 
 # A token is anything but whitespace and the characters that structure a rule. Tokens are
 # read loosely and then checked one by one, so that errors can say what is wrong with them.
@@ -107,7 +112,12 @@ def _number(token: str) -> int | None:
 # The general parser.
 
 
-def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceRule:
+def _parse_general(
+    text: str,
+    index: int,
+    node_ports: NodePortRange,
+    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES,
+) -> ServiceRule:
     """Any text rule the grammar allows, with or without whitespace, as a checked rule; for
     anything else a RuleError at the column of the first token that does not fit."""
     n = len(text)
@@ -137,7 +147,7 @@ def _parse_general(text: str, index: int, node_ports: NodePortRange) -> ServiceR
                 "a rule has one type, so at most one prefix",
             )
         if rtype is _EXTERNAL_NAME:
-            return _parse_external_name(text, pos, prefix_at, index, name)
+            return _parse_external_name(text, pos, prefix_at, index, name, external_names)
         if pos == n:
             raise _text_error(
                 index, text, prefix_at, f"nothing follows '{text[prefix_at]}'; expected a port"
@@ -278,7 +288,12 @@ _HOST_STRUCTURE_RE: Final = re.compile(r"[:,/\s]")
 
 
 def _parse_external_name(
-    text: str, pos: int, prefix_at: int, index: int, name: str | None
+    text: str,
+    pos: int,
+    prefix_at: int,
+    index: int,
+    name: str | None,
+    policy: ExternalNamePolicy,
 ) -> ServiceRule:
     host = text[pos:].rstrip()
     if not host:
@@ -288,6 +303,11 @@ def _parse_external_name(
             prefix_at,
             "nothing follows '@'; expected a host name such as db.example.com",
         )
+    # Before the syntax: "[::1]" is an address rather than a host with a port, and LOCALHOST
+    # a loopback name rather than one in the wrong case.
+    refused = external_target_problem(host, policy)
+    if refused is not None:
+        raise _text_error(index, text, pos, refused)
     bad = _HOST_STRUCTURE_RE.search(host)
     if bad is not None:
         ch = bad[0]

@@ -31,11 +31,19 @@ from server.rules.names import (
     dns1035_label_problem,
 )
 from server.rules.ports import _port_names_problem, _port_problem, _PortSet, _Problem
+from server.rules.targets import (
+    DEFAULT_EXTERNAL_NAMES,
+    ExternalNamePolicy,
+    external_target_problem,
+)
 from server.rules.text import parse_rule
 
 
 def check_rule(
-    rule: ServiceRule, index: int, node_ports: NodePortRange = DEFAULT_NODE_PORTS
+    rule: ServiceRule,
+    index: int,
+    node_ports: NodePortRange = DEFAULT_NODE_PORTS,
+    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES,
 ) -> ServiceRule:
     """Validate a rule built from a structured spec, with the same checks as text rules.
 
@@ -66,7 +74,9 @@ def check_rule(
             raise fail("external_name", "an ExternalName rule needs a host name")
         if not isinstance(rule.external_name, str):
             raise fail("external_name", "the external name must be a string")
-        problem = _external_name_problem(rule.external_name)
+        problem = external_target_problem(
+            rule.external_name, external_names
+        ) or _external_name_problem(rule.external_name)
         if problem is not None:
             raise fail("external_name", problem)
         return rule
@@ -142,16 +152,19 @@ def _safe_canonical(rule: ServiceRule) -> str:
 
 
 def parse_any(
-    rule: str | ServiceRule | RuleError, index: int, node_ports: NodePortRange
+    rule: str | ServiceRule | RuleError,
+    index: int,
+    node_ports: NodePortRange,
+    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES,
 ) -> ServiceRule | RuleError:
     """Any way a rule arrives, parsed or checked: text through parse_rule, a structured rule
     through check_rule, and a RuleError (a spec that could not even become a rule) as it is.
     Returns the RuleError instead of raising it, so one bad rule never stops the others."""
     try:
         if isinstance(rule, str):
-            return parse_rule(rule, index, node_ports)
+            return parse_rule(rule, index, node_ports, external_names)
         if isinstance(rule, ServiceRule):
-            return check_rule(rule, index, node_ports)
+            return check_rule(rule, index, node_ports, external_names)
     except RuleError as error:
         return error
     return rule

@@ -35,6 +35,11 @@ from server.rules.model import (
     _noting_canonical,
 )
 from server.rules.names import _DNS1123_SUBDOMAIN_RE, _IANA_RE
+from server.rules.targets import (
+    DEFAULT_EXTERNAL_NAMES,
+    ExternalNamePolicy,
+    external_target_problem,
+)
 
 # The common shapes, written without spaces: [name=][#!^]PORT[:TARGET][/proto[/app]] and
 # [name=][!^]NODE:PORT:TARGET[...], numbers without leading zeros. Tokens are matched loosely
@@ -55,11 +60,16 @@ _FAST_TYPE: Final[dict[str, ServiceType]] = {"": _CLUSTER_IP, **_PREFIX_TYPE}
 
 
 def parse_rule(
-    text: str, index: int, node_ports: NodePortRange = DEFAULT_NODE_PORTS
+    text: str,
+    index: int,
+    node_ports: NodePortRange = DEFAULT_NODE_PORTS,
+    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES,
 ) -> ServiceRule:
     """Parse one text rule into a validated :class:`ServiceRule`, or raise :class:`RuleError`.
 
     ``index`` is the rule's position in the request; it only appears in errors.
+    ``node_ports`` and ``external_names`` are what the server knows of the cluster and what
+    its operator allows (the defaults: Kubernetes' own, nothing extra).
     """
     if len(text) > _SHORT:
         _check_size(text, index)
@@ -82,11 +92,15 @@ def parse_rule(
             return several
     elif "@" in text:
         m = _FAST_EXTERNAL_RE.fullmatch(text)
-        if m is not None and _DNS1123_SUBDOMAIN_RE.fullmatch(m[2]):
+        if (
+            m is not None
+            and _DNS1123_SUBDOMAIN_RE.fullmatch(m[2])
+            and external_target_problem(m[2], external_names) is None
+        ):
             name = m[1]
             if name is None or name[-1] != "-":
                 return _noting_canonical(ServiceRule(_EXTERNAL_NAME, (), name, m[2]), text)
-    return _parse_general(text, index, node_ports)
+    return _parse_general(text, index, node_ports, external_names)
 
 
 # Below this length a rule can break neither limit: MAX_PORTS ports take two characters each.

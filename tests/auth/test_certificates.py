@@ -177,3 +177,65 @@ async def test_only_invalid_rules_under_authorization_do_not_reveal_the_deployme
     assert (outcome, reason) == (Outcome.INVALID, "RuleInvalid")
     assert "99999" in error
     assert missing == results
+
+
+async def test_of_several_cns_the_last_is_the_user_as_kube_apiserver_reads_it(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient, caller_roles: list[str]
+) -> None:
+    # RBAC grants alice. Go's crypto/x509 (and so kube-apiserver) takes the last CN.
+    subject = {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}
+    await bind(api_client, teams.a, "k8sailor-expose-internal", subject)
+    last_alice = pki.ca.issue(common_name="mallory", more_common_names=("alice",))
+    first_alice = pki.ca.issue(common_name="alice", more_common_names=("mallory",))
+
+    async with serve(mtls(pki)) as target:
+        as_alice = await expose(target, pki, last_alice, teams.a, ["80:8080"])
+        with pytest.raises(RequestFailed) as raised:
+            await expose(target, pki, first_alice, teams.a, ["81:8080"])
+
+    assert as_alice["80:8080"][0] is Outcome.CREATED
+    assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details.startswith("mallory may create none")
+
+
+async def test_a_spiffe_id_from_another_trust_domain_is_refused_whatever_the_cn(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient, caller_roles: list[str]
+) -> None:
+    # alice may expose here, but a spiffe: URI SAN is read alone: not passed on to the CN.
+    subject = {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}
+    await bind(api_client, teams.a, "k8sailor-expose-internal", subject)
+    stranger = pki.ca.issue(
+        common_name="alice", uris=(f"spiffe://other.example/ns/{teams.a}/sa/deployer",)
+    )
+
+    async with serve(mtls(pki)) as target:
+        with pytest.raises(RequestFailed) as raised:
+            await expose(target, pki, stranger, teams.a, ["80:8080"])
+
+    assert raised.value.code is grpc.StatusCode.UNAUTHENTICATED
+    assert raised.value.details == (
+        f"SPIFFE ID 'spiffe://other.example/ns/{teams.a}/sa/deployer' is from trust domain "
+        "'other.example', which this server does not believe (it believes cluster.local: "
+        "--spiffe-trust-domain)"
+    )
+    assert await service_names(api_client, teams.a) == set()
+
+
+async def test_every_trust_domain_of_the_repeated_flag_is_believed(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient, caller_roles: list[str]
+) -> None:
+    await bind(api_client, teams.a, "k8sailor-expose-internal",
+               service_account_subject(teams.a, "deployer"))  # fmt: skip
+    domains = ("cluster.local", "east.example")
+    svids = [
+        pki.ca.issue(uris=(f"spiffe://{domain}/ns/{teams.a}/sa/deployer",)) for domain in domains
+    ]
+
+    async with serve(mtls(pki, spiffe_trust_domains=domains)) as target:
+        results = [await expose(target, pki, svid, teams.a, ["80:8080"]) for svid in svids]
+
+    # Both authorized as the same ServiceAccount: the second finds the first one's Service.
+    assert [outcome for result in results for outcome, _, _ in result.values()] == [
+        Outcome.CREATED,
+        Outcome.UNCHANGED,
+    ]

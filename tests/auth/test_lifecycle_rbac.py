@@ -91,15 +91,18 @@ async def test_each_verb_is_decided_per_service_type(
         gone = await deleted(k8sailor, teams.a, all=True)
 
     assert made["web"][0] is Outcome.CREATED
+    # Neither create nor update: refused before the Service is read, naming both.
     assert made["web-nodeport"] == (
         Outcome.DENIED,
         f"carol may not create services/nodeport in API group k8sailor.io in namespace "
-        f'"{teams.a}" (resourceName "web")',
+        f'"{teams.a}" (resourceName "web"); carol may not update services/nodeport in API '
+        f'group k8sailor.io in namespace "{teams.a}" (resourceName "web")',
     )
     assert changed["web"][0] is Outcome.UPDATED, changed
     outcome, error = changed["web-headless"]
     assert outcome is Outcome.DENIED
-    assert error.startswith("carol may not update services/headless")
+    assert error.startswith("carol may not create services/headless")
+    assert "carol may not update services/headless" in error
     assert [(s.name, s.rule) for s in listed] == [("web", "80:http"), ("web-headless", "#80:8080")]
     assert gone["web"][0] is Outcome.DELETED
     assert gone["web-headless"][0] is Outcome.DENIED
@@ -146,3 +149,81 @@ async def test_a_caller_with_no_right_is_refused_before_anything_is_read(
     assert all(details.startswith("dave may do none of") for _, details in refusals), refusals
     assert "delete services/clusterip" in refusals[1][1]
     assert await service_names(api_client, teams.a) == {"web"}
+
+
+async def service_type(api_client: client.ApiClient, namespace: str, name: str) -> str:
+    service = await client.CoreV1Api(api_client).read_namespaced_service(name, namespace)
+    kind: str = service.spec.type
+    return kind
+
+
+async def test_a_type_change_needs_delete_on_the_old_type_not_only_rights_on_the_new(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient
+) -> None:
+    # frank may do anything with ClusterIP Services, nothing with LoadBalancers.
+    await grant(api_client, teams.a, "frank", {
+        "clusterip": ["create", "update", "list", "delete"],
+    })  # fmt: skip
+    frank = pki.ca.issue(common_name="frank")
+    async with k8sailor_over(api_client) as admin:
+        assert (await applied(admin, teams.a, "web=^80:8080"))["web"][0] is Outcome.CREATED
+
+    async with serve(mtls(pki)) as target, as_caller(target, pki, frank) as k8sailor:
+        demoted = await applied(k8sailor, teams.a, "80:8080")
+        dry = await applied(k8sailor, teams.a, "80:8080", dry_run=True)
+
+    outcome, error = demoted["web"]
+    assert outcome is Outcome.DENIED
+    assert error.startswith(
+        'Service "web" is of type LoadBalancer and the rule makes it ClusterIP: a change of type '
+        "needs the rights to delete the one and create the other; frank may not delete "
+        "services/loadbalancer in API group k8sailor.io"
+    ), error
+    assert "create services/clusterip" not in error  # frank may: only what is missing
+    assert dry["web"] == demoted["web"]
+    assert await service_type(api_client, teams.a, "web") == "LoadBalancer"
+
+
+async def test_update_on_the_new_type_does_not_promote_a_service_to_it(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient
+) -> None:
+    # grace may create ClusterIP Services and update LoadBalancers, but not create one.
+    await grant(api_client, teams.a, "grace", {
+        "clusterip": ["create"],
+        "loadbalancer": ["update"],
+    })  # fmt: skip
+    grace = pki.ca.issue(common_name="grace")
+
+    async with serve(mtls(pki)) as target, as_caller(target, pki, grace) as k8sailor:
+        made = await applied(k8sailor, teams.a, "80:8080")
+        promoted = await applied(k8sailor, teams.a, "web=^80:8080")
+
+    assert made["web"][0] is Outcome.CREATED
+    outcome, error = promoted["web"]
+    assert outcome is Outcome.DENIED
+    missing = error.partition("the other; ")[2].split("; ")
+    assert [m.split(" in API group")[0] for m in missing] == [
+        "grace may not create services/loadbalancer",
+        "grace may not delete services/clusterip",
+    ], error
+    assert await service_type(api_client, teams.a, "web") == "ClusterIP"
+
+
+async def test_delete_on_the_old_type_and_create_on_the_new_are_enough_for_a_type_change(
+    serve: Serve, pki: Pki, teams: Teams, api_client: client.ApiClient
+) -> None:
+    # heidi could delete the ClusterIP and create the LoadBalancer herself: she may change
+    # one into the other in place, with no update right at all.
+    await grant(api_client, teams.a, "heidi", {
+        "clusterip": ["create", "delete"],
+        "loadbalancer": ["create"],
+    })  # fmt: skip
+    heidi = pki.ca.issue(common_name="heidi")
+
+    async with serve(mtls(pki)) as target, as_caller(target, pki, heidi) as k8sailor:
+        made = await applied(k8sailor, teams.a, "80:8080")
+        promoted = await applied(k8sailor, teams.a, "web=^80:8080")
+
+    assert made["web"][0] is Outcome.CREATED
+    assert promoted["web"][0] is Outcome.UPDATED, promoted
+    assert await service_type(api_client, teams.a, "web") == "LoadBalancer"

@@ -3,6 +3,7 @@ server's TokenReview for the audience k8sailor, then authorized by RBAC like any
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -17,7 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kubernetes_asyncio import client
 
 from client import Outcome, RequestFailed, connect
+from k8sailor.v1 import exposure_pb2 as pb
+from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server.app import ServerConfig, serving
+from server.auth.tokens import ReviewBounds
 from tests.auth.conftest import (
     Pki,
     Serve,
@@ -31,6 +35,7 @@ from tests.auth.conftest import (
 )
 from tests.conftest import Cluster
 from tests.controlplane import free_port
+from tests.faults.observers import RecordingObserver
 
 
 async def expose_with_token(
@@ -226,7 +231,8 @@ async def test_a_token_that_cannot_be_reviewed_is_unavailable_not_unauthenticate
     pki: Pki, tmp_path: Path
 ) -> None:
     # An API server that is not there: nothing can be decided, and the caller should retry.
-    configuration = client.Configuration(host=f"https://127.0.0.1:{free_port()}")
+    port = free_port()
+    configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
     token_file = tmp_path / "token"
     token_file.write_text("some-token")
     async with (
@@ -237,4 +243,54 @@ async def test_a_token_that_cannot_be_reviewed_is_unavailable_not_unauthenticate
         failure = await refused(target, pki, token_file, "default")
 
     assert failure.code is grpc.StatusCode.UNAVAILABLE
-    assert failure.details.startswith("the token could not be reviewed: ")
+    # Why, in one word; never the API server's address to a caller who proved nothing.
+    assert failure.details == (
+        "the token could not be reviewed: the API server did not answer the review "
+        "(Unreachable); try again"
+    )
+    assert str(port) not in failure.details
+
+
+async def test_a_flood_of_random_tokens_costs_a_few_reviews_and_lets_others_in(
+    api_client: client.ApiClient,
+    pki: Pki,
+    teams: Teams,
+    deployer: str,
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(await request_token(api_client, teams.a, "deployer", ["k8sailor"]))
+    observer = RecordingObserver()
+    config = ServerConfig(listen="127.0.0.1:0", auth=tls(pki))
+    request = pb.CreateServicesRequest(
+        namespace=teams.a, deployment="web", rules=[pb.Rule(raw="80:8080")]
+    )
+
+    async with serving(api_client, config, grace=0.5, observer=observer) as running:
+        target = f"127.0.0.1:{running.port}"
+        credentials = grpc.ssl_channel_credentials(pki.ca.pem)
+        async with grpc.aio.secure_channel(target, credentials) as flooding:
+            stub = pb_grpc.ExposureServiceStub(flooding)
+
+            async def random_token() -> grpc.StatusCode:
+                token = f"flood-{uuid.uuid4().hex}"
+                call = stub.CreateServices(
+                    request, metadata=[("authorization", f"Bearer {token}")], timeout=30
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    async for _ in call:
+                        pass
+                return raised.value.code()
+
+            # One connection: a hundred at once, then a hundred one after another.
+            at_once = await asyncio.gather(*(random_token() for _ in range(100)))
+            one_by_one = [await random_token() for _ in range(100)]
+            # Meanwhile on a connection of its own, a caller with a good token.
+            created = await expose_with_token(target, pki, token_file, teams.a, ["80:8080"])
+
+    reviews = [call for call in observer.started if call[1] == "tokenreviews"]
+    assert len(reviews) == ReviewBounds().per_connection + 1
+    # UNAVAILABLE while the connection's eight were under review, UNAUTHENTICATED after.
+    assert set(at_once) <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE}
+    assert set(one_by_one) == {grpc.StatusCode.UNAUTHENTICATED}
+    assert created == {"80:8080": Outcome.CREATED}

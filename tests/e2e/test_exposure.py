@@ -221,8 +221,13 @@ async def test_an_unreachable_api_server_is_unavailable(
         client.ApiClient(configuration) as unreachable,
         k8sailor_over(unreachable) as c,
     ):
+        # A deadline, as callers send: an unreachable API server is tried again until it
+        # leaves no room (with none, for --max-retry-seconds).
         with pytest.raises(RequestFailed) as raised:
-            _ = [result async for result in c.create_services("web", ["80"], namespace=namespace)]
+            _ = [
+                result
+                async for result in c.create_services("web", ["80"], namespace=namespace, timeout=5)
+            ]
     assert raised.value.code is grpc.StatusCode.UNAVAILABLE
     assert "unreachable" in raised.value.details
 

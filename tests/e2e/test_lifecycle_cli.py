@@ -127,7 +127,7 @@ async def test_get_json_and_delete_of_a_missing_name_exits_1(
     lines = sorted(out.splitlines())
     assert lines[0] == "deleted            web-nodeport"
     assert lines[1].startswith("not found          nope  "), lines
-    assert '"nope" not found' in lines[1]
+    assert 'Deployment "web" has no Service "nope"' in lines[1]
 
 
 async def test_a_missing_deployment_and_a_wrong_delete_line_exit_2(

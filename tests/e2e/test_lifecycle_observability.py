@@ -93,7 +93,7 @@ async def test_apply_and_delete_count_their_rules_by_type_outcome_reason_and_met
     }
     assert outcomes(named) == {
         "web": "OUTCOME_DELETED",
-        "not-ours": "OUTCOME_CONFLICT",
+        "not-ours": "OUTCOME_NOT_FOUND",  # as a missing one: not the caller's to learn
         "nothing-here": "OUTCOME_NOT_FOUND",
     }
     assert outcomes(everything) == {}
@@ -111,8 +111,7 @@ async def test_apply_and_delete_count_their_rules_by_type_outcome_reason_and_met
         ("Headless", "DELETED", "", "ApplyServices"): 1,
         ("NodePort", "DELETED", "", "ApplyServices"): 1,
         ("ClusterIP", "DELETED", "", "DeleteServices"): 1,
-        ("ClusterIP", "CONFLICT", "NotOwned", "DeleteServices"): 1,
-        ("Unknown", "NOT_FOUND", "NotFound", "DeleteServices"): 1,
+        ("Unknown", "NOT_FOUND", "NotFound", "DeleteServices"): 2,
     }
     for (type_, outcome, reason, method), count in counts.items():
         labels = {"type": type_, "outcome": outcome, "reason": reason, "grpc_method": method}
@@ -182,7 +181,8 @@ async def test_apply_and_delete_make_a_span_per_rule_with_its_api_calls_under_it
     assert {span.context.trace_id for span in tree.spans} == {CALLER_TRACE_ID}
 
     # ApplyServices: the Deployment read under the call; under the valid rule's span its
-    # Service's read (404: not there yet) and the server-side apply (a PATCH); under the
+    # Service's read (404: not there yet), its create (a POST, which cannot adopt a Service
+    # made since the read) and the move of its fields to k8sailor's apply (a PATCH); under the
     # invalid rule's span, nothing.
     server = tree.server("ApplyServices")
     assert server.parent is not None
@@ -192,7 +192,7 @@ async def test_apply_and_delete_make_a_span_per_rule_with_its_api_calls_under_it
     assert set(rules) == {"web", ""}
     assert described(rules["web"]) == (0, "CREATED", "", "ClusterIP")
     assert described(rules[""]) == (1, "INVALID", "RuleInvalid", "")
-    assert [s.name for s in tree.children(rules["web"])] == ["GET", "PATCH"]
+    assert [s.name for s in tree.children(rules["web"])] == ["GET", "POST", "PATCH"]
     assert tree.children(rules[""]) == []
 
     # DeleteServices: a span per name, its index the name's position; each reads its Service,
@@ -210,8 +210,8 @@ async def test_apply_and_delete_make_a_span_per_rule_with_its_api_calls_under_it
     rule_spans = [s for s in tree.spans if s.name == "k8sailor.rule"]
     assert all(s.status.status_code is StatusCode.UNSET for s in rule_spans)
 
-    # Nothing else: two server spans, their Deployment reads, four rule spans, five calls.
-    assert len(tree.spans) == 2 + 2 + 4 + 5
+    # Nothing else: two server spans, their Deployment reads, four rule spans, six calls.
+    assert len(tree.spans) == 2 + 2 + 4 + 6
 
 
 async def test_a_call_that_fails_as_a_whole_makes_no_rule_spans(

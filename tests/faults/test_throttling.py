@@ -20,12 +20,11 @@ async def test_a_throttled_200_rule_request_creates_every_service(
     observer = RecordingObserver()
     rules = [f"s{index}=80:8088" for index in range(200)]
     # With the fixed limit, four times the 2 mutating calls the API server admits: throttled
-    # all the time, yet not so hard that a call is turned away ten times in a row by chance.
-    # At 32 in flight against 2 admitted, on a loaded 2-core machine, some calls were (seen in
-    # CI runs): what k8sailor then does (FAILED, reason TooManyRequests, after 10 attempts) is
-    # client-go's behaviour. The adaptive limit halves the calls in flight after 429s, but
-    # grows again while answers are fast: it is throttled too, less often (228 against 91
-    # 429s in one run).
+    # all the time, yet not so hard that a call is turned away for its whole retry window.
+    # (At 32 in flight against 2 admitted, on a loaded 2-core machine, some calls were turned
+    # away ten times in a row, when that was the most attempts a throttled call got.) The
+    # adaptive limit halves the calls in flight after 429s, but grows again while answers are
+    # fast: it is throttled too, less often (228 against 91 429s in one run).
     config = ServerConfig(listen="127.0.0.1:0", max_in_flight=8, concurrency_limit=limit)
     api = await load_api_client(str(throttled_kubeconfig), None, pool_size=8)
     async with api, k8sailor_over(api, observer, config) as k8sailor:

@@ -215,6 +215,11 @@ iana_names = st.from_regex(r"[a-z0-9]{1,5}(-[a-z0-9]{1,4}){0,2}", fullmatch=True
 subdomains = st.lists(
     st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True), min_size=1, max_size=4
 ).map(".".join)
+# ExternalName targets: labels under a top-level domain, since server.rules.targets refuses
+# names without a dot, numeric last labels and special-use or cluster domains.
+external_hosts = st.tuples(
+    subdomains, st.sampled_from(["com", "net", "io", "example", "xn--p1ai"])
+).map(".".join)
 app_protocols = st.sampled_from(
     [
         "http",
@@ -261,7 +266,7 @@ def service_rules(
     rtype = draw(types)
     name = draw(st.none() | dns1035_names)
     if rtype is ServiceType.EXTERNAL_NAME:
-        return ServiceRule(rtype, (), name, draw(subdomains))
+        return ServiceRule(rtype, (), name, draw(external_hosts))
     numbers = draw(st.lists(st.integers(1, 65535), min_size=1, max_size=max_numbers, unique=True))
     nodes = draw(
         st.lists(

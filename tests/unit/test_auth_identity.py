@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.auth.gate import _is_loopback_peer
+from server.auth.gate import _is_mesh_peer
 from server.auth.identity import (
     Caller,
     IdentityError,
@@ -16,42 +16,87 @@ from server.auth.identity import (
 from tests.pki import CertificateAuthority
 
 CA = CertificateAuthority("unit")
+TRUSTED = ("cluster.local",)
 
 
 def test_a_subject_cn_is_the_user_and_its_organizations_are_the_groups() -> None:
     pem = CA.issue(common_name="alice", organizations=("dev", "platform")).certificate
-    assert from_certificate(pem) == Caller(
+    assert from_certificate(pem, TRUSTED) == Caller(
         "alice", ("dev", "platform", "system:authenticated"), Method.CERTIFICATE
     )
 
 
-def test_a_kubernetes_spiffe_id_wins_over_the_subject() -> None:
+@pytest.mark.parametrize(
+    ("names", "user"),
+    [(("mallory", "alice"), "alice"), (("alice", "mallory"), "mallory"), (("x", "y", "z"), "z")],
+)
+def test_of_several_cns_the_last_is_the_user_as_kube_apiserver_reads_it(
+    names: tuple[str, ...], user: str
+) -> None:
+    # Go's pkix.Name.FillFromRDNSequence overwrites CommonName at every CN attribute, and
+    # kube-apiserver's x509 authenticator takes Subject.CommonName as the user.
+    pem = CA.issue(common_name=names[0], more_common_names=names[1:]).certificate
+    caller = from_certificate(pem, TRUSTED)
+    assert caller is not None
+    assert (caller.user, caller.method) == (user, Method.CERTIFICATE)
+
+
+def test_a_trusted_kubernetes_spiffe_id_is_the_service_account_whatever_the_subject() -> None:
     pem = CA.issue(
-        common_name="ignored", uris=("https://example.com/x", "spiffe://td.example/ns/web/sa/api")
+        common_name="alice",
+        organizations=("system:masters",),
+        uris=("https://example.com/x", "spiffe://cluster.local/ns/web/sa/api"),
     ).certificate
-    caller = from_certificate(pem)
-    assert caller == Caller(
+    assert from_certificate(pem, TRUSTED) == Caller(
         "system:serviceaccount:web:api",
         ("system:serviceaccounts", "system:serviceaccounts:web", "system:authenticated"),
         Method.SPIFFE,
     )
 
 
-def test_a_spiffe_id_of_another_shape_falls_back_to_the_subject() -> None:
-    pem = CA.issue(common_name="batch", uris=("spiffe://td.example/workload/batch",)).certificate
-    caller = from_certificate(pem)
-    assert caller is not None
-    assert (caller.user, caller.method) == ("batch", Method.CERTIFICATE)
+def test_a_spiffe_id_from_another_trust_domain_is_refused_not_read_as_the_cn() -> None:
+    pem = CA.issue(common_name="alice", uris=("spiffe://evil.example/ns/web/sa/api",)).certificate
+    with pytest.raises(IdentityError) as raised:
+        from_certificate(pem, TRUSTED)
+    assert str(raised.value) == (
+        "SPIFFE ID 'spiffe://evil.example/ns/web/sa/api' is from trust domain 'evil.example', "
+        "which this server does not believe (it believes cluster.local: --spiffe-trust-domain)"
+    )
+
+
+def test_every_trust_domain_given_is_believed() -> None:
+    domains = ("cluster.local", "east.example")
+    for uri in ("spiffe://cluster.local/ns/a/sa/b", "spiffe://east.example/ns/a/sa/b"):
+        pem = CA.issue(uris=(uri,)).certificate
+        caller = from_certificate(pem, domains)
+        assert caller is not None
+        assert caller.user == "system:serviceaccount:a:b"
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("spiffe://cluster.local/workload/batch", "names no Kubernetes ServiceAccount"),
+        ("SPIFFE://cluster.local/ns/a/sa/b", "is not a SPIFFE ID: it must start with spiffe://"),
+        ("spiffe://Cluster.Local/ns/a/sa/b", "'Cluster.Local' is not a SPIFFE trust domain"),
+    ],
+)
+def test_a_spiffe_uri_that_names_no_trusted_service_account_is_refused_not_skipped(
+    uri: str, problem: str
+) -> None:
+    pem = CA.issue(common_name="batch", uris=(uri,)).certificate
+    with pytest.raises(IdentityError, match=problem):
+        from_certificate(pem, TRUSTED)
 
 
 def test_a_certificate_with_neither_names_nobody() -> None:
-    assert from_certificate(CA.issue(organizations=("dev",)).certificate) is None
+    assert from_certificate(CA.issue(organizations=("dev",)).certificate, TRUSTED) is None
 
 
 def test_two_spiffe_ids_are_refused() -> None:
     pem = CA.issue(uris=("spiffe://a/ns/x/sa/y", "spiffe://a/ns/x/sa/z")).certificate
     with pytest.raises(IdentityError, match="carries 2 SPIFFE IDs"):
-        from_certificate(pem)
+        from_certificate(pem, ("a",))
 
 
 @pytest.mark.parametrize(
@@ -59,18 +104,15 @@ def test_two_spiffe_ids_are_refused() -> None:
     [
         ("spiffe://td/ns/Web/sa/api", "namespace 'Web'"),
         ("spiffe://td/ns/web/sa/API_1", "service account 'API_1'"),
+        ("https://td/ns/a/sa/b", "is not a SPIFFE ID"),
+        ("spiffe://td", "names no Kubernetes ServiceAccount"),
+        ("spiffe:///ns/a/sa/b", "a trust domain is empty"),
+        ("spiffe://td/ns/a/sa/b/c", "names no Kubernetes ServiceAccount"),
     ],
 )
-def test_spiffe_ids_with_names_kubernetes_cannot_have_are_refused(uri: str, problem: str) -> None:
+def test_spiffe_ids_that_name_no_service_account_are_refused(uri: str, problem: str) -> None:
     with pytest.raises(IdentityError, match=problem):
-        from_spiffe_id(uri, Method.SPIFFE)
-
-
-@pytest.mark.parametrize(
-    "uri", ["https://td/ns/a/sa/b", "spiffe://td", "spiffe:///ns/a/sa/b", "spiffe://td/ns/a/sa/b/c"]
-)
-def test_other_uris_are_not_service_accounts(uri: str) -> None:
-    assert from_spiffe_id(uri, Method.SPIFFE) is None
+        from_spiffe_id(uri, Method.SPIFFE, ("td",))
 
 
 def test_the_last_element_of_the_forwarded_header_is_the_client() -> None:
@@ -104,19 +146,18 @@ def test_a_forwarded_element_without_a_uri_names_nobody() -> None:
 
 
 @pytest.mark.parametrize(
-    ("peer", "loopback"),
+    ("peer", "mesh"),
     [
-        ("ipv4:127.0.0.1:5000", True),
-        ("ipv4:127.8.9.1:5000", True),
-        ("ipv6:[::1]:5000", True),
-        ("ipv6:%5B::1%5D:5000", True),
-        ("ipv6:[::ffff:127.0.0.1]:5000", True),
+        ("unix:", True),
+        ("unix:/var/run/k8sailor/mesh.sock", True),
+        ("ipv4:127.0.0.1:5000", False),
+        ("ipv6:[::1]:5000", False),
+        ("ipv6:%5B::1%5D:5000", False),
+        ("ipv6:[::ffff:127.0.0.1]:5000", False),
         ("ipv4:10.0.0.7:5000", False),
-        ("ipv6:[fd00::2]:5000", False),
-        ("ipv6:[::ffff:10.0.0.7]:5000", False),
-        ("unix:/tmp/socket", False),
+        ("unix-abstract:mesh", False),
         ("garbage", False),
     ],
 )
-def test_only_loopback_peers_count_as_the_sidecar(peer: str, loopback: bool) -> None:
-    assert _is_loopback_peer(peer) is loopback
+def test_only_unix_socket_peers_count_as_the_sidecar(peer: str, mesh: bool) -> None:
+    assert _is_mesh_peer(peer) is mesh

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.auth.cache import ReviewCache, Timed
-from server.auth.settings import Authorization, AuthSettings, is_loopback
+from server.auth.settings import Authorization, AuthSettings, is_loopback, mesh_socket
 from server.auth.tokens import token_expiry, token_problem
 
 
@@ -56,11 +56,102 @@ def test_each_bad_combination_is_named(files: dict[str, Path], tmp_path: Path) -
     ]
 
 
-def test_rbac_needs_a_way_to_identify_callers() -> None:
+def test_rbac_needs_a_way_to_identify_callers(tmp_path: Path) -> None:
     (problem,) = AuthSettings(authorization=Authorization.RBAC).problems("127.0.0.1:1")
     assert problem.startswith("--authorization=rbac needs a way to tell callers apart")
-    sidecar = AuthSettings(authorization=Authorization.RBAC, trust_forwarded_client_cert=True)
+    sidecar = AuthSettings(authorization=Authorization.RBAC, mesh_listen=tmp_path / "m.sock")
     assert sidecar.problems("127.0.0.1:1") == []
+
+
+def test_the_old_loopback_switch_alone_is_refused_and_points_at_the_mesh_socket() -> None:
+    old = AuthSettings(authorization=Authorization.RBAC, trust_forwarded_client_cert=True)
+    assert old.problems("127.0.0.1:1") == [
+        "--trust-forwarded-client-cert no longer believes x-forwarded-client-cert from "
+        "loopback (kubectl port-forward and every container of the pod arrive there too): "
+        "give --mesh-listen unix:PATH, a socket only the mesh sidecar reaches, the one place "
+        "the header is believed",
+        "--authorization=rbac needs a way to tell callers apart: serve TLS (--tls-cert-file, "
+        "--tls-private-key-file) or listen for a mesh sidecar (--mesh-listen unix:PATH)",
+    ]
+
+
+def test_beside_the_mesh_socket_the_old_switch_is_a_warning(tmp_path: Path) -> None:
+    both = AuthSettings(mesh_listen=tmp_path / "m.sock", trust_forwarded_client_cert=True)
+    assert both.problems("127.0.0.1:1") == []
+    assert both.warnings("127.0.0.1:1") == [
+        "--trust-forwarded-client-cert is deprecated and does nothing: x-forwarded-client-cert "
+        "is believed on --mesh-listen only; drop the flag"
+    ]
+
+
+def test_the_mesh_socket_makes_rbac_the_default_and_none_needs_insecure(tmp_path: Path) -> None:
+    socket = tmp_path / "m.sock"
+    assert AuthSettings(mesh_listen=socket).mode is Authorization.RBAC
+    open_mesh = AuthSettings(mesh_listen=socket, authorization=Authorization.NONE)
+    (problem,) = open_mesh.problems("127.0.0.1:1")
+    assert problem == (
+        f"--mesh-listen unix:{socket} is reached from other hosts through the mesh sidecar, "
+        "and --authorization=none would let any caller create any Service: use "
+        "--authorization=rbac, or --insecure to do it anyway"
+    )
+    insecure = AuthSettings(mesh_listen=socket, authorization=Authorization.NONE, insecure=True)
+    assert insecure.problems("127.0.0.1:1") == []
+    assert insecure.warnings("127.0.0.1:1") == [
+        f"--insecure: any caller the mesh sidecar forwards to unix:{socket} is authorized"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("unix:/var/run/k8sailor/mesh.sock", "/var/run/k8sailor/mesh.sock"),
+        ("unix:///var/run/k8sailor/mesh.sock", "/var/run/k8sailor/mesh.sock"),
+        (" unix:/m.sock ", "/m.sock"),
+    ],
+)
+def test_the_mesh_socket_is_a_unix_path(text: str, path: str) -> None:
+    assert mesh_socket(text) == Path(path)
+    assert mesh_socket("") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("127.0.0.1:15006", "is not unix:PATH: the mesh listener is a Unix socket, never a TCP"),
+        ("unix:mesh.sock", "the socket's path must be absolute"),
+        ("unix-abstract:mesh", "an abstract socket is reachable by every container of the pod"),
+    ],
+)
+def test_anything_but_a_socket_file_is_refused_for_the_mesh(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        mesh_socket(text)
+
+
+def test_a_mesh_socket_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "m.sock"
+    long = tmp_path / ("x" * 120) / "m.sock"
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    assert [
+        problem
+        for path in (missing, long, file)
+        for problem in AuthSettings(mesh_listen=path).problems("127.0.0.1:1")
+    ] == [
+        f"--mesh-listen unix:{missing}: directory {missing.parent} does not exist (mount the "
+        "shared volume)",
+        f"--mesh-listen unix:{long}: the path is longer than the 107 bytes a Unix socket's "
+        "path may have",
+        f"--mesh-listen unix:{file}: {file} exists and is not a socket",
+    ]
+
+
+def test_spiffe_trust_domains_are_checked() -> None:
+    assert AuthSettings().spiffe_trust_domains == ("cluster.local",)
+    assert AuthSettings(spiffe_trust_domains=()).problems("127.0.0.1:1") == [
+        "--spiffe-trust-domain: give at least one trust domain"
+    ]
+    (problem,) = AuthSettings(spiffe_trust_domains=("ok.example", "Bad/")).problems("127.0.0.1:1")
+    assert problem.startswith("--spiffe-trust-domain: 'Bad/' is not a SPIFFE trust domain name")
 
 
 def test_a_client_ca_needs_tls(files: dict[str, Path]) -> None:

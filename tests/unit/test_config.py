@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from server.config import ConfigError, ServerConfig, load
-from server.rules import NodePortRange
+from server.rules import ExternalNamePolicy, NodePortRange
 
 
 def test_defaults_need_no_flags_and_no_environment() -> None:
@@ -47,6 +47,28 @@ def test_the_server_runs_on_uvloop_unless_told_to_use_asyncio() -> None:
         load(["--event-loop", "trio"], {})
 
 
+def test_external_names_follow_the_cluster_domain_and_the_allowed_suffixes() -> None:
+    assert load([], {}).settings.external_names == ExternalNamePolicy("cluster.local", ())
+    config = load(
+        [
+            "--cluster-domain",
+            "Corp.Cluster.",
+            "--allow-external-name",
+            ".svc.corp.cluster",
+            "--allow-external-name",
+            "db.internal, Cache.Internal.",
+        ],
+        {"K8SAILOR_ALLOW_EXTERNAL_NAME": "ignored.example"},
+    )
+    assert config.settings.external_names == ExternalNamePolicy(
+        "corp.cluster", ("svc.corp.cluster", "db.internal", "cache.internal")
+    )
+    from_env = load(
+        [], {"K8SAILOR_ALLOW_EXTERNAL_NAME": "a.local,b.local", "K8SAILOR_CLUSTER_DOMAIN": "k8s"}
+    )
+    assert from_env.settings.external_names == ExternalNamePolicy("k8s", ("a.local", "b.local"))
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -56,6 +78,7 @@ def test_the_server_runs_on_uvloop_unless_told_to_use_asyncio() -> None:
         (["--log-level", "verbose"], {}, "--log-level: 'VERBOSE' is not one of DEBUG, INFO"),
         (["--grace", "nan"], {}, "--grace: nan is not a finite number of seconds"),
         (["--grace", "soon"], {}, "--grace: 'soon' is not a number of seconds"),
+        (["--max-retry-seconds", "-1"], {}, "--max-retry-seconds: -1.0 is not a finite number"),
         (["--listen", "50051"], {}, "--listen: '50051' is not HOST:PORT"),
         (["--listen", "localhost:99999"], {}, "--listen: 'localhost:99999' is not HOST:PORT"),
         (
@@ -64,6 +87,22 @@ def test_the_server_runs_on_uvloop_unless_told_to_use_asyncio() -> None:
             "K8SAILOR_NODE_PORT_RANGE: node port range 'a-b'",
         ),
         (["--deployment-cache", "maybe"], {}, "--deployment-cache: 'maybe' is not one of watch"),
+        (
+            ["--cluster-domain", "cluster_local"],
+            {},
+            '--cluster-domain: "cluster_local" is not a lowercase DNS-1123 subdomain: it contains',
+        ),
+        (
+            ["--allow-external-name", "svc.cluster.local", "--allow-external-name", "10.0.0.1"],
+            {},
+            '--allow-external-name: "10.0.0.1" ends in a label that starts with a digit, which '
+            "reads as an IP address; IP addresses are never allowed as ExternalName targets",
+        ),
+        (
+            [],
+            {"K8SAILOR_ALLOW_EXTERNAL_NAME": "ok.example,a..b"},
+            'K8SAILOR_ALLOW_EXTERNAL_NAME: "a..b" is not a lowercase DNS-1123 subdomain',
+        ),
         (
             [],
             {"K8SAILOR_WATCH_NAMESPACES": "team-a,Team_B"},

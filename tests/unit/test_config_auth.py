@@ -40,14 +40,36 @@ def test_the_same_from_the_environment_and_switches_with_or_without_a_value(
         "K8SAILOR_TLS_CERT_FILE": cert,
         "K8SAILOR_TLS_PRIVATE_KEY_FILE": key,
         "K8SAILOR_AUTHORIZATION": "none",
-        "K8SAILOR_TRUST_FORWARDED_CLIENT_CERT": "yes",
+        "K8SAILOR_TRUST_FORWARDED_CLIENT_CERT": "no",
     }
     config = load(["--listen", "0.0.0.0:1", "--insecure"], environ=environ)
     assert config.auth.tls
     assert config.auth.mode is Authorization.NONE
-    assert config.auth.trust_forwarded_client_cert
+    assert not config.auth.trust_forwarded_client_cert
     assert config.auth.insecure
     assert not load(["--insecure=false"], environ={}).auth.insecure
+
+
+def test_the_mesh_socket_and_trust_domains_from_flags_or_the_environment(tmp_path: Path) -> None:
+    socket = tmp_path / "mesh.sock"
+    config = load(
+        ["--mesh-listen", f"unix://{socket}", "--spiffe-trust-domain", "cluster.local",
+         "--spiffe-trust-domain", "east.example,west.example"],
+        environ={"K8SAILOR_SPIFFE_TRUST_DOMAIN": "ignored.example"},
+    )  # fmt: skip
+    assert config.auth.mesh_listen == socket
+    assert config.auth.mode is Authorization.RBAC
+    assert config.auth.spiffe_trust_domains == ("cluster.local", "east.example", "west.example")
+    environ = {"K8SAILOR_MESH_LISTEN": f"unix:{socket}", "K8SAILOR_SPIFFE_TRUST_DOMAIN": "a, b"}
+    from_env = load([], environ=environ).auth
+    assert (from_env.mesh_listen, from_env.spiffe_trust_domains) == (socket, ("a", "b"))
+    assert load([], environ={}).auth.spiffe_trust_domains == ("cluster.local",)
+
+
+def test_the_old_loopback_switch_no_longer_starts_a_server() -> None:
+    # It used to believe x-forwarded-client-cert from any loopback peer.
+    with pytest.raises(ConfigError, match=r"give --mesh-listen unix:PATH"):
+        load(["--trust-forwarded-client-cert"], environ={})
 
 
 @pytest.mark.parametrize(
@@ -59,6 +81,9 @@ def test_the_same_from_the_environment_and_switches_with_or_without_a_value(
         (["--listen", "0.0.0.0:1"], {}, "--listen 0.0.0.0:1 is reachable from other hosts"),
         (["--authorization", "rbac"], {}, "--authorization=rbac needs a way to tell callers"),
         (["--tls-cert-file", "/no/such.crt"], {}, "--tls-cert-file and --tls-private-key-file"),
+        (["--mesh-listen", "0.0.0.0:15006"], {}, "--mesh-listen: '0.0.0.0:15006' is not unix:"),
+        ([], {"K8SAILOR_SPIFFE_TRUST_DOMAIN": "a,,b"}, "K8SAILOR_SPIFFE_TRUST_DOMAIN: a trust"),
+        (["--spiffe-trust-domain", "Td"], {}, "--spiffe-trust-domain: 'Td' is not a SPIFFE"),
     ],
 )
 def test_bad_auth_settings_are_one_line_naming_the_flag(

@@ -6,7 +6,16 @@ import asyncio
 
 import pytest
 
-from server.fairness import FairSlots, Share, Ticket, current_share, new_share
+from server.fairness import (
+    Crowded,
+    FairSlots,
+    Share,
+    Shares,
+    Ticket,
+    current_share,
+    new_share,
+    use_share,
+)
 from server.limits import AdaptiveLimit
 
 
@@ -145,6 +154,100 @@ async def test_tasks_started_by_a_request_carry_its_share() -> None:
     mine, seen = await asyncio.create_task(request())
     assert seen is mine
     assert current_share() is not mine
+
+
+async def test_use_share_gives_a_task_a_share_that_exists_already() -> None:
+    mine = Share("connection")
+
+    async def review() -> Share:
+        use_share(mine)
+        return current_share()
+
+    assert await asyncio.create_task(review()) is mine
+    assert current_share() is not mine  # the task's own context only
+
+
+def test_shares_gives_the_same_share_for_a_key_and_forgets_the_least_recently_used() -> None:
+    shares = Shares(max_entries=2)
+    a, b = shares.get("a"), shares.get("b")
+    assert shares.get("a") is a  # a is now the most recently used
+    shares.get("c")  # b goes
+    assert len(shares) == 2
+    assert shares.get("a") is a
+    assert shares.get("b") is not b
+
+
+async def _outcome(task: asyncio.Task[None]) -> str:
+    try:
+        await task
+    except Crowded:
+        return "crowded"
+    return "done"
+
+
+async def test_beyond_max_waiting_the_longest_queue_loses_its_newest_waiter() -> None:
+    slots = FairSlots(1, max_waiting=4)
+    recorder = Recorder(slots)
+    flood, other = Share("flood"), Share("other")
+    recorder.want(Share("holder"))
+    await _settle()
+    recorder.want(flood, 4)  # the queue is full
+    await _settle()
+    recorder.want(other)  # ...and room is made for it from the flood's share
+    await _settle()
+    assert slots.waiting == 4
+    newest_flood = recorder.tasks[4]
+    assert newest_flood.done()
+    assert await _outcome(newest_flood) == "crowded"
+    # One more of the flood's own is turned away at once: its share is the longest.
+    with pytest.raises(Crowded, match="4 calls are waiting already"):
+        await slots.acquire(flood)
+    for _ in range(4):
+        recorder.release()
+        await _settle()
+    assert recorder.granted == ["holder", "flood", "other", "flood", "flood"]
+    assert slots.waiting == 0
+    await recorder.close()
+
+
+async def test_a_newcomer_is_turned_away_when_its_share_has_as_many_waiting_as_any() -> None:
+    slots = FairSlots(1, max_waiting=2)
+    recorder = Recorder(slots)
+    a, b = Share("a"), Share("b")
+    recorder.want(Share("holder"))
+    await _settle()
+    recorder.want(a)
+    recorder.want(b)
+    await _settle()
+    with pytest.raises(Crowded):
+        await slots.acquire(b)  # b has 1 waiting, as many as a
+    assert slots.waiting == 2
+    await recorder.close()
+    assert slots.waiting == 0
+
+
+async def test_a_waiter_turned_away_and_cancelled_at_once_loses_no_slot() -> None:
+    slots = FairSlots(1, max_waiting=2)
+    recorder = Recorder(slots)
+    recorder.want(Share("holder"))
+    await _settle()
+    flood = Share("flood")
+    recorder.want(flood, 2)
+    await _settle()
+    waiter = asyncio.create_task(slots.acquire(Share("other")))
+    await asyncio.sleep(0)  # the waiter has turned the flood's newest away...
+    recorder.tasks[2].cancel()  # ...which is cancelled before it runs
+    await _settle()
+    assert recorder.tasks[2].cancelled()
+    recorder.release()
+    await _settle()
+    assert recorder.granted == ["holder", "flood"]
+    recorder.release()
+    await _settle()
+    slots.release(await waiter)
+    assert slots.held == 0
+    assert slots.waiting == 0
+    await recorder.close()
 
 
 def test_capacity_must_be_positive() -> None:

@@ -169,7 +169,10 @@ async def test_reading_the_deployment_fails_the_request_with_the_fitting_status(
     server.routes["GET", DEPLOYMENT] = answer(code, reason, "no deployments for you")
     async with k8sailor_over(api) as k8sailor:
         with pytest.raises(RequestFailed) as raised:
-            _ = [r async for r in k8sailor.create_services("web", ["80"], namespace="ns")]
+            # A deadline, as callers send: a 503 is retried for as long as it leaves room.
+            _ = [
+                r async for r in k8sailor.create_services("web", ["80"], namespace="ns", timeout=3)
+            ]
     assert raised.value.code is expected
     assert "no deployments for you" in raised.value.details
 

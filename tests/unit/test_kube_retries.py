@@ -10,20 +10,28 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import grpc
 import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from client import RequestFailed
+from server.app import ServerConfig
 from server.errors import KubeServerError, KubeUnavailable, from_response
-from server.kube import Kube, RetryPolicy
+from server.kube import NO_RETRIES, Kube, RetryPolicy
+from tests.controlplane import free_port
 from tests.faults.observers import RecordingObserver
-from tests.unit.fakeapi import FakeApiServer, Handler, fake_api_server, status_body
+from tests.servers import k8sailor_over
+from tests.unit.fakeapi import FakeApiServer, Handler, answer, fake_api_server, status_body
 
 SERVICES = "/api/v1/namespaces/ns/services"
-QUICK = RetryPolicy(attempts=4, first_backoff=0.01, max_backoff=0.02)
+DEPLOYMENT = "/apis/apps/v1/namespaces/ns/deployments/web"
+QUICK = RetryPolicy(max_retry_seconds=5, first_backoff=0.01, max_backoff=0.02)
 
 
 @pytest.fixture
@@ -49,6 +57,20 @@ class Script:
         status = {**status_body(code, "", f"answer {code}"), "details": details}
         status.pop("reason")
         return web.json_response(status, status=code, headers=headers)
+
+
+@asynccontextmanager
+async def serving_on(port: int, handle: Handler) -> AsyncIterator[None]:
+    """An aiohttp server answering with handle on 127.0.0.1:port, for the block."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def manifest(name: str = "a") -> dict[str, object]:
@@ -83,15 +105,109 @@ async def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
     assert observer.retried == []
 
 
-async def test_attempts_are_bounded(fake: tuple[FakeApiServer, client.ApiClient]) -> None:
+async def test_retrying_is_bounded_by_the_retry_window(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
     server, api = fake
-    server.routes["POST", SERVICES] = Script(*[(503, {}, {})] * 10)
+    server.routes["POST", SERVICES] = Script(*[(503, {}, {})] * 100)
+    observer = RecordingObserver()
+    # Pauses of 0.15-0.3 s: a second's window holds at most 6 of them, so 7 attempts.
+    policy = RetryPolicy(max_retry_seconds=1.0, first_backoff=0.3, max_backoff=0.3)
+    kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
+    with pytest.raises(KubeUnavailable, match="answer 503"):
+        await kube.create_service("ns", manifest(), dry_run=False, timeout=30)
+    attempts = observer.codes()["503"]
+    assert 2 <= attempts <= 7, attempts
+    assert observer.codes() == {"503": attempts}
+    assert len(observer.retried) == attempts - 1
+
+
+async def test_a_retry_after_beyond_the_retry_window_gives_up_at_once(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    server.routes["POST", SERVICES] = Script((429, {}, {"Retry-After": "30"}))
     observer = RecordingObserver()
     kube = Kube(api, max_in_flight=4, observer=observer, retry=QUICK)
-    with pytest.raises(KubeUnavailable, match="answer 503"):
+    with pytest.raises(KubeUnavailable) as raised:
+        await kube.create_service("ns", manifest(), dry_run=False, timeout=None)
+    assert (raised.value.reason, raised.value.retry_after) == ("TooManyRequests", 30.0)
+    assert observer.codes() == {"429": 1}
+
+
+async def test_no_retries_is_one_attempt(fake: tuple[FakeApiServer, client.ApiClient]) -> None:
+    server, api = fake
+    server.routes["POST", SERVICES] = Script((503, {}, {}))
+    observer = RecordingObserver()
+    kube = Kube(api, max_in_flight=4, observer=observer, retry=NO_RETRIES)
+    with pytest.raises(KubeUnavailable):
         await kube.create_service("ns", manifest(), dry_run=False, timeout=10)
-    assert observer.codes() == {"503": 4}
-    assert len(observer.retried) == 3
+    assert observer.codes() == {"503": 1}
+    assert observer.retried == []
+
+
+async def test_a_create_keeps_trying_until_the_api_server_is_back() -> None:
+    # Nothing listens on the port at first (connections refused, as while an API server
+    # restarts): far more attempts than a fixed number of quick ones would allow go by, and
+    # the create succeeds once a server answers there.
+    port = free_port()
+    observer = RecordingObserver()
+    policy = RetryPolicy(max_retry_seconds=30, first_backoff=0.01, max_backoff=0.05)
+    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
+    async with api:
+        kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
+        create = asyncio.create_task(
+            kube.create_service("ns", manifest(), dry_run=False, timeout=30)
+        )
+        while len(observer.finished) < 20:  # refused, again and again
+            assert not create.done()
+            await asyncio.sleep(0.01)
+        fake = FakeApiServer()
+        fake.routes["POST", SERVICES] = Script()
+        async with serving_on(port, fake.handle):
+            assert await create == manifest()
+    codes = observer.codes()
+    assert codes["201"] == 1
+    assert codes["error"] == len(observer.finished) - 1 >= 20
+    assert observer.retry_reasons() == {"Unreachable": codes["error"]}
+
+
+async def test_waiting_for_a_slot_does_not_use_up_the_retry_window(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    arrivals: list[str] = []
+    first = asyncio.Event()
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        name = body["metadata"]["name"]
+        arrivals.append(name)
+        first.set()
+        if name == "slow":
+            await asyncio.sleep(1.5)  # holds the one slot for longer than the retry window
+        elif arrivals.count(name) <= 2:
+            return web.json_response(status_body(503, "ServiceUnavailable", "not now"),
+                                     status=503)  # fmt: skip
+        return web.json_response(body, status=201)
+
+    server.routes["POST", SERVICES] = create
+    # Pauses of 0.1-0.2 s: the slow call is sure to take the slot first; counting its wait
+    # too, the retried call would be past its window after its second attempt.
+    policy = RetryPolicy(max_retry_seconds=0.8, first_backoff=0.2, max_backoff=0.2)
+    kube = Kube(api, max_in_flight=1, retry=policy)  # one slot for both calls
+    retried = asyncio.create_task(
+        kube.create_service("ns", manifest("retried"), dry_run=False, timeout=30)
+    )
+    await first.wait()
+    # Queued at once behind the first attempt's slot: the slow call gets it next, while the
+    # retried one pauses, which then waits 1.5 s for it.
+    slow = asyncio.create_task(
+        kube.create_service("ns", manifest("slow"), dry_run=False, timeout=30)
+    )
+    assert await retried == manifest("retried")
+    await slow
+    assert arrivals == ["retried", "slow", "retried", "retried"]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +272,7 @@ async def test_an_attempt_without_an_answer_is_abandoned_and_tried_again(
     handler: Handler = create
     server.routes["POST", SERVICES] = handler
     observer = RecordingObserver()
-    policy = RetryPolicy(attempts=3, first_backoff=0.01, max_backoff=0.02, attempt_timeout=0.5)
+    policy = RetryPolicy(first_backoff=0.01, max_backoff=0.02, attempt_timeout=0.5)
     kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
     assert await kube.create_service("ns", manifest(), dry_run=False, timeout=20) == manifest()
     assert [code for _, _, code in observer.finished] == ["timeout", "201"]
@@ -203,12 +319,35 @@ def test_the_pause_is_at_least_what_was_asked_and_grows_with_jitter() -> None:
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"attempts": 0}, {"first_backoff": -1.0}, {"first_backoff": 9.0}, {"attempt_timeout": 0.0}],
+    [
+        {"max_retry_seconds": -1.0},
+        {"max_retry_seconds": math.inf},
+        {"max_retry_seconds": math.nan},
+        {"first_backoff": -1.0},
+        {"first_backoff": 0.0},
+        {"first_backoff": 9.0},
+        {"attempt_timeout": 0.0},
+    ],
 )
 def test_a_policy_that_cannot_work_is_refused(arguments: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
-        RetryPolicy(**arguments)  # type: ignore[arg-type]
+        RetryPolicy(**arguments)
 
 
 def json_bytes(value: object) -> bytes:
     return json.dumps(value).encode()
+
+
+async def test_the_servers_max_retry_seconds_is_every_calls_window(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    server, api = fake
+    server.routes["GET", DEPLOYMENT] = answer(503, "ServiceUnavailable", "not now")
+    observer = RecordingObserver()
+    # No deadline: with the default window this request would keep trying for a minute.
+    config = ServerConfig(listen="127.0.0.1:0", deployment_cache="off", max_retry_seconds=0)
+    async with k8sailor_over(api, observer, config) as k8sailor:
+        with pytest.raises(RequestFailed) as raised:
+            _ = [r async for r in k8sailor.create_services("web", ["80"], namespace="ns")]
+    assert raised.value.code is grpc.StatusCode.UNAVAILABLE
+    assert observer.codes() == {"503": 1}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import pickle
+import re
+import socket
 
 import pytest
 from hypothesis import example, given
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 
 from server.rules import (
     DEFAULT_NODE_PORTS,
+    ExternalNamePolicy,
     NodePortRange,
     PortRule,
     Protocol,
@@ -23,6 +27,7 @@ from server.rules import (
     port_names,
 )
 from server.rules.grammar import _parse_general
+from server.rules.targets import _inet_aton
 from tests.unit.conftest import relaxed, rule_like_text, service_rules
 
 CI = ServiceType.CLUSTER_IP
@@ -481,9 +486,9 @@ SPEC_REFUSED: list[tuple[ServiceRule, str, str]] = [
     ),
     (ServiceRule(EN), "external_name", "an ExternalName rule needs a host name"),
     (
-        ServiceRule(EN, external_name="DB"),
+        ServiceRule(EN, external_name="DB.example"),
         "external_name",
-        'external name "DB" is not a lowercase DNS-1123 subdomain: it must be lowercase',
+        'external name "DB.example" is not a lowercase DNS-1123 subdomain: it must be lowercase',
     ),
     (
         ServiceRule(CI, (PortRule(80, 80),), external_name="db.example.com"),
@@ -644,6 +649,322 @@ def test_fast_builders_make_ordinary_frozen_dataclasses() -> None:
         rule.name = "y"  # type: ignore[misc]
     assert "_canonical" not in repr(rule)
     assert dataclasses.replace(rule, name="y").canonical() == "y=!31234:80:8080/udp/quic"
+
+
+# --------------------------------------------------------------------------------------------
+# ExternalName targets: nothing of the node, its link or the cluster (CVE-2021-25740).
+
+_NOT_AN_ADDRESS = "; an ExternalName must be a DNS name, never an IP address"
+_ALLOW = "; not allowed on this server (see --allow-external-name)"
+_LOOPBACK = "is a loopback name: it points at the host of whoever resolves it" + _ALLOW
+_IN_CLUSTER = (
+    "is inside the cluster (the cluster domain cluster.local): it would reach the API server "
+    "or another namespace's Service" + _ALLOW
+)
+_NO_DOT = (
+    "is a name without a dot: a pod's resolver completes it with its search list, to a "
+    "Service of the pod's own namespace" + _ALLOW
+)
+
+# (host, what the sentence says after 'external name "<host>" ')
+REFUSED_TARGETS: list[tuple[str, str]] = [
+    # IP addresses, however a resolver or a URL parser spells them.
+    ("127.0.0.1", "is the IP address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("127.1", "reads as the IPv4 address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("0x7f.1", "reads as the IPv4 address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("2130706433", "reads as the IPv4 address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("017700000001", "reads as the IPv4 address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("0x7f000001", "reads as the IPv4 address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("0", "reads as the IPv4 address 0.0.0.0 (unspecified: this host)" + _NOT_AN_ADDRESS),
+    (
+        "169.254.169.254",
+        "is the IP address 169.254.169.254 (link-local: the cloud metadata service)"
+        + _NOT_AN_ADDRESS,
+    ),
+    ("169.254.0.1", "is the IP address 169.254.0.1 (link-local)" + _NOT_AN_ADDRESS),
+    ("10.0.0.1", "is the IP address 10.0.0.1 (private)" + _NOT_AN_ADDRESS),
+    ("8.8.8.8", "is the IP address 8.8.8.8" + _NOT_AN_ADDRESS),
+    ("127.0.0.1.", "is the IP address 127.0.0.1 (loopback)" + _NOT_AN_ADDRESS),
+    ("256.1.1.1", "is made of numbers, which reads as an IPv4 address" + _NOT_AN_ADDRESS),
+    ("[::1]", "is the IP address ::1 (loopback)" + _NOT_AN_ADDRESS),
+    ("::1", "is the IP address ::1 (loopback)" + _NOT_AN_ADDRESS),
+    ("[::1]:443", "is the IP address ::1 (loopback), with a port" + _NOT_AN_ADDRESS),
+    ("127.0.0.1:80", "is the IP address 127.0.0.1 (loopback), with a port" + _NOT_AN_ADDRESS),
+    ("::ffff:127.0.0.1", "is the IP address ::ffff:7f00:1 (loopback)" + _NOT_AN_ADDRESS),
+    ("fe80::1%eth0", "is the IP address fe80::1%eth0 (link-local)" + _NOT_AN_ADDRESS),
+    (
+        "fd00:ec2::254",
+        "is the IP address fd00:ec2::254 (link-local: the cloud metadata service)"
+        + _NOT_AN_ADDRESS,
+    ),
+    (
+        "db.1",
+        'ends in the label "1", which starts with a digit: no top-level domain does, and URL '
+        "parsers read such names as IPv4 addresses" + _NOT_AN_ADDRESS,
+    ),
+    # The host itself and its link.
+    ("localhost", _LOOPBACK),
+    ("LOCALHOST", _LOOPBACK),
+    ("localhost.", _LOOPBACK),
+    ("LocalHost..", _LOOPBACK),
+    ("localhost.localdomain", _LOOPBACK),
+    ("ip6-localhost", _LOOPBACK),
+    ("ip6-loopback", _LOOPBACK),
+    ("localhost6.localdomain6", _LOOPBACK),
+    (
+        "app.localhost",
+        "is a loopback name (RFC 6761): it points at the host of whoever resolves it" + _ALLOW,
+    ),
+    (
+        "web.localdomain",
+        "is under .localdomain, the local host's own domain in /etc/hosts" + _ALLOW,
+    ),
+    (
+        "printer.local",
+        "is a multicast DNS name (.local): it is resolved on the resolver's own link" + _ALLOW,
+    ),
+    (
+        "metadata.google.internal",
+        "is under .internal, reserved for private networks, where cloud metadata "
+        "(metadata.google.internal) and node names live" + _ALLOW,
+    ),
+    (
+        "1.0.0.127.in-addr.arpa",
+        "is under .arpa, DNS infrastructure (reverse lookups, home.arpa), not a host" + _ALLOW,
+    ),
+    # The cluster.
+    ("kubernetes.default.svc.cluster.local", _IN_CLUSTER),
+    ("KUBERNETES.default.svc.cluster.local.", _IN_CLUSTER),
+    ("api.team-b.svc.cluster.local", _IN_CLUSTER),
+    ("10-0-0-1.team-b.pod.cluster.local", _IN_CLUSTER),
+    ("cluster.local", _IN_CLUSTER),
+    (
+        "api.team-b.svc",
+        "is a name of the cluster: a pod's resolver completes .svc with the cluster domain"
+        + _ALLOW,
+    ),
+    (
+        "kubernetes.default",
+        "is a name of the cluster: a pod's resolver completes it to "
+        "kubernetes.default.svc.cluster.local, a Service of namespace default" + _ALLOW,
+    ),
+    (
+        "kube-dns.kube-system",
+        "is a name of the cluster: a pod's resolver completes it to "
+        "kube-dns.kube-system.svc.cluster.local, a Service of namespace kube-system" + _ALLOW,
+    ),
+    (
+        "kubernetes",
+        "is a name of the cluster: a pod's resolver completes it to the API server" + _ALLOW,
+    ),
+    ("db", _NO_DOT),
+    # Punycode: decoded and mapped as IDNA does, so it hides nothing.
+    (
+        "xn--mi7cdqncpe6aj",  # localhost in fullwidth letters (U+FF4C U+FF4F ...)
+        'has the label "xn--mi7cdqncpe6aj", which IDNA reads as the plain ASCII "localhost": '
+        "an internationalized label must hold other characters",
+    ),
+    (
+        "xn--5g7caagbcfc9b.example",  # 127.0.0.1 in fullwidth digits and full stops
+        'has the label "xn--5g7caagbcfc9b", which IDNA reads as the plain ASCII "127.0.0.1": '
+        "an internationalized label must hold other characters",
+    ),
+    (
+        "xn--localhost-93a1473k",  # é。localhost: an ideographic full stop separates labels
+        '(IDNA "é.localhost") is a loopback name (RFC 6761): it points at the host of whoever '
+        "resolves it" + _ALLOW,
+    ),
+    ("xn--99999999.example", 'has the label "xn--99999999", which is not valid punycode'),
+]
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"), REFUSED_TARGETS, ids=[host for host, _ in REFUSED_TARGETS]
+)
+def test_an_external_name_into_the_node_or_the_cluster_is_refused(host: str, reason: str) -> None:
+    message = f'external name "{host}" {reason}'
+    text = f"db=@{host}"
+    with pytest.raises(RuleError) as caught:
+        parse_rule(text, 3)
+    assert (caught.value.message, caught.value.column, caught.value.where) == (
+        message,
+        5,
+        "column 5",
+    )
+    with pytest.raises(RuleError) as caught:
+        check_rule(ServiceRule(EN, name="db", external_name=host), 3)
+    assert (caught.value.message, caught.value.where) == (message, "external_name")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "db.example.com",
+        "localhost.example.com",
+        "kubernetes.example.com",
+        "svc.example.com",
+        "cluster.local.example.com",
+        "default.example.org",
+        "1.example.com",
+        "xn--bcher-kva.example",
+    ],
+)
+def test_public_names_are_unaffected(host: str) -> None:
+    assert parse_rule(f"@{host}", 0).external_name == host
+    assert check_rule(ServiceRule(EN, external_name=host), 0).external_name == host
+
+
+def test_the_operator_allows_suffixes_and_names_the_cluster_domain() -> None:
+    allowed = ExternalNamePolicy(allowed=("svc.cluster.local", "corp.internal", "db"))
+    for host in ("kubernetes.default.svc.cluster.local", "svc.cluster.local", "pg.corp.internal"):
+        assert parse_rule(f"@{host}", 0, DEFAULT_NODE_PORTS, allowed).external_name == host
+        checked = check_rule(ServiceRule(EN, external_name=host), 0, DEFAULT_NODE_PORTS, allowed)
+        assert checked.external_name == host
+    assert parse_rule("@db", 0, DEFAULT_NODE_PORTS, allowed).external_name == "db"
+    # A suffix is matched at label boundaries, and allows no address.
+    for host, problem in [
+        ("evilsvc.cluster.local", "is inside the cluster"),
+        ("pod.cluster.local", "is inside the cluster"),
+        ("metadata.google.internal", "is under .internal"),
+        ("127.0.0.1", "is the IP address 127.0.0.1"),
+    ]:
+        with pytest.raises(RuleError, match=re.escape(f'external name "{host}" {problem}')):
+            parse_rule(f"@{host}", 0, DEFAULT_NODE_PORTS, allowed)
+
+    elsewhere = ExternalNamePolicy(cluster_domain="k8s.example.org")
+    with pytest.raises(RuleError, match=r"inside the cluster \(the cluster domain k8s\.example"):
+        parse_rule("@kubernetes.default.svc.k8s.example.org", 0, DEFAULT_NODE_PORTS, elsewhere)
+    assert parse_rule("@api.example.org", 0, DEFAULT_NODE_PORTS, elsewhere).external_name
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (
+            {"cluster_domain": "Cluster.Local"},
+            'cluster domain "Cluster.Local" must be written "cluster.local"',
+        ),
+        ({"allowed": (".svc.cluster.local",)}, 'allowed suffix ".svc.cluster.local" must be'),
+        ({"allowed": ("",)}, 'allowed suffix "" is not a lowercase DNS-1123 subdomain: it is '),
+        (
+            {"allowed": ("10.0.0.1",)},
+            'allowed suffix "10.0.0.1" ends in a label that starts with a digit, which reads as '
+            "an IP address; IP addresses are never allowed as ExternalName targets",
+        ),
+        ({"cluster_domain": "a_b.local"}, 'cluster domain "a_b.local" is not a lowercase'),
+    ],
+)
+def test_a_policy_with_bad_domains_cannot_be_built(policy: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        ExternalNamePolicy(**policy)  # type: ignore[arg-type]
+
+
+_NUMBER_PARTS = st.integers(0, 2**32).flatmap(
+    lambda n: st.sampled_from([str(n), f"0x{n:x}", f"0{n:o}", f"00{n}"])
+)
+
+
+@relaxed
+@given(st.lists(_NUMBER_PARTS, min_size=1, max_size=4).map(".".join))
+@example("0x7f.1")
+@example("127.1")
+@example("0x")
+@example("09")
+def test_every_name_the_c_library_reads_as_an_address_is_refused(name: str) -> None:
+    """inet_aton from the C library (through socket.inet_aton, no I/O) is the oracle: whatever
+    it reads as an address, we read as the same one, and refuse."""
+    try:
+        packed = socket.inet_aton(name)
+    except OSError:
+        pass
+    else:
+        assert _inet_aton(name) == ipaddress.IPv4Address(packed)
+    with pytest.raises(RuleError, match=_NOT_AN_ADDRESS.replace(".", r"\.") + "$"):
+        parse_rule(f"@{name}", 0)
+
+
+# Pieces of host names, refused ones and public ones, for the properties below.
+_HOST_PIECES = st.lists(
+    st.sampled_from(
+        [
+            "localhost",
+            "localdomain",
+            "local",
+            "internal",
+            "arpa",
+            "svc",
+            "pod",
+            "cluster",
+            "default",
+            "kube-system",
+            "kubernetes",
+            "example",
+            "com",
+            "db",
+            "127",
+            "0x7f",
+            "1",
+            "169",
+            "254",
+            "xn--mi7cdqncpe6aj",
+            "xn--p1ai",
+            "xn--bcher-kva",
+        ]
+    ),
+    min_size=1,
+    max_size=5,
+).map(".".join)
+
+
+@relaxed
+@given(_HOST_PIECES, st.sampled_from(["", ".", ".."]), st.booleans())
+def test_case_and_trailing_dots_never_get_a_refused_name_through(
+    host: str, dots: str, upper: bool
+) -> None:
+    plain = _parse_or_error(f"@{host}", 0)
+    spelled = host.upper() if upper else host
+    variant = _parse_or_error(f"@{spelled}{dots}", 0)
+    if isinstance(plain, RuleError):
+        # Refused for what it names, in any spelling, with the same reason.
+        assert isinstance(variant, RuleError)
+        reason = plain.message.partition('" ')[2]
+        assert variant.message.partition('" ')[2] == reason
+    elif spelled != host or dots:
+        # A public name in another spelling is refused only for its spelling.
+        assert isinstance(variant, RuleError)
+        assert "is not a lowercase DNS-1123 subdomain" in variant.message
+    # Text and structured specs agree.
+    spec = _check_or_error(ServiceRule(EN, external_name=f"{spelled}{dots}"))
+    if isinstance(variant, RuleError):
+        assert isinstance(spec, RuleError)
+        assert spec.message == variant.message
+    else:
+        assert spec == variant
+
+
+@relaxed
+@given(_HOST_PIECES)
+def test_an_accepted_name_is_a_public_dns_name(host: str) -> None:
+    """An independent reading of the documented lists: what passes has a dot, a last label
+    that starts with a letter, and none of the refused names or suffixes, decoded or not."""
+    rule = _parse_or_error(f"@{host}", 0)
+    if isinstance(rule, RuleError):
+        return
+    forms = {host, host.encode("ascii").decode("idna")}
+    refused_suffixes = ("localhost", "localdomain", "local", "internal", "arpa", "svc", "pod")
+    for form in forms:
+        labels = form.split(".")
+        assert len(labels) > 1
+        assert labels[-1][0].isalpha()
+        assert labels[-1] not in (*refused_suffixes, "default", "kube-system")
+        assert not form.endswith("cluster.local")
+
+
+def _check_or_error(rule: ServiceRule) -> ServiceRule | RuleError:
+    try:
+        return check_rule(rule, 0)
+    except RuleError as e:
+        return e
 
 
 # --------------------------------------------------------------------------------------------
