@@ -227,6 +227,9 @@ class Edge(ServerInterceptor):
                 return await self._admit(method, shape, deserialize, context)
 
             return read_by_edge(handler, admit)
+        if method.startswith(f"/{EXPOSURE_SERVICE}/"):
+            # An RPC of ours with no Shape would go unauthenticated: refuse to serve it.
+            raise LookupError(f"server.edge.SHAPES has no limits for {method}")
         if method.startswith(REFLECTION_PREFIX) and self._access is not None:
             return self._authenticated_stream(handler)
         return bounded(method, handler, self._watch_cap)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from k8sailor.v1 import exposure_pb2 as pb
-from server.edge import Refused, count_field
+from server.edge import SHAPES, Refused, count_field
 
 rules = st.lists(
     st.one_of(
@@ -71,3 +71,10 @@ def test_bytes_that_are_not_a_message_are_refused(data: bytes) -> None:
 
     assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.message == "the request is not a valid protobuf message"
+
+
+def test_every_exposure_rpc_has_its_limits() -> None:
+    # An RPC without a Shape would reach its servicer unauthenticated by the edge.
+    service = pb.DESCRIPTOR.services_by_name["ExposureService"]
+
+    assert set(SHAPES) == {f"/{service.full_name}/{method.name}" for method in service.methods}
