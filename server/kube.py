@@ -148,6 +148,11 @@ NO_RETRIES = RetryPolicy(max_retry_seconds=0)
 # from a healthy API server and for the rule's result to reach the caller. The exposer stops
 # waiting for rules at most half a second before the deadline; this ends the retrying first.
 _LAST_ATTEMPT_ROOM_S = 1.0
+# A kube-apiserver that was just unreachable (restarting) answers before all of its parts are
+# ready: its Service IP allocator, say, refuses creates with a 500 "range is full" until it has
+# read its ServiceCIDRs. For this long after any call found the API server unreachable, a 5xx
+# is taken as that warm-up and retried like a 503, rather than as the API server's decision.
+_WARM_UP_S = 15.0
 
 
 class _RetryClock:
@@ -226,6 +231,7 @@ class Kube:
         self._reload = api.reload_credentials if isinstance(api, ReloadableApiClient) else None
         self._reload_lock = asyncio.Lock()
         self._credentials_generation = 0
+        self._unreachable_at: float | None = None  # loop time a call last found it down
 
     @property
     def concurrency_limit(self) -> int:
@@ -404,7 +410,9 @@ class Kube:
             except KubeError as error:
                 error.unanswered_before = unanswered
                 unanswered = unanswered or _maybe_applied(error)
-                if not is_transient(error):
+                if error.status is None and error.reason == "Unreachable":
+                    self._unreachable_at = loop.time()
+                if not is_transient(error) and not self._warming_up(error, loop.time()):
                     raise
                 clock.failed()
                 pause = policy.pause(attempt, error.retry_after)
@@ -416,6 +424,15 @@ class Kube:
                 # The slot is not held here: a throttled call must not keep others waiting.
                 await asyncio.sleep(pause)
             attempt += 1
+
+    def _warming_up(self, error: KubeError, now: float) -> bool:
+        """Whether error is a 5xx from an API server that was unreachable moments ago."""
+        return (
+            error.status is not None
+            and error.status >= 500
+            and self._unreachable_at is not None
+            and now - self._unreachable_at < _WARM_UP_S
+        )
 
     async def _attempt(
         self,

@@ -172,6 +172,34 @@ async def test_a_create_keeps_trying_until_the_api_server_is_back() -> None:
     assert observer.retry_reasons() == {"Unreachable": codes["error"]}
 
 
+async def test_a_500_just_after_the_api_server_was_unreachable_is_retried() -> None:
+    # A restarted kube-apiserver refuses its first creates with a 500 while its Service IP
+    # allocator warms up ("range is full"): moments after it was down, that is not its decision.
+    port = free_port()
+    observer = RecordingObserver()
+    policy = RetryPolicy(max_retry_seconds=30, first_backoff=0.01, max_backoff=0.05)
+    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
+    async with api:
+        kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
+        create = asyncio.create_task(
+            kube.create_service("ns", manifest(), dry_run=False, timeout=30)
+        )
+        while len(observer.finished) < 2:  # refused, and tried again
+            assert not create.done()
+            await asyncio.sleep(0.01)
+        fake = FakeApiServer()
+        fake.routes["POST", SERVICES] = Script((500, {}, {}), (500, {}, {}))
+        async with serving_on(port, fake.handle):
+            assert await create == manifest()
+            # Another call, its first attempt after the server came back, rides it out too.
+            fake.routes["POST", SERVICES] = Script((500, {}, {}))
+            assert await kube.create_service(
+                "ns", manifest("b"), dry_run=False, timeout=30
+            ) == manifest("b")
+    codes = observer.codes()
+    assert (codes["500"], codes["201"]) == (3, 2)
+
+
 async def test_waiting_for_a_slot_does_not_use_up_the_retry_window(
     fake: tuple[FakeApiServer, client.ApiClient],
 ) -> None:
