@@ -38,6 +38,7 @@ from k8sailor.v1 import exposure_pb2 as pb
 from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
+from server.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
 from server.rules import MAX_RULE_LENGTH
 
@@ -201,6 +202,7 @@ class Edge(ServerInterceptor):
         self._access = access
         self._max_rules = max_rules
         self._watch_cap = WatchCap()
+        self._shares = Shares()  # one turn per caller, see _admit
         # Each method's handler and its wrapper, made once rather than for every call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -254,6 +256,14 @@ class Edge(ServerInterceptor):
                 except AuthError as error:
                     raise Refused(*_auth_status(error)) from error
             _caller.set(who)
+            # Whose turn this call's API calls take (server.fairness), set here for every RPC:
+            # a caller's requests share one turn, so opening more requests at once buys no
+            # more of the API server (its own priority and fairness goes by user too). Without
+            # an identity (authorization off), each request is its own.
+            if who is ANONYMOUS:
+                new_share(method.rsplit("/", 1)[-1])
+            else:
+                use_share(self._shares.get(who.user))
             raw = await receive(context)
             size = len(raw)
             self._check(method, shape, raw)

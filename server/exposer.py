@@ -30,7 +30,6 @@ from server.errors import (
     KubeNotFound,
     KubeUnavailable,
 )
-from server.fairness import new_share
 from server.kube import Kube
 from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
 from server.rules import (
@@ -243,8 +242,6 @@ class Exposer:
         Close the generator (contextlib.aclosing) to cancel what is still running.
         """
         self.check(request)
-        # This request's calls take turns for the API slots with other requests' calls.
-        new_share(request.deployment)
         loop = asyncio.get_running_loop()
         started = loop.time()
         # Parsing and building run in slices (server.cooperative): the largest request takes

@@ -7,7 +7,9 @@ request in turn gets it, and then goes to the back of the line. A request alone 
 free slot at once (nobody else is waiting), and two requests each get about half while both are
 waiting. Which request a call belongs to is a context variable, set once per request (see
 `new_share`) and inherited by the tasks the request starts, so the Kubernetes adapter's call
-sites need not pass it along.
+sites need not pass it along. The edge (server.edge) sets it for every RPC: where the caller is
+known, the share is the caller's (`Shares`), so that a caller's many requests at once take one
+turn between them, not one each.
 
 How many slots there are at a time is `server.limits`' job: a fixed number, or an adaptive limit
 that keeps calls from queueing inside the API server.

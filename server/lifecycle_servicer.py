@@ -29,7 +29,6 @@ from server.exposer import (
     check_target,
     request_error,
 )
-from server.fairness import new_share
 from server.lifecycle import (
     ApplyRequest,
     ApplyResult,
@@ -154,7 +153,6 @@ class LifecycleServicer(ExposureServicer):
         call = _Call(
             "ListServices", request.namespace or "default", request.deployment, edge.caller()
         )
-        new_share(call.event)  # its API calls take turns with other requests', not background
         status, message, listed = grpc.StatusCode.OK, "", []
         try:
             check_target(call.namespace, call.deployment)
@@ -270,7 +268,6 @@ class LifecycleServicer(ExposureServicer):
         Writing through context.write() closes the domain generator (and cancels what it still
         runs) as soon as the caller goes away, as CreateServices does."""
         started = time.monotonic()
-        new_share(call.event)  # its API calls take turns with other requests', not background
         fates: list[RuleResult | DeleteResult] = []
         status, message = grpc.StatusCode.OK, ""
         try:
