@@ -9,6 +9,14 @@ tests then only create and delete namespaces named k8sailor-test-*.
 from __future__ import annotations
 
 import os
+
+# The control plane's binaries are started (and restarted, in tests/faults) with fork and exec
+# while grpc.aio servers and channels run in this process. gRPC's C core then runs its fork
+# handlers, which, with its threads busy, crash the child or this process now and then
+# (SIGSEGV in subprocess._execute_child; a kube-apiserver "exited with -11" before it ran).
+# Its fork support is for children that go on using gRPC, which ours never do: off, before
+# grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
