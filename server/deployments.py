@@ -21,7 +21,18 @@ Never wrong for long:
   milliseconds on a local API server, see bench/results/), and it cannot be shorter without a
   read per request, which is what `--deployment-cache=off` does.
 
-Only the facts a request needs are kept (server.manifests.Deployment), not the objects.
+Only the facts a request needs are kept (server.manifests.Deployment), not the objects, and
+of those only what is bounded: the Deployments come from anyone who may create one in a watched
+namespace, and an object of the API server's 1.5 MiB can hold tens of thousands of container
+ports or labels. The cache keeps a Deployment's named container ports (unnamed ones resolve no
+target port) and its selector only up to `WatchSettings.max_named_ports` and
+`max_selector_labels`; a Deployment with more is not kept (its key is remembered as oversized),
+so every request for it reads it with a GET and gets exactly what `off` would give it.
+
+The GET for a miss is shared by every request that misses the same Deployment at that moment,
+so it runs with a timeout of its own (`WatchSettings.read_timeout`), not with the deadline of
+whichever request came first: a request with a tiny deadline must not make the read fail for
+the others. Each request waits for it no longer than its own deadline.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from server.errors import KubeError, from_transport
@@ -96,7 +107,14 @@ class WatchSettings:
     # that the watches of many servers do not all end together); it is then resumed.
     watch_seconds: int = 300
     list_timeout: float = 60.0
+    # The GET that requests missing one Deployment share: as long as the longest of them may
+    # reasonably wait, since it is not tied to any one of them.
+    read_timeout: float = 60.0
     backoff: Backoff = Backoff()
+    # Bounds on what one cached Deployment may hold (see the module's docstring). Real
+    # Deployments have a handful of each; one over a bound is read with a GET instead.
+    max_named_ports: int = 128
+    max_selector_labels: int = 32
 
 
 class _Gone(Exception):
@@ -112,6 +130,8 @@ class _Reflector:
         self.namespace = namespace
         self._settings = settings
         self.entries: dict[Key, Deployment] = {}
+        # Deployments over a bound: not kept, so a GET reads them for every request.
+        self.oversized: set[Key] = set()
         self.synced = False
         self.lists = 0  # how many times it listed: 1 plus relists
         self.synced_once = asyncio.Event()
@@ -149,6 +169,7 @@ class _Reflector:
         """Replace the entries with a fresh list; the resourceVersion to watch from."""
         self.synced = False
         entries: dict[Key, Deployment] = {}
+        oversized: set[Key] = set()
         token: str | None = None
         while True:
             page = await self._kube.list_deployments(
@@ -158,12 +179,13 @@ class _Reflector:
                 timeout=self._settings.list_timeout,
             )
             for item in page.get("items") or ():
-                self._keep(entries, item)
+                self._keep(entries, oversized, item)
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if token is None:
                 break
         self.entries = entries
+        self.oversized = oversized
         self.lists += 1
         if self.lists > 1:
             DEPLOYMENT_CACHE_RELISTS.inc()
@@ -214,22 +236,48 @@ class _Reflector:
         meta = meta if isinstance(meta, Mapping) else {}
         new_version = meta.get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
-            self._keep(self.entries, obj)
+            self._keep(self.entries, self.oversized, obj)
         elif kind == "DELETED":
-            self.entries.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            self.entries.pop(key, None)
+            self.oversized.discard(key)
         elif kind != "BOOKMARK":
             raise KubeError(f"unexpected watch event type {kind!r}")
         return new_version if isinstance(new_version, str) and new_version else version
 
-    def _keep(self, entries: dict[Key, Deployment], obj: Mapping[str, Any]) -> None:
+    def _keep(
+        self, entries: dict[Key, Deployment], oversized: set[Key], obj: Mapping[str, Any]
+    ) -> None:
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, Mapping) else {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
+        entries.pop(key, None)
         try:
-            entries[key] = Deployment.from_manifest(obj)
+            found = Deployment.from_manifest(obj)
         except DeploymentError:
             # Not exposable: leave it to a GET, whose answer says why to the caller.
-            entries.pop(key, None)
+            oversized.discard(key)
+            return
+        named = tuple(port for port in found.container_ports if port.name)
+        too_many = len(named) > self._settings.max_named_ports
+        if too_many or len(found.selector) > self._settings.max_selector_labels:
+            if key not in oversized:
+                oversized.add(key)
+                log.warning(
+                    "Deployment %s/%s has %d named container ports and %d selector labels, "
+                    "more than the cache keeps (%d, %d): requests for it read it with a GET",
+                    *key,
+                    len(named),
+                    len(found.selector),
+                    self._settings.max_named_ports,
+                    self._settings.max_selector_labels,
+                )
+            return
+        oversized.discard(key)
+        if len(named) != len(found.container_ports):
+            # Unnamed ports resolve no named target port; keeping them would only cost memory.
+            found = replace(found, container_ports=named)
+        entries[key] = found
 
 
 class DeploymentCache:
@@ -247,6 +295,7 @@ class DeploymentCache:
     ) -> None:
         self._direct = DirectReads(kube)
         chosen = settings or WatchSettings()
+        self._read_timeout = chosen.read_timeout
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self._reflectors = {scope: _Reflector(kube, scope, chosen) for scope in scopes}
         self._everywhere = self._reflectors.get(None)
@@ -284,6 +333,12 @@ class DeploymentCache:
         return sum(len(reflector.entries) for reflector in self._reflectors.values())
 
     @property
+    def oversized(self) -> int:
+        """How many Deployments are over the bounds of what the cache keeps, and so read with
+        a GET for every request."""
+        return sum(len(reflector.oversized) for reflector in self._reflectors.values())
+
+    @property
     def lists(self) -> int:
         return sum(reflector.lists for reflector in self._reflectors.values())
 
@@ -309,7 +364,11 @@ class DeploymentCache:
         key = (namespace, name)
         read = self._reads.get(key)
         if read is None:
-            read = asyncio.create_task(self._direct.get(namespace, name, timeout=timeout))
+            # Its own timeout, not this caller's: the others waiting for it have deadlines of
+            # their own, and this caller's may be the shortest.
+            read = asyncio.create_task(
+                self._direct.get(namespace, name, timeout=self._read_timeout)
+            )
             self._reads[key] = read
             read.add_done_callback(lambda done: self._forget(key, done))
         try:
