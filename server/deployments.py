@@ -102,7 +102,12 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
-    page_size: int = 500
+    # Deployments per list page. Not client-go's 500: a page is read and decoded whole, a
+    # Deployment may be 1.5 MiB of JSON (some 10 MiB with what decoding it takes, if it is all
+    # container ports), and whoever may create Deployments decides how big they are, so a page
+    # of 500 could need gigabytes. 5 keeps a page near 50 MiB however big its Deployments; a
+    # list of 10,000 small ones takes 2,000 calls, some seconds, while requests use GETs.
+    page_size: int = 5
     # The API server ends a watch after this long (jittered per watch, as client-go does, so
     # that the watches of many servers do not all end together); it is then resumed.
     watch_seconds: int = 300
