@@ -29,10 +29,14 @@ target port) and its selector only up to `WatchSettings.max_named_ports` and
 `max_selector_labels`; a Deployment with more is not kept (its key is remembered as oversized),
 so every request for it reads it with a GET and gets exactly what `off` would give it.
 
-The GET for a miss is shared by every request that misses the same Deployment at that moment,
-so it runs with a timeout of its own (`WatchSettings.read_timeout`), not with the deadline of
-whichever request came first: a request with a tiny deadline must not make the read fail for
-the others. Each request waits for it no longer than its own deadline.
+The GET for a miss is shared by the requests that miss the same Deployment at that moment, but
+only by those it lasts long enough for. A GET runs on the deadline of the request that started
+it, so that its retries stop in time to tell that request why it failed (the API server's
+reason, not just "no answer in time"); a request whose deadline is later than that (by more
+than `_JOIN_SLACK_S`) does not wait for it, since it could fail for the request before its
+deadline (the first request's deadline was 1 ms, say), and starts a GET on its own deadline,
+which the requests after it then share. Each request waits no longer than its own deadline, and
+one going away cancels no GET that others wait for.
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ __all__ = [
 log = logging.getLogger("k8sailor.deployments")
 
 Key = tuple[str, str]  # (namespace, name)
+
+# How much later than a shared GET's deadline a request's may be and still wait for it. Requests
+# that arrive together with like deadlines (now + the same budget) differ by the time between
+# them, so this keeps them on one GET; one that does fail gives them its reason up to this
+# much before their deadline.
+_JOIN_SLACK_S = 1.0
 
 
 class DeploymentSource(Protocol):
@@ -113,14 +123,26 @@ class WatchSettings:
     # that the watches of many servers do not all end together); it is then resumed.
     watch_seconds: int = 300
     list_timeout: float = 60.0
-    # The GET that requests missing one Deployment share: as long as the longest of them may
-    # reasonably wait, since it is not tied to any one of them.
-    read_timeout: float = 60.0
     backoff: Backoff = Backoff()
     # Bounds on what one cached Deployment may hold (see the module's docstring). Real
     # Deployments have a handful of each; one over a bound is read with a GET instead.
     max_named_ports: int = 128
     max_selector_labels: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedRead:
+    """A GET in flight that requests missing its Deployment wait for, and the deadline it runs
+    on (loop.time(); None for none)."""
+
+    task: asyncio.Task[Deployment]
+    deadline: float | None
+
+    def lasts_for(self, deadline: float | None) -> bool:
+        """Whether it runs (nearly) as long as a request with this deadline may wait."""
+        if self.deadline is None:
+            return True
+        return deadline is not None and deadline <= self.deadline + _JOIN_SLACK_S
 
 
 class _Gone(Exception):
@@ -301,11 +323,10 @@ class DeploymentCache:
     ) -> None:
         self._direct = DirectReads(kube)
         chosen = settings or WatchSettings()
-        self._read_timeout = chosen.read_timeout
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self._reflectors = {scope: _Reflector(kube, scope, chosen) for scope in scopes}
         self._everywhere = self._reflectors.get(None)
-        self._reads: dict[Key, asyncio.Task[Deployment]] = {}
+        self._reads: dict[Key, _SharedRead] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.hits = 0
         self.misses = 0
@@ -366,27 +387,27 @@ class DeploymentCache:
         return await self._read(namespace, name, timeout)
 
     async def _read(self, namespace: str, name: str, timeout: float | None) -> Deployment:
-        """One GET for all who miss the same Deployment at the same time."""
+        """One GET for all who miss the same Deployment at the same time with like deadlines."""
         key = (namespace, name)
-        read = self._reads.get(key)
-        if read is None:
-            # Its own timeout, not this caller's: the others waiting for it have deadlines of
-            # their own, and this caller's may be the shortest.
-            read = asyncio.create_task(
-                self._direct.get(namespace, name, timeout=self._read_timeout)
-            )
-            self._reads[key] = read
-            read.add_done_callback(lambda done: self._forget(key, done))
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        shared = self._reads.get(key)
+        if shared is None or not shared.lasts_for(deadline):
+            task = asyncio.create_task(self._direct.get(namespace, name, timeout=timeout))
+            shared = _SharedRead(task, deadline)
+            # The newest: those who come next share it. An older one still answers its own.
+            self._reads[key] = shared
+            task.add_done_callback(lambda done: self._forget(key, done))
         try:
             # Shielded: one caller going away must not cancel the read the others wait for;
             # each still waits no longer than its own deadline.
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(read)
+                return await asyncio.shield(shared.task)
         except TimeoutError as error:
             raise from_transport(error) from error
 
     def _forget(self, key: Key, done: asyncio.Task[Deployment]) -> None:
-        if self._reads.get(key) is done:
+        shared = self._reads.get(key)
+        if shared is not None and shared.task is done:
             del self._reads[key]
         if not done.cancelled():
             done.exception()  # retrieved here, so a read that nobody awaits any more is quiet
