@@ -21,7 +21,22 @@ Never wrong for long:
   milliseconds on a local API server, see bench/results/), and it cannot be shorter without a
   read per request, which is what `--deployment-cache=off` does.
 
-Only the facts a request needs are kept (server.manifests.Deployment), not the objects.
+Only the facts a request needs are kept (server.manifests.Deployment), not the objects, and
+of those only what is bounded: the Deployments come from anyone who may create one in a watched
+namespace, and an object of the API server's 1.5 MiB can hold tens of thousands of container
+ports or labels. The cache keeps a Deployment's named container ports (unnamed ones resolve no
+target port) and its selector only up to `WatchSettings.max_named_ports` and
+`max_selector_labels`; a Deployment with more is not kept (its key is remembered as oversized),
+so every request for it reads it with a GET and gets exactly what `off` would give it.
+
+The GET for a miss is shared by the requests that miss the same Deployment at that moment, but
+only by those it lasts long enough for. A GET runs on the deadline of the request that started
+it, so that its retries stop in time to tell that request why it failed (the API server's
+reason, not just "no answer in time"); a request whose deadline is later than that (by more
+than `_JOIN_SLACK_S`) does not wait for it, since it could fail for the request before its
+deadline (the first request's deadline was 1 ms, say), and starts a GET on its own deadline,
+which the requests after it then share. Each request waits no longer than its own deadline, and
+one going away cancels no GET that others wait for.
 """
 
 from __future__ import annotations
@@ -31,7 +46,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from server.errors import KubeError, from_transport
@@ -53,6 +68,12 @@ __all__ = [
 log = logging.getLogger("k8sailor.deployments")
 
 Key = tuple[str, str]  # (namespace, name)
+
+# How much later than a shared GET's deadline a request's may be and still wait for it. Requests
+# that arrive together with like deadlines (now + the same budget) differ by the time between
+# them, so this keeps them on one GET; one that does fail gives them its reason up to this
+# much before their deadline.
+_JOIN_SLACK_S = 1.0
 
 
 class DeploymentSource(Protocol):
@@ -91,12 +112,37 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
-    page_size: int = 500
+    # Deployments per list page. Not client-go's 500: a page is read and decoded whole, a
+    # Deployment may be 1.5 MiB of JSON (some 10 MiB with what decoding it takes, if it is all
+    # container ports), and whoever may create Deployments decides how big they are, so a page
+    # of 500 could need gigabytes. 5 keeps a page near 50 MiB however big its Deployments; a
+    # list of 10,000 small ones takes 2,000 calls (about 2 s on a local API server), while
+    # requests use GETs.
+    page_size: int = 5
     # The API server ends a watch after this long (jittered per watch, as client-go does, so
     # that the watches of many servers do not all end together); it is then resumed.
     watch_seconds: int = 300
     list_timeout: float = 60.0
     backoff: Backoff = Backoff()
+    # Bounds on what one cached Deployment may hold (see the module's docstring). Real
+    # Deployments have a handful of each; one over a bound is read with a GET instead.
+    max_named_ports: int = 128
+    max_selector_labels: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedRead:
+    """A GET in flight that requests missing its Deployment wait for, and the deadline it runs
+    on (loop.time(); None for none)."""
+
+    task: asyncio.Task[Deployment]
+    deadline: float | None
+
+    def lasts_for(self, deadline: float | None) -> bool:
+        """Whether it runs (nearly) as long as a request with this deadline may wait."""
+        if self.deadline is None:
+            return True
+        return deadline is not None and deadline <= self.deadline + _JOIN_SLACK_S
 
 
 class _Gone(Exception):
@@ -112,6 +158,8 @@ class _Reflector:
         self.namespace = namespace
         self._settings = settings
         self.entries: dict[Key, Deployment] = {}
+        # Deployments over a bound: not kept, so a GET reads them for every request.
+        self.oversized: set[Key] = set()
         self.synced = False
         self.lists = 0  # how many times it listed: 1 plus relists
         self.synced_once = asyncio.Event()
@@ -149,6 +197,7 @@ class _Reflector:
         """Replace the entries with a fresh list; the resourceVersion to watch from."""
         self.synced = False
         entries: dict[Key, Deployment] = {}
+        oversized: set[Key] = set()
         token: str | None = None
         while True:
             page = await self._kube.list_deployments(
@@ -158,12 +207,13 @@ class _Reflector:
                 timeout=self._settings.list_timeout,
             )
             for item in page.get("items") or ():
-                self._keep(entries, item)
+                self._keep(entries, oversized, item)
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if token is None:
                 break
         self.entries = entries
+        self.oversized = oversized
         self.lists += 1
         if self.lists > 1:
             DEPLOYMENT_CACHE_RELISTS.inc()
@@ -214,22 +264,48 @@ class _Reflector:
         meta = meta if isinstance(meta, Mapping) else {}
         new_version = meta.get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
-            self._keep(self.entries, obj)
+            self._keep(self.entries, self.oversized, obj)
         elif kind == "DELETED":
-            self.entries.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            self.entries.pop(key, None)
+            self.oversized.discard(key)
         elif kind != "BOOKMARK":
             raise KubeError(f"unexpected watch event type {kind!r}")
         return new_version if isinstance(new_version, str) and new_version else version
 
-    def _keep(self, entries: dict[Key, Deployment], obj: Mapping[str, Any]) -> None:
+    def _keep(
+        self, entries: dict[Key, Deployment], oversized: set[Key], obj: Mapping[str, Any]
+    ) -> None:
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, Mapping) else {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
+        entries.pop(key, None)
         try:
-            entries[key] = Deployment.from_manifest(obj)
+            found = Deployment.from_manifest(obj)
         except DeploymentError:
             # Not exposable: leave it to a GET, whose answer says why to the caller.
-            entries.pop(key, None)
+            oversized.discard(key)
+            return
+        named = tuple(port for port in found.container_ports if port.name)
+        too_many = len(named) > self._settings.max_named_ports
+        if too_many or len(found.selector) > self._settings.max_selector_labels:
+            if key not in oversized:
+                oversized.add(key)
+                log.warning(
+                    "Deployment %s/%s has %d named container ports and %d selector labels, "
+                    "more than the cache keeps (%d, %d): requests for it read it with a GET",
+                    *key,
+                    len(named),
+                    len(found.selector),
+                    self._settings.max_named_ports,
+                    self._settings.max_selector_labels,
+                )
+            return
+        oversized.discard(key)
+        if len(named) != len(found.container_ports):
+            # Unnamed ports resolve no named target port; keeping them would only cost memory.
+            found = replace(found, container_ports=named)
+        entries[key] = found
 
 
 class DeploymentCache:
@@ -250,7 +326,7 @@ class DeploymentCache:
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self._reflectors = {scope: _Reflector(kube, scope, chosen) for scope in scopes}
         self._everywhere = self._reflectors.get(None)
-        self._reads: dict[Key, asyncio.Task[Deployment]] = {}
+        self._reads: dict[Key, _SharedRead] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.hits = 0
         self.misses = 0
@@ -284,6 +360,12 @@ class DeploymentCache:
         return sum(len(reflector.entries) for reflector in self._reflectors.values())
 
     @property
+    def oversized(self) -> int:
+        """How many Deployments are over the bounds of what the cache keeps, and so read with
+        a GET for every request."""
+        return sum(len(reflector.oversized) for reflector in self._reflectors.values())
+
+    @property
     def lists(self) -> int:
         return sum(reflector.lists for reflector in self._reflectors.values())
 
@@ -305,23 +387,27 @@ class DeploymentCache:
         return await self._read(namespace, name, timeout)
 
     async def _read(self, namespace: str, name: str, timeout: float | None) -> Deployment:
-        """One GET for all who miss the same Deployment at the same time."""
+        """One GET for all who miss the same Deployment at the same time with like deadlines."""
         key = (namespace, name)
-        read = self._reads.get(key)
-        if read is None:
-            read = asyncio.create_task(self._direct.get(namespace, name, timeout=timeout))
-            self._reads[key] = read
-            read.add_done_callback(lambda done: self._forget(key, done))
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        shared = self._reads.get(key)
+        if shared is None or not shared.lasts_for(deadline):
+            task = asyncio.create_task(self._direct.get(namespace, name, timeout=timeout))
+            shared = _SharedRead(task, deadline)
+            # The newest: those who come next share it. An older one still answers its own.
+            self._reads[key] = shared
+            task.add_done_callback(lambda done: self._forget(key, done))
         try:
             # Shielded: one caller going away must not cancel the read the others wait for;
             # each still waits no longer than its own deadline.
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(read)
+                return await asyncio.shield(shared.task)
         except TimeoutError as error:
             raise from_transport(error) from error
 
     def _forget(self, key: Key, done: asyncio.Task[Deployment]) -> None:
-        if self._reads.get(key) is done:
+        shared = self._reads.get(key)
+        if shared is not None and shared.task is done:
             del self._reads[key]
         if not done.cancelled():
             done.exception()  # retrieved here, so a read that nobody awaits any more is quiet

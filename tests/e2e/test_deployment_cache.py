@@ -280,3 +280,125 @@ async def test_a_small_request_is_not_queued_behind_a_big_one(
     # First come, first served puts it last, after all of the big request's results; round
     # robin gives it the next turn once it asks, a few of the big request's calls later.
     assert position < big_rules // 2, arrivals
+
+
+# The bound the README states: what a server started without options keeps.
+MAX_NAMED_PORTS = 128
+MAX_SELECTOR_LABELS = 32
+
+
+def many_ports(name: str, named: int, unnamed: int = 0) -> client.V1Deployment:
+    """A Deployment "name" with `named` named container ports p0, p1, ... and `unnamed` more
+    without a name (replicas 0: nothing needs to run)."""
+    made = objects.deployment(
+        name, {"app": name}, [(f"p{i}", 1000 + i, "TCP") for i in range(named)]
+    )
+    made.spec.replicas = 0
+    (container,) = made.spec.template.spec.containers
+    container.ports += [
+        client.V1ContainerPort(container_port=20000 + i, protocol="TCP") for i in range(unnamed)
+    ]
+    return made
+
+
+async def test_the_cache_keeps_a_deployments_named_ports_up_to_the_bound(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(api_client)
+    await apps.create_namespaced_deployment(namespace, many_ports("full", MAX_NAMED_PORTS, 40))
+    config = ServerConfig(listen="127.0.0.1:0", watch_namespaces=(namespace,))
+    async with running_over(api_client, config) as (running, k8sailor):
+        cache = cache_of(running)
+        await asyncio.wait_for(cache.wait_synced(), SYNC_GUARD_S)
+        kept = cache.peek(namespace, "full")
+        assert kept is not None
+        # Exactly the named ones: the unnamed resolve no target port and are not kept.
+        assert len(kept.container_ports) == MAX_NAMED_PORTS
+        assert all(port.name for port in kept.container_ports)
+        assert cache.oversized == 0
+        assert WatchSettings().max_named_ports == MAX_NAMED_PORTS
+        last = f"p{MAX_NAMED_PORTS - 1}"
+        (result,) = [
+            r async for r in k8sailor.create_services("full", [f"80:{last}"], namespace=namespace)
+        ]
+        assert result.outcome is Outcome.CREATED, result
+        assert cache.hits == 1
+
+
+async def test_a_deployment_over_the_bound_is_read_each_time_and_exposed_as_without_the_cache(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """A Deployment with more named ports than the cache keeps is not kept at all: every request
+    reads it, and gets what `--deployment-cache off` gives, down to the error's text."""
+    apps = client.AppsV1Api(api_client)
+    over = MAX_NAMED_PORTS + 72
+    await apps.create_namespaced_deployment(namespace, many_ports("big", over))
+    last = f"p{over - 1}"  # past the bound: keeping the first ports only would miss it
+    rules = [f"last=80:{last}", "first=81:p0", "missing=82:nope"]
+    cached = ServerConfig(listen="127.0.0.1:0", watch_namespaces=(namespace,))
+    async with running_over(api_client, cached) as (running, k8sailor):
+        cache = cache_of(running)
+        await asyncio.wait_for(cache.wait_synced(), SYNC_GUARD_S)
+        assert cache.peek(namespace, "big") is None
+        assert (cache.size, cache.oversized) == (0, 1)
+        with_cache = sorted(
+            [r async for r in k8sailor.create_services("big", rules, namespace=namespace)],
+            key=lambda r: r.index,
+        )
+        assert (cache.hits, cache.misses) == (0, 1)
+    off = ServerConfig(listen="127.0.0.1:0", deployment_cache="off")
+    async with running_over(api_client, off) as (_, k8sailor):
+        without_cache = sorted(
+            [r async for r in k8sailor.create_services("big", rules, namespace=namespace)],
+            key=lambda r: r.index,
+        )
+    assert [r.outcome for r in with_cache] == [Outcome.CREATED, Outcome.CREATED, Outcome.INVALID]
+    # The same Services (now there: UNCHANGED) and the same refusal of the missing name.
+    assert [r.outcome for r in without_cache] == [
+        Outcome.UNCHANGED,
+        Outcome.UNCHANGED,
+        Outcome.INVALID,
+    ]
+    assert with_cache[2].error == without_cache[2].error
+    assert last in with_cache[2].error
+    core = client.CoreV1Api(api_client)
+    made = await core.read_namespaced_service("last", namespace)
+    assert made.spec.ports[0].target_port == last
+
+    # Trimmed under the bound, it is kept again; deleted, it is forgotten.
+    async with running_over(api_client, cached) as (running, _):
+        cache = cache_of(running)
+        await asyncio.wait_for(cache.wait_synced(), SYNC_GUARD_S)
+        current = await apps.read_namespaced_deployment("big", namespace)
+        (container,) = current.spec.template.spec.containers
+        container.ports = container.ports[:3]
+        await apps.replace_namespaced_deployment("big", namespace, current)
+        await until(knows(cache, namespace, "big"))
+        assert cache.oversized == 0
+        await apps.delete_namespaced_deployment("big", namespace)
+        await until(lambda: cache.peek(namespace, "big") is None)
+        assert (cache.size, cache.oversized) == (0, 0)
+
+
+async def test_a_deployment_with_more_selector_labels_than_the_bound_is_read_each_time(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    assert WatchSettings().max_selector_labels == MAX_SELECTOR_LABELS
+    labels = {f"label-{i}": "x" for i in range(MAX_SELECTOR_LABELS + 1)}
+    apps = client.AppsV1Api(api_client)
+    made = objects.deployment("labelled", labels, [("http", 8080, "TCP")])
+    made.spec.replicas = 0
+    await apps.create_namespaced_deployment(namespace, made)
+    config = ServerConfig(listen="127.0.0.1:0", watch_namespaces=(namespace,))
+    async with running_over(api_client, config) as (running, k8sailor):
+        cache = cache_of(running)
+        await asyncio.wait_for(cache.wait_synced(), SYNC_GUARD_S)
+        assert cache.peek(namespace, "labelled") is None
+        assert cache.oversized == 1
+        (result,) = [
+            r async for r in k8sailor.create_services("labelled", ["80:http"], namespace=namespace)
+        ]
+        assert result.outcome is Outcome.CREATED, result
+        assert (cache.hits, cache.misses) == (0, 1)
+    service = await client.CoreV1Api(api_client).read_namespaced_service("labelled", namespace)
+    assert service.spec.selector == labels

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -175,6 +176,79 @@ async def test_a_failing_list_is_tried_again_and_requests_are_not_answered_meanw
         assert cache.peek("ns", "web") is not None
     finally:
         await cache.stop()
+
+
+def huge(name: str) -> bytes:
+    """A Deployment of about the most the API server stores (1.5 MiB of JSON), all named
+    container ports, as a tenant with no k8sailor rights may create it (replicas 0)."""
+    body: dict[str, Any] = client.ApiClient().sanitize_for_serialization(
+        objects.deployment(
+            name, {"app": name}, [(f"p{i}", 1 + i % 65535, "TCP") for i in range(26_500)]
+        )
+    )
+    body["spec"]["replicas"] = 0
+    body["metadata"] |= {"namespace": "ns", "uid": f"u-{name}", "resourceVersion": "9"}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decoded_size(raw: bytes) -> int:
+    """Bytes that decoding raw allocates and keeps, as a list page's items are kept while the
+    page is read."""
+    tracemalloc.start()
+    try:
+        decoded = json.loads(raw)
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del decoded
+    return size
+
+
+# What one list page may cost at most: a page is read and decoded whole.
+PAGE_BUDGET = 64 * 2**20
+
+
+async def test_a_list_of_huge_deployments_reads_pages_of_bounded_size() -> None:
+    """The first list reads every Deployment, a page at a time: however big the Deployments
+    (a tenant with no k8sailor rights decides that), a page stays within PAGE_BUDGET, well
+    under the pod's 256 MiB (deploy/), and none of them is kept whole."""
+    items = [huge(f"d{i}") for i in range(12)]
+    assert 1.4 * 2**20 < len(items[0]) < 1.5 * 2**20
+    limits: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch", "").lower() == "true":
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await done.wait()  # a quiet watch, until the test is over
+            return response
+        # Pages as the API server cuts them: `limit` items, then a continue token.
+        limit = int(request.query["limit"])
+        start = int(request.query.get("continue") or 0)
+        limits.append(limit)
+        end = min(start + limit, len(items))
+        meta = {"resourceVersion": "10"} | ({"continue": str(end)} if end < len(items) else {})
+        head = json.dumps({"kind": "DeploymentList", "metadata": meta}).encode()
+        body = head[:-1] + b',"items":[' + b",".join(items[start:end]) + b"]}"
+        return web.Response(body=body, content_type="application/json")
+
+    async with api_client_for(handle) as api:
+        cache = DeploymentCache(Kube(api, max_in_flight=4), ["ns"])
+        await cache.start()
+        try:
+            await asyncio.wait_for(cache.wait_synced(), GUARD_S)
+        finally:
+            await cache.stop()
+            done.set()
+    # All read, each too big to keep (a GET reads it when asked).
+    assert (cache.size, cache.oversized) == (0, len(items))
+    # The biggest page the cache asks for, of the biggest Deployments: its body and what
+    # decoding it keeps until the page is done.
+    per_item = len(items[0]) + decoded_size(items[0])
+    assert max(limits) * per_item <= PAGE_BUDGET, (
+        f"pages of {max(limits)} cost up to {max(limits) * per_item / 2**20:.0f} MiB"
+    )
 
 
 def test_backoff_doubles_up_to_its_most_with_jitter() -> None:
