@@ -3,8 +3,8 @@
 A Service's rule, a result's error and the names in it are text that others may have chosen
 (anyone who may patch a Service sets its annotation): printed raw, an escape sequence in it
 would run in the operator's terminal, and a bidi override would make a line read otherwise
-than it is. The tables escape them as Python would write them in a string; JSON output needs
-nothing, since json escapes every such character already.
+than it is. They are written as JSON's \\uXXXX escapes (as the Go CLI and the server's own
+messages write them); JSON output needs nothing, since json escapes every such character.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ _UNSAFE: Final = re.compile(
 
 
 def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\u{ord(match.group()):04x}"
 
 
 def printable(text: str) -> str:
