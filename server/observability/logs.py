@@ -135,16 +135,37 @@ def _bounded_fields(fields: Mapping[str, Any], budget: int = _BODY_LIMIT) -> dic
         bounded: dict[str, Any] = _bounded(fields, items)
         if len(_encode(bounded)) <= budget:
             return bounded
-    return {
+    kept = {
         brief(str(key), BRIEF_KEEP, BRIEF_KEEP): (
             value if value is None or isinstance(value, (bool, int, float)) else "…"
         )
         for key, value in fields.items()
     }
+    if len(_encode(kept)) <= budget:
+        return kept
+    return {"fields": f"…({len(fields)} fields)"}  # no line of ours has that many
 
 
 def _encode_fields(fields: Mapping[str, Any]) -> str:
+    """The fields encoded, bounded. The common line needs nothing cut, and copying it to
+    bound it costs four times its encoding: it is encoded as it is (a look at its text adds
+    less than its encoding did), and copied only if its encoding is too long or holds a
+    string that may be. A caller's names are at the top: looked at first, so that megabytes
+    are never encoded whole."""
+    if not any(isinstance(value, str) and len(value) > STRING_LIMIT for value in fields.values()):
+        encoded = _encode(fields)
+        if len(encoded) <= _BODY_LIMIT and not _may_hold_a_long_string(encoded):
+            return encoded
     return _encode(_bounded_fields(fields))
+
+
+def _may_hold_a_long_string(encoded: str) -> bool:
+    """Whether a JSON text may hold a string of more than STRING_LIMIT characters: every
+    character of a string is at least one of its encoding, so without an escaped quote the
+    text between two quotes is a string or what lies between two, and none may be longer."""
+    if len(encoded) <= STRING_LIMIT:
+        return False
+    return '\\"' in encoded or max(map(len, encoded.split('"'))) > STRING_LIMIT
 
 
 def trace_fields() -> dict[str, str]:

@@ -131,3 +131,11 @@ def test_the_text_format_bounds_a_plain_line_too() -> None:
     text = TextFormatter().format(record)
     assert len(text) < LINE_LIMIT
     assert text.endswith("…(1000004 characters)")
+
+
+@pytest.mark.parametrize("long", ["s" * 257, '"' * 200 + "s" * 57, "\U0001f600" * 300])
+def test_a_long_string_deep_in_a_line_is_in_brief_too(long: str) -> None:
+    fields = {"event": "x", "results": [{"index": 0, "error": long}], "short": "s" * 256}
+    line = dict(_pairs(JsonFormatter().format(_record(Fields(fields)))))
+    assert line["results"] == [{"index": 0, "error": long[:64] + f"…({len(long)} characters)"}]
+    assert line["short"] == "s" * 256
