@@ -17,6 +17,7 @@ from typing import TextIO
 from client import lifecycle_cli
 from client.connection import Outcome, RequestFailed, Result
 from client.options import common_options, connect_from
+from client.text import printable
 
 _COLUMNS = (("INDEX", 5), ("OUTCOME", 9), ("SERVICE", 24), ("CLUSTER-IP", 15), ("PORTS", 28))
 
@@ -89,18 +90,17 @@ async def expose(args: argparse.Namespace, out: TextIO) -> int:
                 timeout=args.timeout,
             ):
                 if not args.json and printed == 0:
-                    print(format_header(), file=out, flush=True)
+                    print(printable(format_header()), file=out, flush=True)
                 printed += 1
                 failed += not result.ok
                 reported.add(result.index)
-                print(
-                    format_json(result) if args.json else format_row(result), file=out, flush=True
-                )
+                line = format_json(result) if args.json else format_row(result)
+                print(printable(line), file=out, flush=True)
     except RequestFailed as error:
-        print(f"k8sailor: {error.code.name}: {error.details}", file=sys.stderr)
+        print(printable(f"k8sailor: {error.code.name}: {error.details}"), file=sys.stderr)
         return 2
     except (OSError, ValueError) as error:  # an unreadable file, TLS options that do not fit
-        print(f"k8sailor: {error}", file=sys.stderr)
+        print(printable(f"k8sailor: {error}"), file=sys.stderr)
         return 2
     # The server promises exactly one result per rule: a rule it did not report is not known
     # to exist, and one reported twice (or an index out of range) is a result to distrust.

@@ -26,6 +26,7 @@ from client.connection import (
     Result,
 )
 from client.options import connect_from
+from client.text import printable
 
 Command = Callable[[Client, argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 
@@ -83,11 +84,11 @@ async def get(k8sailor: Client, args: argparse.Namespace, out: TextIO) -> int:
     )
     if args.json:
         for service in services:
-            print(service_json(service), file=out)
+            print(printable(service_json(service)), file=out)
     elif services:
-        print("\n".join(format_services(services)), file=out)
+        print(printable("\n".join(format_services(services))), file=out)
     else:
-        print(f"no Services of Deployment {args.deployment!r}", file=sys.stderr)
+        print(printable(f"no Services of Deployment {args.deployment!r}"), file=sys.stderr)
     return 0
 
 
@@ -125,7 +126,7 @@ async def delete(k8sailor: Client, args: argparse.Namespace, out: TextIO) -> int
     ):
         failed += not result.ok
         line = deleted_json(result) if args.json else format_deleted(result, args.dry_run)
-        print(line, file=out, flush=True)
+        print(printable(line), file=out, flush=True)
     return 1 if failed else 0
 
 
@@ -185,7 +186,7 @@ async def apply(k8sailor: Client, args: argparse.Namespace, out: TextIO) -> int:
     ):
         failed += not result.ok
         lines = [apply_json(result)] if args.json else format_applied(result, args.dry_run)
-        print("\n".join(lines), file=out, flush=True)
+        print(printable("\n".join(lines)), file=out, flush=True)
     return 1 if failed else 0
 
 
@@ -239,17 +240,17 @@ def add_commands(
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     command: Command = args.run
     if args.command == "delete" and args.all and args.names:
-        print("k8sailor: give either NAME... or --all, not both", file=sys.stderr)
+        print(printable("k8sailor: give either NAME... or --all, not both"), file=sys.stderr)
         return 2
     if args.command == "delete" and not args.all and not args.names:
-        print("k8sailor: nothing to delete: give NAME... or --all", file=sys.stderr)
+        print(printable("k8sailor: nothing to delete: give NAME... or --all"), file=sys.stderr)
         return 2
     try:
         async with connect_from(args) as k8sailor:
             return await command(k8sailor, args, out)
     except RequestFailed as error:
-        print(f"k8sailor: {error.code.name}: {error.details}", file=sys.stderr)
+        print(printable(f"k8sailor: {error.code.name}: {error.details}"), file=sys.stderr)
         return 2
     except (OSError, ValueError) as error:  # an unreadable file, TLS options that do not fit
-        print(f"k8sailor: {error}", file=sys.stderr)
+        print(printable(f"k8sailor: {error}"), file=sys.stderr)
         return 2

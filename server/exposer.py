@@ -32,6 +32,7 @@ from server.errors import (
 )
 from server.kube import Kube
 from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
+from server.observability.logs import BRIEF_KEEP, STRING_LIMIT, length_marker
 from server.rules import (
     DEFAULT_EXTERNAL_NAMES,
     DEFAULT_NODE_PORTS,
@@ -474,7 +475,10 @@ class Exposer:
 def _quoted(name: str) -> str:
     """A name for a request-level error, bounded: the status message is sent back in a
     trailer, and a hostile request may send a name of megabytes."""
-    return repr(name) if len(name) <= 256 else repr(name[:64]) + f"… ({len(name)} characters)"
+    # The log lines' rule (server.observability.logs.brief), so an error and its line agree.
+    if len(name) <= STRING_LIMIT:
+        return repr(name)
+    return repr(name[:BRIEF_KEEP]) + length_marker(len(name))
 
 
 def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:

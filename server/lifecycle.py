@@ -33,7 +33,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
@@ -69,6 +69,7 @@ from server.manifests import (
     owned_by,
 )
 from server.rules import (
+    MAX_RULE_LENGTH,
     PortRule,
     Protocol,
     RuleError,
@@ -76,6 +77,7 @@ from server.rules import (
     ServiceType,
     dns1035_label_problem,
     parse_any,
+    parse_rule,
 )
 
 log = logging.getLogger(__name__)
@@ -94,13 +96,18 @@ RULE_SPAN = "k8sailor.rule"
 APPLY_ROUNDS = 3
 
 
+#: The rule of a Service whose k8sailor.io/rule annotation is not a canonical rule (someone
+#: patched it): fixed and short, and no rule parses as it, so it cannot be applied by mistake.
+NOT_A_RULE: Final = "(not a k8sailor rule: the k8sailor.io/rule annotation was changed)"
+
+
 @dataclass(frozen=True, slots=True)
 class ExposedService:
     """A Service the Deployment owns, as the cluster has it, and the rule it was made from."""
 
     name: str
     type: ServiceType
-    rule: str  # canonical; empty if the annotation was removed
+    rule: str  # canonical; empty if the annotation was removed, NOT_A_RULE if changed
     cluster_ip: str
     ports: tuple[PortRule, ...]
 
@@ -241,7 +248,7 @@ class Lifecycle:
         loop = asyncio.get_running_loop()
         owner = await self._read_deployment(namespace, deployment, _remaining(loop, deadline))
         owned = [
-            _exposed(service)
+            _exposed(service, self._rule_of(service))
             for service in await self._owned_services(
                 namespace, owner.uid, _remaining(loop, deadline)
             )
@@ -763,7 +770,7 @@ class Lifecycle:
         deleted = await self._delete_owned(
             request.namespace, owner, service, request.dry_run, request.grants, deadline
         )
-        rule = _annotation(service)
+        rule = self._rule_of(service)
         result = RuleResult(
             PRUNED_INDEX,
             rule,
@@ -776,6 +783,23 @@ class Lifecycle:
         return ApplyResult(result)
 
     # -------------------------------------------------------------------------- shared
+
+    def _rule_of(self, service: Mapping[str, Any]) -> str:
+        """The Service's rule, from its annotation, only if the annotation reads back as a
+        canonical rule: anyone with patch rights on Services may set it to any text (up to
+        256 KiB, escape sequences included), which would go into every answer. "" when the
+        annotation is gone, NOT_A_RULE when it is something else."""
+        text = _annotation(service)
+        if not text:
+            return ""
+        if len(text) > MAX_RULE_LENGTH:
+            return NOT_A_RULE
+        settings = self._settings
+        try:
+            rule = parse_rule(text, 0, settings.node_ports, settings.external_names)
+        except RuleError:
+            return NOT_A_RULE
+        return text if rule.canonical() == text else NOT_A_RULE
 
     async def _read_deployment(
         self, namespace: str, name: str, timeout: float | None, *, to_expose: bool = False
@@ -882,11 +906,11 @@ def _ports(service: Mapping[str, Any]) -> tuple[PortRule, ...]:
     )
 
 
-def _exposed(service: Mapping[str, Any]) -> ExposedService:
+def _exposed(service: Mapping[str, Any], rule: str) -> ExposedService:
     return ExposedService(
         name=str(service["metadata"]["name"]),
         type=_service_type(service),
-        rule=_annotation(service),
+        rule=rule,
         cluster_ip=str((service.get("spec") or {}).get("clusterIP") or ""),
         ports=_ports(service),
     )

@@ -7,6 +7,13 @@ text format shows it as compact JSON, as it always has.
 
 In JSON, a line logged while a span is current carries that span's trace_id and span_id, so a
 log search and a trace search meet.
+
+Every line is bounded, whoever wrote it: a caller may send names of megabytes (a 4 MiB
+deployment name of astral characters is 50 MiB of escaped JSON), and a few such lines would
+push every earlier audit line out of the kubelet's rotated log files. A string in a structured
+line is at most STRING_LIMIT characters (longer: its first BRIEF_KEEP and a marker saying how
+long it was, the rule request errors quote names by), long lists are cut with a marker, and the
+encoded line is at most LINE_LIMIT characters (the JSON is ASCII, so characters are bytes).
 """
 
 from __future__ import annotations
@@ -21,6 +28,19 @@ from typing import Any, Final, TextIO
 from opentelemetry import trace
 
 FORMATS: Final = ("json", "text")
+#: A string longer than this, in a structured line or a request error, is shown in brief.
+STRING_LIMIT: Final = 256
+#: How much of a string shown in brief is kept.
+BRIEF_KEEP: Final = 64
+#: The longest encoded line (ASCII, so bytes): the parts below add up to less.
+LINE_LIMIT: Final = 64 * 1024
+#: A structured line's fields, or a plain line's message, encoded.
+_BODY_LIMIT: Final = 32 * 1024
+#: A traceback (the end is kept: that is where the error is) and a stack.
+_ERROR_LIMIT: Final = 16 * 1024
+_STACK_LIMIT: Final = 8 * 1024
+#: Lists longer than the line allows are cut to these many items, tried in turn.
+_LIST_CUTS: Final = (None, 1000, 100, 10, 0)
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -52,12 +72,100 @@ class Fields(Mapping[str, Any]):
 
     def __str__(self) -> str:
         if self._encoded is None:
-            self._encoded = _encode(self._fields)
+            self._encoded = _encode_fields(self._fields)
         return self._encoded
 
 
 # One encoder for every line: json.dumps with arguments builds a new JSONEncoder per call.
 _encode: Final = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def length_marker(length: int) -> str:
+    """What stands for the rest of a string shown in brief."""
+    return f"…({length} characters)"
+
+
+def brief(text: str, limit: int = STRING_LIMIT, keep: int = BRIEF_KEEP) -> str:
+    """text if it has at most limit characters, else its first keep and how long it was."""
+    return text if len(text) <= limit else text[:keep] + length_marker(len(text))
+
+
+def _fitted(text: str, budget: int, *, end: bool = False) -> str:
+    """text shown so that its JSON encoding has at most budget characters (an astral
+    character is 12 of them escaped); end: keep its end instead of its start."""
+    keep = budget
+    while True:
+        if len(text) <= keep:
+            shown = text
+        elif end:
+            shown = f"({len(text)} characters)…" + text[len(text) - keep :]
+        else:
+            shown = text[:keep] + length_marker(len(text))
+        if len(_encode(shown)) <= budget or keep == 0:
+            return shown
+        keep //= 2
+
+
+def _bounded(value: Any, items: int | None) -> Any:
+    """value with every string in brief and every list cut to items (None: not cut); what is
+    not JSON is its str(), in brief too, as the encoder would have written it."""
+    if isinstance(value, str):
+        return brief(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {
+            brief(key) if isinstance(key, str) else key: _bounded(item, items)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        kept = value if items is None or len(value) <= items else value[:items]
+        cut = [_bounded(item, items) for item in kept]
+        if len(kept) < len(value):
+            cut.append(f"…({len(value)} items)")
+        return cut
+    return brief(str(value))
+
+
+def _bounded_fields(fields: Mapping[str, Any], budget: int = _BODY_LIMIT) -> dict[str, Any]:
+    """The fields with their strings in brief, lists cut until the encoding fits budget; if
+    even that is too long (too many fields), every field is kept with a marker for a value
+    that is not a number: the audit line's keys are never lost."""
+    for items in _LIST_CUTS:
+        bounded: dict[str, Any] = _bounded(fields, items)
+        if len(_encode(bounded)) <= budget:
+            return bounded
+    kept = {
+        brief(str(key), BRIEF_KEEP, BRIEF_KEEP): (
+            value if value is None or isinstance(value, (bool, int, float)) else "…"
+        )
+        for key, value in fields.items()
+    }
+    if len(_encode(kept)) <= budget:
+        return kept
+    return {"fields": f"…({len(fields)} fields)"}  # no line of ours has that many
+
+
+def _encode_fields(fields: Mapping[str, Any]) -> str:
+    """The fields encoded, bounded. The common line needs nothing cut, and copying it to
+    bound it costs four times its encoding: it is encoded as it is (a look at its text adds
+    less than its encoding did), and copied only if its encoding is too long or holds a
+    string that may be. A caller's names are at the top: looked at first, so that megabytes
+    are never encoded whole."""
+    if not any(isinstance(value, str) and len(value) > STRING_LIMIT for value in fields.values()):
+        encoded = _encode(fields)
+        if len(encoded) <= _BODY_LIMIT and not _may_hold_a_long_string(encoded):
+            return encoded
+    return _encode(_bounded_fields(fields))
+
+
+def _may_hold_a_long_string(encoded: str) -> bool:
+    """Whether a JSON text may hold a string of more than STRING_LIMIT characters: every
+    character of a string is at least one of its encoding, so without an escaped quote the
+    text between two quotes is a string or what lies between two, and none may be longer."""
+    if len(encoded) <= STRING_LIMIT:
+        return False
+    return '\\"' in encoded or max(map(len, encoded.split('"'))) > STRING_LIMIT
 
 
 def trace_fields() -> dict[str, str]:
@@ -81,24 +189,42 @@ class JsonFormatter(logging.Formatter):
         fields = record.msg if isinstance(record.msg, Fields) and not record.args else None
         if fields is not None and not _HEAD.isdisjoint(fields):
             # A line whose own fields name the header's: theirs take the header's place.
-            head.update(fields)
+            head.update(_bounded_fields(fields))
             fields = None
         elif fields is None:
-            head["message"] = record.getMessage()
+            head["message"] = _fitted(record.getMessage(), _BODY_LIMIT)
         tail: dict[str, Any] = {}
         for key, value in trace_fields().items():
             if key not in head and (fields is None or key not in fields):
                 tail[key] = value
         if record.exc_info:
-            tail["error"] = self.formatException(record.exc_info)
+            tail["error"] = _fitted(self.formatException(record.exc_info), _ERROR_LIMIT, end=True)
         if record.stack_info:
-            tail["stack"] = self.formatStack(record.stack_info)
+            tail["stack"] = _fitted(self.formatStack(record.stack_info), _STACK_LIMIT, end=True)
         return _joined(
             _encode(head), None if fields is None else str(fields), _encode(tail) if tail else None
         )
 
 
 _HEAD: Final = frozenset({"time", "level", "logger"})
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, with a plain line's message and traceback bounded as in JSON (a structured
+    line is its bounded fields already)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = brief(record.message, _BODY_LIMIT, _BODY_LIMIT)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return _fitted(super().formatException(ei), _ERROR_LIMIT, end=True)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _fitted(super().formatStack(stack_info), _STACK_LIMIT, end=True)
 
 
 def _joined(*objects: str | None) -> str:
@@ -129,9 +255,7 @@ def configure(log_format: str, level: int, stream: TextIO | None = None) -> None
     if log_format not in FORMATS:
         raise ValueError(f"{log_format!r} is not one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -137,3 +137,16 @@ async def test_a_field_kubectl_changed_is_a_conflict_until_apply_force(
     assert {"path": "spec.ports[0].targetPort", "before": "7070", "after": "9090"} in result[
         "changes"
     ]
+
+
+async def test_text_from_the_server_reaches_the_terminal_escaped(
+    go: Command, deployment: dict[str, Any]
+) -> None:
+    """A rule echoed back in an error, with a terminal escape and a bidi override in it."""
+    applied = await go("apply", "80:\x1b]0;owned\x07\u202e8088")
+    assert applied.code == 1, applied
+    for text in (applied.out, applied.err):
+        assert "\x1b" not in text
+        assert "\x07" not in text
+        assert "\u202e" not in text
+    assert "\\u001b]0;owned\\u0007\\u202e8088" in applied.out

@@ -16,6 +16,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from client import Client, Deleted, Outcome, RequestFailed, Result
+from server.lifecycle import NOT_A_RULE
 from tests.conftest import Cluster
 from tests.e2e.conftest import SELECTOR
 
@@ -429,3 +430,23 @@ async def test_a_field_another_manager_changed_is_a_conflict_until_forced(
     assert changes["spec.ports[0].targetPort"] == ("7070", "9090")
     service = (await services(api_client, namespace))["web"]
     assert spec_ports(service) == [(80, 9090, "TCP")]
+
+
+async def test_a_patched_rule_annotation_is_not_echoed(
+    k8sailor: Client, api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
+) -> None:
+    """Anyone who may patch Services may set the annotation to anything: 200 KiB, or
+    terminal escapes. ListServices answers a fixed note instead, and a canonical rule still."""
+    await create(k8sailor, namespace, "80:8088", "#80:80", "!31234:80:8088")
+    core = client.CoreV1Api(api_client)
+    for name, text in [("web", "8" * (200 * 1024)), ("web-headless", "\x1b]0;owned\x07#80")]:
+        patch = {"metadata": {"annotations": {"k8sailor.io/rule": text}}}
+        await core.patch_namespaced_service(name, namespace, patch)
+
+    listed = await k8sailor.list_services("web", namespace=namespace)
+
+    assert {s.name: s.rule for s in listed} == {
+        "web": NOT_A_RULE,
+        "web-headless": NOT_A_RULE,
+        "web-nodeport": "!31234:80:8088",
+    }

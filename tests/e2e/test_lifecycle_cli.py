@@ -166,3 +166,21 @@ async def test_a_field_kubectl_changed_is_a_conflict_until_apply_force(
     assert lines[0] == "updated              web  (rule 0: 80:9090)"
     assert "  - spec.ports[0].targetPort: 7070" in lines
     assert "  + spec.ports[0].targetPort: 9090" in lines
+
+
+async def test_text_from_the_server_reaches_the_terminal_escaped(
+    target: str, namespace: str, deployment: dict[str, Any]
+) -> None:
+    """A rule echoed back in an error, with a terminal escape and a bidi override in it."""
+    hostile = "80:\x1b]0;owned\x07\u202e8088"
+    outputs = []
+    for command in (["apply", "web", hostile], ["expose", "web", hostile]):
+        code, out, err = await k8sailor(target, namespace, *command)
+        assert code == 1, err
+        for text in (out, err):
+            assert "\x1b" not in text
+            assert "\x07" not in text
+            assert "\u202e" not in text
+        outputs.append(out)
+    # What apply echoed, escaped as the Go CLI and the server write it.
+    assert "\\u001b]0;owned\\u0007\\u202e8088" in outputs[0]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from server.observability.logs import Fields, JsonFormatter
+from server.observability.logs import LINE_LIMIT, Fields, JsonFormatter, TextFormatter
 
 FIELDS = {
     "event": "CreateServices",
@@ -105,3 +105,37 @@ def test_an_error_comes_last_with_its_traceback(msg: object) -> None:
     key, error = line[-1]
     assert key == "error"
     assert "RuntimeError: boom" in error
+
+
+def test_a_long_list_is_cut_with_a_marker_to_keep_the_line_bounded() -> None:
+    results = [{"index": i, "outcome": "CREATED", "service": "s" * 60} for i in range(5000)]
+    text = JsonFormatter().format(_record(Fields({"event": "x", "results": results})))
+    line = dict(_pairs(text))
+    assert len(text) <= LINE_LIMIT
+    assert line["results"][:-1] == results[: len(line["results"]) - 1]
+    assert line["results"][-1] == "…(5000 items)"
+
+
+def test_too_many_long_fields_keep_their_keys_and_numbers() -> None:
+    fields = {f"field{i}": "\U0001f600" * 300 for i in range(100)} | {"rules": 3}
+    text = JsonFormatter().format(_record(Fields(fields)))
+    assert len(text) <= LINE_LIMIT
+    line = dict(_pairs(text))
+    assert list(line)[3:] == list(fields)
+    assert line["rules"] == 3
+
+
+def test_the_text_format_bounds_a_plain_line_too() -> None:
+    huge = "\x1b" * 1_000_000
+    record = logging.LogRecord("k8sailor", logging.INFO, __file__, 1, "got %s", (huge,), None)
+    text = TextFormatter().format(record)
+    assert len(text) < LINE_LIMIT
+    assert text.endswith("…(1000004 characters)")
+
+
+@pytest.mark.parametrize("long", ["s" * 257, '"' * 200 + "s" * 57, "\U0001f600" * 300])
+def test_a_long_string_deep_in_a_line_is_in_brief_too(long: str) -> None:
+    fields = {"event": "x", "results": [{"index": 0, "error": long}], "short": "s" * 256}
+    line = dict(_pairs(JsonFormatter().format(_record(Fields(fields)))))
+    assert line["results"] == [{"index": 0, "error": long[:64] + f"…({len(long)} characters)"}]
+    assert line["short"] == "s" * 256

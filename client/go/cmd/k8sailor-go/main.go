@@ -187,6 +187,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Every line printed goes through escaping: tables, errors and JSON alike.
+	stdout, stderr = escaping(stdout), escaping(stderr)
 	// A Deployment named like a subcommand is exposed with "expose NAME" or --deployment.
 	if len(args) > 0 {
 		switch args[0] {
