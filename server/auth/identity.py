@@ -182,10 +182,10 @@ def from_certificate(pem: bytes, trust_domains: Collection[str]) -> Caller | Non
     # bypasses RBAC in every SubjectAccessReview). --client-ca-file may be an issuer that is
     # easier to get certificates from than kube-apiserver's own client CA, so a certificate
     # subject may not claim one; ServiceAccounts prove themselves with a SPIFFE ID or a token.
-    for field, value in [("CN", names[-1]), *(("O", o) for o in organizations)]:
+    for attribute, value in [("CN", names[-1]), *(("O", o) for o in organizations)]:
         if value.startswith(RESERVED_PREFIX):
             raise IdentityError(
-                f"client certificate {field}={value!r}: names beginning with "
+                f"client certificate {attribute}={value!r}: names beginning with "
                 f"{RESERVED_PREFIX!r} are reserved for Kubernetes and not accepted from a "
                 "certificate subject; a ServiceAccount authenticates with a SPIFFE ID "
                 "(spiffe://<trust domain>/ns/<namespace>/sa/<name>) or a token"
