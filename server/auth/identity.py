@@ -178,8 +178,23 @@ def from_certificate(pem: bytes, trust_domains: Collection[str]) -> Caller | Non
         _text(value.value)
         for value in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     ]
+    # Kubernetes reserves the system: prefix for its own users and groups (system:masters
+    # bypasses RBAC in every SubjectAccessReview). --client-ca-file may be an issuer that is
+    # easier to get certificates from than kube-apiserver's own client CA, so a certificate
+    # subject may not claim one; ServiceAccounts prove themselves with a SPIFFE ID or a token.
+    for attribute, value in [("CN", names[-1]), *(("O", o) for o in organizations)]:
+        if value.startswith(RESERVED_PREFIX):
+            raise IdentityError(
+                f"client certificate {attribute}={value!r}: names beginning with "
+                f"{RESERVED_PREFIX!r} are reserved for Kubernetes and not accepted from a "
+                "certificate subject; a ServiceAccount authenticates with a SPIFFE ID "
+                "(spiffe://<trust domain>/ns/<namespace>/sa/<name>) or a token"
+            )
     groups = tuple(dict.fromkeys([*organizations, AUTHENTICATED_GROUP]))
     return Caller(user=names[-1], groups=groups, method=Method.CERTIFICATE)
+
+
+RESERVED_PREFIX = "system:"
 
 
 def _text(value: str | bytes) -> str:

@@ -239,3 +239,32 @@ async def test_every_trust_domain_of_the_repeated_flag_is_believed(
         Outcome.CREATED,
         Outcome.UNCHANGED,
     ]
+
+
+@pytest.mark.parametrize(
+    ("common_name", "organizations", "field"),
+    [
+        ("alice", ("system:masters",), "O='system:masters'"),
+        ("system:serviceaccount:kube-system:deployment-controller", (), "CN='system:"),
+    ],
+)
+async def test_a_certificate_subject_may_not_claim_a_reserved_system_name(
+    serve: Serve,
+    pki: Pki,
+    teams: Teams,
+    api_client: client.ApiClient,
+    common_name: str,
+    organizations: tuple[str, ...],
+    field: str,
+) -> None:
+    # No binding at all: before, system:masters made the API server allow every review.
+    forged = pki.ca.issue(common_name=common_name, organizations=organizations)
+
+    async with serve(mtls(pki)) as target:
+        with pytest.raises(RequestFailed) as raised:
+            await expose(target, pki, forged, teams.a, ["80:8080"])
+
+    assert raised.value.code is grpc.StatusCode.UNAUTHENTICATED
+    assert field in raised.value.details
+    assert "SPIFFE ID" in raised.value.details
+    assert await service_names(api_client, teams.a) == set()

@@ -41,6 +41,33 @@ def test_of_several_cns_the_last_is_the_user_as_kube_apiserver_reads_it(
     assert (caller.user, caller.method) == (user, Method.CERTIFICATE)
 
 
+@pytest.mark.parametrize(
+    ("subject", "field"),
+    [
+        (
+            {"common_name": "alice", "organizations": ("dev", "system:masters")},
+            "O='system:masters'",
+        ),
+        ({"common_name": "system:serviceaccount:kube-system:x"}, "CN='system:serviceaccount:"),
+        ({"common_name": "system:kube-controller-manager"}, "CN='system:kube-controller"),
+        (
+            {"common_name": "system:node:n1", "organizations": ("system:nodes",)},
+            "CN='system:node:n1'",
+        ),
+    ],
+)
+def test_a_certificate_subject_may_not_claim_a_reserved_system_name(
+    subject: dict[str, object], field: str
+) -> None:
+    # system:masters bypasses RBAC in every SubjectAccessReview; --client-ca-file may be an
+    # issuer teams can request from, so the subject must not reach Kubernetes' own names.
+    pem = CA.issue(**subject).certificate  # type: ignore[arg-type]
+    with pytest.raises(IdentityError) as raised:
+        from_certificate(pem, TRUSTED)
+    assert field in str(raised.value)
+    assert "SPIFFE ID" in str(raised.value)
+
+
 def test_a_trusted_kubernetes_spiffe_id_is_the_service_account_whatever_the_subject() -> None:
     pem = CA.issue(
         common_name="alice",
