@@ -101,6 +101,10 @@ def host_port(value: str) -> str | None:
     host, colon, port = value.rpartition(":")
     if not colon or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
         return f"{value!r} is not HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:50051)"
+    # gRPC reads "unix:PATH:1" as a Unix socket, whose calls the edge would take for the mesh
+    # proxy's (only --mesh-listen may be one): a host is a name or an address, never a path.
+    if "/" in host or host.lower().startswith(("unix:", "unix-abstract:", "vsock:")):
+        return f"{value!r} is not HOST:PORT: a Unix socket is only for --mesh-listen unix:PATH"
     return None
 
 

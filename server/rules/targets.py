@@ -18,8 +18,10 @@ another namespace's Service through that proxy: a confused deputy. So k8sailor r
   ``.arpa`` (DNS infrastructure, ``home.arpa`` included).
 - **Names inside the cluster**: the cluster domain and everything under it, names ending in
   ``.svc`` or ``.pod`` (a pod's resolver completes them with the cluster domain), names ending
-  in a namespace Kubernetes itself creates (``kubernetes.default``), and names without a dot
-  (``kubernetes``: a pod's resolver completes them to a Service of its own namespace).
+  in a namespace Kubernetes itself creates (``kubernetes.default``), names shaped as a
+  Service's name under any cluster domain (``<service>.<namespace>.svc.<anything>``), and names
+  without a dot (``kubernetes``: a pod's resolver completes them to a Service of its own
+  namespace).
 
 The operator may allow a suffix (``--allow-external-name svc.cluster.local``): a name equal to
 it or under it is then accepted, whatever the lists above say, IP addresses excepted.
@@ -214,6 +216,14 @@ def _special_name(name: str, policy: ExternalNamePolicy) -> str | None:
     reason = _SPECIAL_TLDS.get(last)
     if reason is not None:
         return reason
+    labels = name.split(".")
+    if "svc" in labels[2:-1]:
+        # <service>.<namespace>.svc.<domain>: a Service's name in a cluster whose domain is
+        # not the one this server was told (--cluster-domain), or a neighbouring cluster's.
+        return (
+            "shaped as a Service's name inside a cluster (<service>.<namespace>.svc.<cluster "
+            "domain>)"
+        )
     if last in _KUBE_NAMESPACES:
         return (
             f"a name of the cluster: a pod's resolver completes it to {name}.svc.{domain}, a "

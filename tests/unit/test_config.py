@@ -81,6 +81,12 @@ def test_external_names_follow_the_cluster_domain_and_the_allowed_suffixes() -> 
         (["--max-retry-seconds", "-1"], {}, "--max-retry-seconds: -1.0 is not a finite number"),
         (["--listen", "50051"], {}, "--listen: '50051' is not HOST:PORT"),
         (["--listen", "localhost:99999"], {}, "--listen: 'localhost:99999' is not HOST:PORT"),
+        # gRPC would take it for a Unix socket, whose callers the edge takes for the mesh's.
+        (
+            ["--listen", "unix:/tmp/k8sailor.sock:1"],
+            {},
+            "--listen: 'unix:/tmp/k8sailor.sock:1' is not HOST:PORT: a Unix socket is only for",
+        ),
         (
             [],
             {"K8SAILOR_NODE_PORT_RANGE": "a-b"},

@@ -738,6 +738,17 @@ REFUSED_TARGETS: list[tuple[str, str]] = [
     ("api.team-b.svc.cluster.local", _IN_CLUSTER),
     ("10-0-0-1.team-b.pod.cluster.local", _IN_CLUSTER),
     ("cluster.local", _IN_CLUSTER),
+    # Another cluster domain than this server's (--cluster-domain), or a neighbour cluster's.
+    (
+        "kubernetes.default.svc.k8s.example.org",
+        "is shaped as a Service's name inside a cluster (<service>.<namespace>.svc.<cluster "
+        "domain>)" + _ALLOW,
+    ),
+    (
+        "api.team-b.svc.corp",
+        "is shaped as a Service's name inside a cluster (<service>.<namespace>.svc.<cluster "
+        "domain>)" + _ALLOW,
+    ),
     (
         "api.team-b.svc",
         "is a name of the cluster: a pod's resolver completes .svc with the cluster domain"
