@@ -278,8 +278,9 @@ class ServerConfig:
     max_concurrent_rpcs: int = setting(
         256,
         flag="max-concurrent-rpcs",
-        help="gRPC calls the server handles at once, of all callers and services (health "
-        "checks included); more are refused at once with RESOURCE_EXHAUSTED",
+        help="gRPC calls the server handles at once on --listen, of all callers and services "
+        "(health checks on that port included); more are refused at once with "
+        "RESOURCE_EXHAUSTED",
         read=whole_number,
         check=at_least(1, 100_000),
         metavar="N",
@@ -304,7 +305,8 @@ class ServerConfig:
         (),
         flag="allow-external-name",
         help="accept ExternalName targets equal to or under this suffix although they name "
-        "the cluster, the node or its link (svc.cluster.local); repeatable, or "
+        "the cluster, the node or its link (e.g. svc.cluster.local; none by default); "
+        "repeatable, or "
         "comma-separated; IP addresses stay refused",
         read=domains,
         check=domains_problem,
@@ -446,7 +448,8 @@ AUTH_SETTINGS: Final[dict[str, Setting]] = {
     ),
     "authorization": Setting(
         "authorization",
-        "rbac (SubjectAccessReviews; the default with TLS) or none (the default without)",
+        "rbac (SubjectAccessReviews; the default with TLS or --mesh-listen) or none (the "
+        "default without either)",
         authorization_mode, _no_check, "MODE",
     ),
     "mesh_listen": Setting(
@@ -468,7 +471,8 @@ AUTH_SETTINGS: Final[dict[str, Setting]] = {
     ),
     "insecure": Setting(
         "insecure",
-        "allow a non-loopback --listen without TLS or with --authorization=none (warns)",
+        "allow a non-loopback --listen without TLS or with --authorization=none, and "
+        "--mesh-listen with --authorization=none (warns)",
         boolean, _no_check, "BOOL", const="true",
     ),
 }  # fmt: skip

@@ -230,7 +230,8 @@ class Exposer:
     async def parse(self, request: ExposeRequest) -> list[ServiceRule | RuleError]:
         """Every rule of the request parsed, once: hand them on as ExposeRequest.parsed (after
         authorization has looked at their types, see rule_types). Checks the request first
-        (BadRequest), so an oversized one costs nothing."""
+        (BadRequest); the edge (server.edge) has refused an oversized one before it was decoded,
+        this is the same bound for callers that build an ExposeRequest themselves."""
         self.check(request)
         return await parse_rules(request.rules, self._settings)
 

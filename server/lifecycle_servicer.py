@@ -19,7 +19,7 @@ from k8sailor.v1 import exposure_pb2 as pb
 from server import edge
 from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
-from server.auth.identity import ANONYMOUS, Caller
+from server.auth.identity import Caller
 from server.cooperative import in_slices
 from server.errors import KubeError
 from server.exposer import (
@@ -295,12 +295,12 @@ class LifecycleServicer(ExposureServicer):
 
 @dataclass(slots=True)
 class _Call:
-    """One streaming lifecycle call, as it becomes known: for the log line and the counts."""
+    """One lifecycle call, for the log line and the counts."""
 
     event: str  # the RPC's name
     namespace: str
     deployment: str
-    caller: Caller = ANONYMOUS
+    caller: Caller  # as the edge authenticated it
     grants: Grants | None = None
 
 

@@ -1,5 +1,5 @@
-"""Who is calling and what it may do, for the servicer: the only part of server.auth that
-knows gRPC.
+"""Who is calling and what it may do, for the edge (server.edge) and the servicers: the only
+part of server.auth that knows gRPC.
 
 The edge (server.edge) asks `authenticate(context)` first, before the request is decoded, and
 the servicer then `permissions(...)` with the Service types the request uses; the answer goes
@@ -269,7 +269,8 @@ def _text(value: str | bytes) -> str:
 def _is_mesh_peer(peer: str) -> bool:
     """Whether a call came in over a Unix socket: gRPC names such a peer "unix:" and then the
     client's address (empty for the unbound client sockets Envoy uses), and TCP peers always
-    "ipv4:" or "ipv6:". The server's only Unix socket is --mesh-listen (--listen is always
-    HOST:PORT), so this is the mesh listener, and nothing that reaches a TCP port can pass.
+    "ipv4:" or "ipv6:". The server's only Unix socket is --mesh-listen (--listen is refused
+    unless HOST:PORT with a host that is no socket path: server.config.host_port), so this is
+    the mesh listener, and nothing that reaches a TCP port can pass.
     """
     return peer.startswith("unix:")

@@ -244,7 +244,7 @@ class TokenReviewer:
             bounds.in_flight, FixedLimit(bounds.shared_in_flight), max_waiting=bounds.waiting
         )
 
-    async def review(self, token: str, peer: str = "") -> Caller:
+    async def review(self, token: str, peer: str) -> Caller:
         """The caller the token names; Unauthenticated when the API server refuses it.
 
         peer is the gRPC peer string of the connection the token came on (context.peer()):
