@@ -212,7 +212,12 @@ def peer_address(peer: str) -> str | None:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return None if ip.is_loopback else str(ip)
+    if ip.is_loopback:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        # One client holds a whole /64 (SLAAC, privacy addresses): it is one address here.
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class TokenReviewer:
@@ -226,6 +231,7 @@ class TokenReviewer:
         timeout: float = 10.0,
         max_entries: int = 10_000,
         bounds: ReviewBounds = ReviewBounds(),
+        accepted_for: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._kube = kube
@@ -240,6 +246,13 @@ class TokenReviewer:
             max_entries=max_entries, clock=clock
         )
         self.peers = Peers(bounds, clock)
+        # Tokens the API server accepted lately (their hashes, most recent last): when their
+        # cached answer expires, they are reviewed again outside the bounds on unknown tokens,
+        # so that a flood from the same address (a NAT, a node) cannot lock out its callers.
+        self._accepted: dict[bytes, float] = {}  # hash -> until when (wall clock)
+        self._accepted_for = accepted_for
+        self._accepted_entries = max_entries
+        self._known_share = Share("known tokens")
         self._slots = FairSlots(
             bounds.in_flight, FixedLimit(bounds.shared_in_flight), max_waiting=bounds.waiting
         )
@@ -256,12 +269,24 @@ class TokenReviewer:
         answer = self.cache.cached(key)
         if answer is None:
             # A review under way for the same token is shared, and costs the connection
-            # nothing more; a new one must be admitted first.
-            admitted = None if self.cache.pending(key) else self.peers.admit(peer)
+            # nothing more; a new one must be admitted first, unless the token was accepted
+            # lately.
+            admitted = None if self.cache.pending(key) else self._admit(key, peer)
             answer = await self.cache.get(key, functools.partial(self._review, token, admitted))
         if isinstance(answer, _Refused):
+            self._accepted.pop(key, None)
             raise Unauthenticated(answer.message)
+        self._accepted.pop(key, None)
+        if len(self._accepted) >= self._accepted_entries:
+            del self._accepted[next(iter(self._accepted))]
+        self._accepted[key] = self._clock() + self._accepted_for
         return answer
+
+    def _admit(self, key: bytes, peer: str) -> Admission:
+        until = self._accepted.get(key)
+        if until is not None and until > self._clock():
+            return Admission((), self._known_share)
+        return self.peers.admit(peer)
 
     async def _review(self, token: str, admitted: Admission | None) -> Timed[Caller | _Refused]:
         assert admitted is not None  # only called when nothing was pending: admitted

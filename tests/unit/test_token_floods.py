@@ -23,7 +23,7 @@ from kubernetes_asyncio import client
 from server.auth.access import AccessReviewer
 from server.auth.errors import AuthUnavailable, Unauthenticated
 from server.auth.identity import Method
-from server.auth.tokens import ReviewBounds, TokenReviewer
+from server.auth.tokens import ReviewBounds, TokenReviewer, peer_address
 from server.fairness import Share
 from server.kube import Kube
 from server.rules import ServiceType
@@ -177,6 +177,31 @@ async def test_a_client_that_opens_a_new_connection_for_each_few_tokens_is_bound
     assert await outcome(reviewer, GOOD, OTHER) == "alice"
     # Remembered: the eight connections that had tokens refused, and the address.
     assert len(reviewer.peers) == 9
+
+
+async def test_a_flood_from_a_shared_address_does_not_lock_out_a_token_accepted_before(
+    fake: tuple[FakeApiServer, client.ApiClient],
+) -> None:
+    # Callers behind one NAT share an address, and so its bound: a token the API server
+    # accepted lately is reviewed again, once its answer expires, without counting against it.
+    now = [1_000_000.0]
+    reviews = Reviews()
+    reviewer = reviewer_over(fake, reviews, max_ttl=30, clock=lambda: now[0])
+    nat = "ipv4:10.0.0.66:{port}"
+    assert await outcome(reviewer, GOOD, nat.format(port=50000)) == "alice"
+    for port in range(40000, 40000 + 100):  # a new connection for every few tokens
+        await outcome(reviewer, random_token(), nat.format(port=port))
+    assert await outcome(reviewer, random_token(), nat.format(port=39999)) == "Unauthenticated"
+    now[0] += 31  # the answer for GOOD expired; the address's refusals still count (60 s)
+    before = len(reviews.tokens)
+    assert await outcome(reviewer, GOOD, nat.format(port=50001)) == "alice"
+    assert reviews.tokens[before:] == [GOOD]
+
+
+def test_an_ipv6_client_is_its_slash_64() -> None:
+    assert peer_address("ipv6:%5B2001:db8:1:2:aaaa::1%5D:5000") == "2001:db8:1:2::/64"
+    assert peer_address("ipv6:%5B2001:db8:1:2:bbbb::7%5D:5001") == "2001:db8:1:2::/64"
+    assert peer_address("ipv4:10.0.0.7:5000") == "10.0.0.7"
 
 
 @pytest.mark.parametrize(
