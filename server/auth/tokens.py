@@ -339,10 +339,15 @@ class TokenReviewer:
         if not status.get("authenticated"):
             # Why, for the operator only: a webhook token authenticator's error may name its
             # address, and the caller has proved nothing.
-            if status.get("error"):
-                log.info("a bearer token was refused: %.512s", status["error"])
+            error = str(status.get("error") or "")
+            if error:
+                log.info("a bearer token was refused: %.512s", error)
+            # The one reason a caller can act on (get a new token), in words of ours.
+            expired = ": the token has expired" if "expired" in error.lower() else ""
             return Timed(
-                _Refused(f"the API server refused the bearer token (audiences {audiences})"),
+                _Refused(
+                    f"the API server refused the bearer token (audiences {audiences}){expired}"
+                ),
                 self._refused_ttl,
             )
         granted = [str(audience) for audience in status.get("audiences") or ()]
