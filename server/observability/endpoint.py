@@ -55,10 +55,14 @@ class _DeadlineReader(io.RawIOBase):
 class _Handler(WSGIRequestHandler):
     """One request per connection, read against the deadline; no access log."""
 
+    server: _BoundedServer
+
     def setup(self) -> None:
         super().setup()
         self.rfile.close()
-        deadline = time.monotonic() + REQUEST_SECONDS
+        # From the connection's acceptance, not from when a worker got to it: idle ones waiting
+        # for a worker must not each hold the port for another REQUEST_SECONDS.
+        deadline = self.server.deadline_of(self.connection)
         self.connection.settimeout(REQUEST_SECONDS)  # writes: each send at most this long
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
 
@@ -71,7 +75,7 @@ class _BoundedServer(WSGIServer):
         # Before the base's __init__, which binds, and closes the server if it cannot.
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="k8sailor-metrics")
         self._slots = threading.BoundedSemaphore(WORKERS + WAITING)
-        self._open: set[socket.socket] = set()
+        self._open: dict[socket.socket, float] = {}  # connection -> its request's deadline
         self._lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
@@ -80,7 +84,7 @@ class _BoundedServer(WSGIServer):
             self.shutdown_request(request)  # neither served nor waiting: closed at once
             return
         with self._lock:
-            self._open.add(request)
+            self._open[request] = time.monotonic() + REQUEST_SECONDS
         try:
             self._pool.submit(self._serve, request, client_address)
         except RuntimeError:  # the pool is shut down: the server is closing
@@ -94,9 +98,13 @@ class _BoundedServer(WSGIServer):
         finally:
             self._done(request)
 
+    def deadline_of(self, request: socket.socket) -> float:
+        with self._lock:
+            return self._open.get(request, time.monotonic())
+
     def _done(self, request: Any) -> None:
         with self._lock:
-            self._open.discard(request)
+            self._open.pop(request, None)
         self.shutdown_request(request)
         self._slots.release()
 
