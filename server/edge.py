@@ -12,7 +12,11 @@ before the handler runs), and then, in this order:
      server.rules.MAX_RULE_LENGTH bytes, or names), RESOURCE_EXHAUSTED beyond it;
   4. its top-level fields are counted on the wire, without decoding them: more rules (or
      names) than --max-rules is INVALID_ARGUMENT, before a single rule is built;
-  5. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
+  5. for the requests that carry rules, each rule is walked one level deeper on the wire
+     (rule_shapes): a rule longer than a rule may be, or whose spec holds more ports than
+     server.rules.MAX_PORTS (summed over repeated copies of `spec`, which protobuf merges),
+     is INVALID_ARGUMENT, before the ports are decoded;
+  6. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
 
 The same interceptor bounds the calls that need no identity: their request must arrive within
 RECEIVE_SECONDS too, health Watch streams are capped per server (probes use Check), and when
@@ -27,7 +31,7 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,7 +44,7 @@ from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
-from server.rules import MAX_RULE_LENGTH
+from server.rules import MAX_PORTS, MAX_RULE_LENGTH
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -98,6 +102,8 @@ class Shape:
     field: int | None  # None: a request with no list (ListServices)
     what: str  # "rules" or "names", for messages
     item_bytes: int
+    #: Its items are Rules, whose specs' ports are counted on the wire (rule_shapes).
+    rules: bool = False
 
     def max_bytes(self, max_items: int) -> int:
         return ENVELOPE_BYTES + (0 if self.field is None else max_items * self.item_bytes)
@@ -111,16 +117,23 @@ def _field(message: Any, name: str) -> int:
 _RULE_BYTES = MAX_RULE_LENGTH + RULE_FRAMING_BYTES
 SHAPES: Final[Mapping[str, Shape]] = {
     f"/{EXPOSURE_SERVICE}/CreateServices": Shape(
-        _field(pb.CreateServicesRequest, "rules"), "rules", _RULE_BYTES
+        _field(pb.CreateServicesRequest, "rules"), "rules", _RULE_BYTES, rules=True
     ),
     f"/{EXPOSURE_SERVICE}/ApplyServices": Shape(
-        _field(pb.ApplyServicesRequest, "rules"), "rules", _RULE_BYTES
+        _field(pb.ApplyServicesRequest, "rules"), "rules", _RULE_BYTES, rules=True
     ),
     f"/{EXPOSURE_SERVICE}/DeleteServices": Shape(
         _field(pb.DeleteServicesRequest, "names"), "names", NAME_BYTES
     ),
     f"/{EXPOSURE_SERVICE}/ListServices": Shape(None, "", 0),
 }
+#: Where a Rule's structured form and its ports are (the same in both requests that carry rules).
+RULE_SPEC: Final = _field(pb.Rule, "spec")
+SPEC_PORTS: Final = _field(pb.ServiceSpec, "ports")
+#: Fields one rule may hold on the wire, its spec's (every copy's) included, before the walk
+#: stops: MAX_PORTS ports and room for the rest, so that a rule of thousands of repeated
+#: fields costs no more to look at than a valid one.
+RULE_FIELDS: Final = MAX_PORTS + ENVELOPE_FIELDS
 
 
 def max_request_bytes(max_rules: int) -> int:
@@ -146,29 +159,84 @@ def count_field(data: bytes, number: int, limit: int) -> tuple[int, bool]:
     while position < end:
         if fields == limit:
             return count, False
-        key, position = _varint(data, position)
-        wire_type, field = key & 7, key >> 3
-        if wire_type == 0:
-            _, position = _varint(data, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            position += length
-        elif wire_type == 5:
-            position += 4
-        else:
-            raise _malformed()
-        if position > end or field == 0:
-            raise _malformed()
+        field, _, _, position = _next_field(data, position, end)
         count += field == number
         fields += 1
     return count, True
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class RuleShape:
+    """One rule of a request as the wire has it: its encoded length, and the ports of its
+    spec, summed over every copy of `spec` (protobuf merges them into one); `complete` is
+    False when the rule was not read to its end (longer than allowed, or more fields)."""
+
+    length: int
+    ports: int
+    complete: bool
+
+
+def rule_shapes(data: bytes, number: int, max_bytes: int, max_fields: int) -> Iterator[RuleShape]:
+    """Each occurrence of the Rule field `number` in the encoded request `data`, in order, as
+    its RuleShape, without decoding anything. A rule longer than max_bytes is not read at all;
+    one is read for at most max_fields fields (its own and its specs'), so the walk costs at
+    most that many fields per rule. Refused (INVALID_ARGUMENT) for bytes that are not a
+    message, at either level."""
+    position, end = 0, len(data)
+    while position < end:
+        field, wire_type, start, position = _next_field(data, position, end)
+        if field != number or wire_type != 2:
+            continue
+        length = position - start
+        if length > max_bytes:
+            yield RuleShape(length, 0, False)
+            continue
+        yield _rule_shape(data, start, position, max_fields)
+
+
+def _rule_shape(data: bytes, start: int, end: int, max_fields: int) -> RuleShape:
+    ports, fields, position = 0, 0, start
+    while position < end:
+        if fields == max_fields:
+            return RuleShape(end - start, ports, False)
+        field, wire_type, spec, position = _next_field(data, position, end)
+        fields += 1
+        if field != RULE_SPEC or wire_type != 2:
+            continue
+        while spec < position:  # the spec's own fields, within the rule's budget
+            if fields == max_fields:
+                return RuleShape(end - start, ports, False)
+            inner, inner_type, _, spec = _next_field(data, spec, position)
+            fields += 1
+            ports += inner == SPEC_PORTS and inner_type == 2
+    return RuleShape(end - start, ports, True)
+
+
+def _next_field(data: bytes, position: int, end: int) -> tuple[int, int, int, int]:
+    """The field at `position` of a message ending at `end`: its number, wire type, where its
+    value starts (a length-delimited one's content) and where the next field starts."""
+    key, position = _varint(data, position, end)
+    wire_type, field = key & 7, key >> 3
+    start = position
+    if wire_type == 0:
+        _, position = _varint(data, position, end)
+    elif wire_type == 1:
+        position += 8
+    elif wire_type == 2:
+        length, start = _varint(data, position, end)
+        position = start + length
+    elif wire_type == 5:
+        position += 4
+    else:
+        raise _malformed()
+    if position > end or field == 0:
+        raise _malformed()
+    return field, wire_type, start, position
+
+
+def _varint(data: bytes, position: int, end: int) -> tuple[int, int]:
     value, shift = 0, 0
-    while shift < 64 and position < len(data):
+    while shift < 64 and position < end:
         byte = data[position]
         position += 1
         value |= (byte & 0x7F) << shift
@@ -309,6 +377,35 @@ class Edge(ServerInterceptor):
                 f"{count} {shape.what} is more than this server accepts in one request "
                 f"({self._max_rules}); split them over several requests",
             )
+        if shape.rules:
+            self._check_rules(shape, raw)
+
+    def _check_rules(self, shape: Shape, raw: bytes) -> None:
+        """Refused when a rule is longer than a rule may be, or its spec has more ports than
+        MAX_PORTS: decoding them would cost memory out of all proportion to the request
+        (a port can be two bytes on the wire, and is a whole message once decoded)."""
+        assert shape.field is not None
+        rules = rule_shapes(raw, shape.field, shape.item_bytes, RULE_FIELDS)
+        for index, rule in enumerate(rules):
+            if rule.length > shape.item_bytes:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"rule {index} is {rule.length} bytes encoded; this server takes at most "
+                    f"{shape.item_bytes} bytes for one rule: split it into several rules",
+                )
+            if rule.ports > MAX_PORTS:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"rule {index} has {'' if rule.complete else 'at least '}{rule.ports} "
+                    f"ports; a rule may have at most "
+                    f"{MAX_PORTS} ports: split it into several rules",
+                )
+            if not rule.complete:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"rule {index} has more than {RULE_FIELDS} fields: a rule may have at "
+                    f"most {MAX_PORTS} ports and few other fields",
+                )
 
     # ----------------------------------------------------------------- identity-free streams
 
