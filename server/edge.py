@@ -18,8 +18,11 @@ before the handler runs), and then, in this order:
      is INVALID_ARGUMENT, before the ports are decoded;
   6. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
 
-The same interceptor bounds the calls that need no identity: their request must arrive within
-RECEIVE_SECONDS too, health Watch streams are capped per server (probes use Check), and when
+The same interceptor bounds the calls that need no identity (health Check and Watch): at most
+MAX_IDENTITY_FREE_CALLS of them at once per port, far below --max-concurrent-rpcs, so that
+they can never take the call slots authenticated callers need; their request must arrive
+within IDENTITY_FREE_RECEIVE_SECONDS; health Watch streams are capped lower still (probes use
+Check), and when
 authorization is on, reflection serves only callers who authenticate. On the wire nothing
 changes: a caller sends its one request message as before.
 """
@@ -78,9 +81,18 @@ ENVELOPE_FIELDS: Final = 64
 #: (authenticated, for ExposureService): a caller that sends it slowly, or never, holds one of
 #: --max-concurrent-rpcs for no longer. 4 MiB in 30 s is about 1 Mbit/s.
 RECEIVE_SECONDS = 30.0  # not Final: tests shorten it
+#: How long the request of a call that needs no identity may take to arrive: a
+#: HealthCheckRequest is a service name, a few bytes, so a caller who has not sent it within a
+#: second is holding a slot, not probing.
+IDENTITY_FREE_RECEIVE_SECONDS = 1.0  # not Final: tests lengthen it
 #: Concurrent health Watch streams per server: probes use Check, Watch is for the few clients
 #: that follow the status; each stream is held open for as long as its caller likes.
 MAX_HEALTH_WATCHES: Final = 32
+#: Concurrent calls that need no identity (health Check and Watch, from when they arrive,
+#: request unread, to their end) per port: the Watch streams and 16 Checks at once besides.
+#: Anyone can open these, so they must stay well below --max-concurrent-rpcs (256: 208 slots
+#: are then always left for callers who authenticate); beyond it, RESOURCE_EXHAUSTED at once.
+MAX_IDENTITY_FREE_CALLS: Final = MAX_HEALTH_WATCHES + 16
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("k8sailor_caller")
 
@@ -269,7 +281,8 @@ class Edge(ServerInterceptor):
         """access None: no access control at all (every caller is ANONYMOUS)."""
         self._access = access
         self._max_rules = max_rules
-        self._watch_cap = WatchCap()
+        self._watch_cap = Cap(MAX_HEALTH_WATCHES)
+        self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
         self._shares = Shares()  # one turn per caller, see _admit
         # Each method's handler and its wrapper, made once rather than for every call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -302,7 +315,7 @@ class Edge(ServerInterceptor):
             raise LookupError(f"server.edge.SHAPES has no limits for {method}")
         if method.startswith(REFLECTION_PREFIX) and self._access is not None:
             return self._authenticated_stream(handler)
-        return bounded(method, handler, self._watch_cap)
+        return bounded(method, handler, self._watch_cap, self._identity_free)
 
     # ------------------------------------------------------------------ ExposureService
 
@@ -432,14 +445,16 @@ class Edge(ServerInterceptor):
         )
 
 
-async def receive(context: Context) -> bytes:
-    """The call's one request message, as bytes, if it arrives within RECEIVE_SECONDS."""
+async def receive(context: Context, seconds: float | None = None) -> bytes:
+    """The call's one request message, as bytes, if it arrives within `seconds` (None:
+    RECEIVE_SECONDS)."""
+    seconds = RECEIVE_SECONDS if seconds is None else seconds
     try:
-        message = await asyncio.wait_for(context.read(), RECEIVE_SECONDS)
+        message = await asyncio.wait_for(context.read(), seconds)
     except TimeoutError:
         raise Refused(
             grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"the request message did not arrive within {RECEIVE_SECONDS:g} s",
+            f"the request message did not arrive within {seconds:g} s",
         ) from None
     if message is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing in grpc-stubs
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request")
@@ -485,10 +500,11 @@ def read_by_edge(handler: Handler, admit: Callable[[Context], Awaitable[Any]]) -
     )
 
 
-def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
+def bounded(method: str, handler: Handler, watch_cap: Cap, calls: Cap) -> Handler:
     """A method that needs no identity (health, anything but ExposureService and reflection):
-    its one request message must arrive within RECEIVE_SECONDS, and health Watch streams are
-    capped. A stream of requests (reflection) is left as it is."""
+    at most calls.limit such calls at once, its one request message must arrive within
+    IDENTITY_FREE_RECEIVE_SECONDS, and health Watch streams are capped. A stream of requests
+    (reflection) is left as it is."""
     if handler.request_streaming:
         return handler
     if method == HEALTH_WATCH:
@@ -497,7 +513,7 @@ def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
 
     async def admit(context: Context) -> Any:
         try:
-            raw = await receive(context)
+            raw = await receive(context, IDENTITY_FREE_RECEIVE_SECONDS)
             return raw if deserialize is None else deserialize(raw)
         except DecodeError:
             refused = _malformed()
@@ -506,13 +522,70 @@ def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
         await context.abort(refused.code, refused.message)
         raise AssertionError("unreachable: abort raises")
 
-    return read_by_edge(handler, admit)
+    return identity_free(read_by_edge(handler, admit), calls)
 
 
-class WatchCap:
-    """How many health Watch streams one server has open, and its cap."""
+def identity_free(handler: Handler, cap: Cap) -> Handler:
+    """handler (of a request stream, as read_by_edge makes it), refusing RESOURCE_EXHAUSTED at
+    once beyond cap.limit calls at once: its slot is taken before its request is read, and held
+    until the call ends, so that callers who prove nothing hold at most cap.limit of the
+    server's --max-concurrent-rpcs, however they send (or never send) their requests."""
+    serialize = handler.response_serializer
 
-    def __init__(self, limit: int = MAX_HEALTH_WATCHES) -> None:
+    async def enter(context: Context) -> None:
+        if not cap.admit():
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server serves at most {cap.limit} calls that need no identity (health "
+                "checks) at once on this port; try again shortly",
+            )
+
+    if handler.response_streaming:
+        streaming: Behavior | None = handler.stream_stream
+        assert streaming is not None
+        if inspect.isasyncgenfunction(streaming):
+
+            async def generator(requests: Any, context: Context) -> AsyncIterator[Any]:
+                await enter(context)
+                try:
+                    async for response in streaming(requests, context):
+                        yield response
+                finally:
+                    cap.release()
+
+            return grpc.stream_stream_rpc_method_handler(
+                generator, request_deserializer=None, response_serializer=serialize
+            )
+
+        async def coroutine(requests: Any, context: Context) -> Any:
+            await enter(context)
+            try:
+                return await streaming(requests, context)
+            finally:
+                cap.release()
+
+        return grpc.stream_stream_rpc_method_handler(
+            coroutine, request_deserializer=None, response_serializer=serialize
+        )
+    unary: Behavior | None = handler.stream_unary
+    assert unary is not None
+
+    async def single(requests: Any, context: Context) -> Any:
+        await enter(context)
+        try:
+            return await unary(requests, context)
+        finally:
+            cap.release()
+
+    return grpc.stream_unary_rpc_method_handler(
+        single, request_deserializer=None, response_serializer=serialize
+    )
+
+
+class Cap:
+    """How many calls of a kind one server (port) has open at once, and its cap."""
+
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self._watches = 0
 
@@ -527,10 +600,11 @@ class WatchCap:
 
 
 class HealthEdge(ServerInterceptor):
-    """For the plaintext health port (server.health): the bounds of `bounded`, its own cap."""
+    """For the plaintext health port (server.health): the bounds of `bounded`, its own caps."""
 
     def __init__(self) -> None:
-        self._watch_cap = WatchCap()
+        self._watch_cap = Cap(MAX_HEALTH_WATCHES)
+        self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
@@ -544,11 +618,12 @@ class HealthEdge(ServerInterceptor):
         method: str = handler_call_details.method
         known = self._wrapped.get(method)
         if known is None or known[0] is not handler:
-            known = self._wrapped[method] = (handler, bounded(method, handler, self._watch_cap))
+            wrapped = bounded(method, handler, self._watch_cap, self._identity_free)
+            known = self._wrapped[method] = (handler, wrapped)
         return known[1]
 
 
-def watch_capped(handler: Handler, cap: WatchCap) -> Handler:
+def watch_capped(handler: Handler, cap: Cap) -> Handler:
     """The health Watch handler, refusing RESOURCE_EXHAUSTED beyond cap.limit streams at once
     (grpc_health's Watch writes through context.write: a coroutine)."""
     watch: Behavior | None = handler.unary_stream
