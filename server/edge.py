@@ -12,10 +12,17 @@ before the handler runs), and then, in this order:
      server.rules.MAX_RULE_LENGTH bytes, or names), RESOURCE_EXHAUSTED beyond it;
   4. its top-level fields are counted on the wire, without decoding them: more rules (or
      names) than --max-rules is INVALID_ARGUMENT, before a single rule is built;
-  5. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
+  5. for the requests that carry rules, each rule is walked one level deeper on the wire
+     (rule_shapes): a rule longer than a rule may be, or whose spec holds more ports than
+     server.rules.MAX_PORTS (summed over repeated copies of `spec`, which protobuf merges),
+     is INVALID_ARGUMENT, before the ports are decoded;
+  6. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
 
-The same interceptor bounds the calls that need no identity: their request must arrive within
-RECEIVE_SECONDS too, health Watch streams are capped per server (probes use Check), and when
+The same interceptor bounds the calls that need no identity (health Check and Watch): at most
+MAX_IDENTITY_FREE_CALLS of them at once per port, far below --max-concurrent-rpcs, so that
+they can never take the call slots authenticated callers need; their request must arrive
+within IDENTITY_FREE_RECEIVE_SECONDS; health Watch streams are capped lower still (probes use
+Check), and when
 authorization is on, reflection serves only callers who authenticate. On the wire nothing
 changes: a caller sends its one request message as before.
 """
@@ -27,7 +34,7 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,7 +47,7 @@ from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
-from server.rules import MAX_RULE_LENGTH
+from server.rules import MAX_PORTS, MAX_RULE_LENGTH
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -74,9 +81,18 @@ ENVELOPE_FIELDS: Final = 64
 #: (authenticated, for ExposureService): a caller that sends it slowly, or never, holds one of
 #: --max-concurrent-rpcs for no longer. 4 MiB in 30 s is about 1 Mbit/s.
 RECEIVE_SECONDS = 30.0  # not Final: tests shorten it
+#: How long the request of a call that needs no identity may take to arrive: a
+#: HealthCheckRequest is a service name, a few bytes, so a caller who has not sent it within a
+#: second is holding a slot, not probing.
+IDENTITY_FREE_RECEIVE_SECONDS = 1.0  # not Final: tests lengthen it
 #: Concurrent health Watch streams per server: probes use Check, Watch is for the few clients
 #: that follow the status; each stream is held open for as long as its caller likes.
 MAX_HEALTH_WATCHES: Final = 32
+#: Concurrent calls that need no identity (health Check and Watch, from when they arrive,
+#: request unread, to their end) per port: the Watch streams and 16 Checks at once besides.
+#: Anyone can open these, so they must stay well below --max-concurrent-rpcs (256: 208 slots
+#: are then always left for callers who authenticate); beyond it, RESOURCE_EXHAUSTED at once.
+MAX_IDENTITY_FREE_CALLS: Final = MAX_HEALTH_WATCHES + 16
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("k8sailor_caller")
 
@@ -98,6 +114,8 @@ class Shape:
     field: int | None  # None: a request with no list (ListServices)
     what: str  # "rules" or "names", for messages
     item_bytes: int
+    #: Its items are Rules, whose specs' ports are counted on the wire (rule_shapes).
+    rules: bool = False
 
     def max_bytes(self, max_items: int) -> int:
         return ENVELOPE_BYTES + (0 if self.field is None else max_items * self.item_bytes)
@@ -111,16 +129,23 @@ def _field(message: Any, name: str) -> int:
 _RULE_BYTES = MAX_RULE_LENGTH + RULE_FRAMING_BYTES
 SHAPES: Final[Mapping[str, Shape]] = {
     f"/{EXPOSURE_SERVICE}/CreateServices": Shape(
-        _field(pb.CreateServicesRequest, "rules"), "rules", _RULE_BYTES
+        _field(pb.CreateServicesRequest, "rules"), "rules", _RULE_BYTES, rules=True
     ),
     f"/{EXPOSURE_SERVICE}/ApplyServices": Shape(
-        _field(pb.ApplyServicesRequest, "rules"), "rules", _RULE_BYTES
+        _field(pb.ApplyServicesRequest, "rules"), "rules", _RULE_BYTES, rules=True
     ),
     f"/{EXPOSURE_SERVICE}/DeleteServices": Shape(
         _field(pb.DeleteServicesRequest, "names"), "names", NAME_BYTES
     ),
     f"/{EXPOSURE_SERVICE}/ListServices": Shape(None, "", 0),
 }
+#: Where a Rule's structured form and its ports are (the same in both requests that carry rules).
+RULE_SPEC: Final = _field(pb.Rule, "spec")
+SPEC_PORTS: Final = _field(pb.ServiceSpec, "ports")
+#: Fields one rule may hold on the wire, its spec's (every copy's) included, before the walk
+#: stops: MAX_PORTS ports and room for the rest, so that a rule of thousands of repeated
+#: fields costs no more to look at than a valid one.
+RULE_FIELDS: Final = MAX_PORTS + ENVELOPE_FIELDS
 
 
 def max_request_bytes(max_rules: int) -> int:
@@ -146,29 +171,84 @@ def count_field(data: bytes, number: int, limit: int) -> tuple[int, bool]:
     while position < end:
         if fields == limit:
             return count, False
-        key, position = _varint(data, position)
-        wire_type, field = key & 7, key >> 3
-        if wire_type == 0:
-            _, position = _varint(data, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            position += length
-        elif wire_type == 5:
-            position += 4
-        else:
-            raise _malformed()
-        if position > end or field == 0:
-            raise _malformed()
+        field, _, _, position = _next_field(data, position, end)
         count += field == number
         fields += 1
     return count, True
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class RuleShape:
+    """One rule of a request as the wire has it: its encoded length, and the ports of its
+    spec, summed over every copy of `spec` (protobuf merges them into one); `complete` is
+    False when the rule was not read to its end (longer than allowed, or more fields)."""
+
+    length: int
+    ports: int
+    complete: bool
+
+
+def rule_shapes(data: bytes, number: int, max_bytes: int, max_fields: int) -> Iterator[RuleShape]:
+    """Each occurrence of the Rule field `number` in the encoded request `data`, in order, as
+    its RuleShape, without decoding anything. A rule longer than max_bytes is not read at all;
+    one is read for at most max_fields fields (its own and its specs'), so the walk costs at
+    most that many fields per rule. Refused (INVALID_ARGUMENT) for bytes that are not a
+    message, at either level."""
+    position, end = 0, len(data)
+    while position < end:
+        field, wire_type, start, position = _next_field(data, position, end)
+        if field != number or wire_type != 2:
+            continue
+        length = position - start
+        if length > max_bytes:
+            yield RuleShape(length, 0, False)
+            continue
+        yield _rule_shape(data, start, position, max_fields)
+
+
+def _rule_shape(data: bytes, start: int, end: int, max_fields: int) -> RuleShape:
+    ports, fields, position = 0, 0, start
+    while position < end:
+        if fields == max_fields:
+            return RuleShape(end - start, ports, False)
+        field, wire_type, spec, position = _next_field(data, position, end)
+        fields += 1
+        if field != RULE_SPEC or wire_type != 2:
+            continue
+        while spec < position:  # the spec's own fields, within the rule's budget
+            if fields == max_fields:
+                return RuleShape(end - start, ports, False)
+            inner, inner_type, _, spec = _next_field(data, spec, position)
+            fields += 1
+            ports += inner == SPEC_PORTS and inner_type == 2
+    return RuleShape(end - start, ports, True)
+
+
+def _next_field(data: bytes, position: int, end: int) -> tuple[int, int, int, int]:
+    """The field at `position` of a message ending at `end`: its number, wire type, where its
+    value starts (a length-delimited one's content) and where the next field starts."""
+    key, position = _varint(data, position, end)
+    wire_type, field = key & 7, key >> 3
+    start = position
+    if wire_type == 0:
+        _, position = _varint(data, position, end)
+    elif wire_type == 1:
+        position += 8
+    elif wire_type == 2:
+        length, start = _varint(data, position, end)
+        position = start + length
+    elif wire_type == 5:
+        position += 4
+    else:
+        raise _malformed()
+    if position > end or field == 0:
+        raise _malformed()
+    return field, wire_type, start, position
+
+
+def _varint(data: bytes, position: int, end: int) -> tuple[int, int]:
     value, shift = 0, 0
-    while shift < 64 and position < len(data):
+    while shift < 64 and position < end:
         byte = data[position]
         position += 1
         value |= (byte & 0x7F) << shift
@@ -201,7 +281,8 @@ class Edge(ServerInterceptor):
         """access None: no access control at all (every caller is ANONYMOUS)."""
         self._access = access
         self._max_rules = max_rules
-        self._watch_cap = WatchCap()
+        self._watch_cap = Cap(MAX_HEALTH_WATCHES)
+        self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
         self._shares = Shares()  # one turn per caller, see _admit
         # Each method's handler and its wrapper, made once rather than for every call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -234,7 +315,7 @@ class Edge(ServerInterceptor):
             raise LookupError(f"server.edge.SHAPES has no limits for {method}")
         if method.startswith(REFLECTION_PREFIX) and self._access is not None:
             return self._authenticated_stream(handler)
-        return bounded(method, handler, self._watch_cap)
+        return bounded(method, handler, self._watch_cap, self._identity_free)
 
     # ------------------------------------------------------------------ ExposureService
 
@@ -309,6 +390,35 @@ class Edge(ServerInterceptor):
                 f"{count} {shape.what} is more than this server accepts in one request "
                 f"({self._max_rules}); split them over several requests",
             )
+        if shape.rules:
+            self._check_rules(shape, raw)
+
+    def _check_rules(self, shape: Shape, raw: bytes) -> None:
+        """Refused when a rule is longer than a rule may be, or its spec has more ports than
+        MAX_PORTS: decoding them would cost memory out of all proportion to the request
+        (a port can be two bytes on the wire, and is a whole message once decoded)."""
+        assert shape.field is not None
+        rules = rule_shapes(raw, shape.field, shape.item_bytes, RULE_FIELDS)
+        for index, rule in enumerate(rules):
+            if rule.length > shape.item_bytes:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"rule {index} is {rule.length} bytes encoded; this server takes at most "
+                    f"{shape.item_bytes} bytes for one rule: split it into several rules",
+                )
+            if rule.ports > MAX_PORTS:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"rule {index} has {'' if rule.complete else 'at least '}{rule.ports} "
+                    f"ports; a rule may have at most "
+                    f"{MAX_PORTS} ports: split it into several rules",
+                )
+            if not rule.complete:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"rule {index} has more than {RULE_FIELDS} fields: a rule may have at "
+                    f"most {MAX_PORTS} ports and few other fields",
+                )
 
     # ----------------------------------------------------------------- identity-free streams
 
@@ -335,14 +445,16 @@ class Edge(ServerInterceptor):
         )
 
 
-async def receive(context: Context) -> bytes:
-    """The call's one request message, as bytes, if it arrives within RECEIVE_SECONDS."""
+async def receive(context: Context, seconds: float | None = None) -> bytes:
+    """The call's one request message, as bytes, if it arrives within `seconds` (None:
+    RECEIVE_SECONDS)."""
+    seconds = RECEIVE_SECONDS if seconds is None else seconds
     try:
-        message = await asyncio.wait_for(context.read(), RECEIVE_SECONDS)
+        message = await asyncio.wait_for(context.read(), seconds)
     except TimeoutError:
         raise Refused(
             grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"the request message did not arrive within {RECEIVE_SECONDS:g} s",
+            f"the request message did not arrive within {seconds:g} s",
         ) from None
     if message is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing in grpc-stubs
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request")
@@ -388,10 +500,11 @@ def read_by_edge(handler: Handler, admit: Callable[[Context], Awaitable[Any]]) -
     )
 
 
-def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
+def bounded(method: str, handler: Handler, watch_cap: Cap, calls: Cap) -> Handler:
     """A method that needs no identity (health, anything but ExposureService and reflection):
-    its one request message must arrive within RECEIVE_SECONDS, and health Watch streams are
-    capped. A stream of requests (reflection) is left as it is."""
+    at most calls.limit such calls at once, its one request message must arrive within
+    IDENTITY_FREE_RECEIVE_SECONDS, and health Watch streams are capped. A stream of requests
+    (reflection) is left as it is."""
     if handler.request_streaming:
         return handler
     if method == HEALTH_WATCH:
@@ -400,7 +513,7 @@ def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
 
     async def admit(context: Context) -> Any:
         try:
-            raw = await receive(context)
+            raw = await receive(context, IDENTITY_FREE_RECEIVE_SECONDS)
             return raw if deserialize is None else deserialize(raw)
         except DecodeError:
             refused = _malformed()
@@ -409,13 +522,70 @@ def bounded(method: str, handler: Handler, watch_cap: WatchCap) -> Handler:
         await context.abort(refused.code, refused.message)
         raise AssertionError("unreachable: abort raises")
 
-    return read_by_edge(handler, admit)
+    return identity_free(read_by_edge(handler, admit), calls)
 
 
-class WatchCap:
-    """How many health Watch streams one server has open, and its cap."""
+def identity_free(handler: Handler, cap: Cap) -> Handler:
+    """handler (of a request stream, as read_by_edge makes it), refusing RESOURCE_EXHAUSTED at
+    once beyond cap.limit calls at once: its slot is taken before its request is read, and held
+    until the call ends, so that callers who prove nothing hold at most cap.limit of the
+    server's --max-concurrent-rpcs, however they send (or never send) their requests."""
+    serialize = handler.response_serializer
 
-    def __init__(self, limit: int = MAX_HEALTH_WATCHES) -> None:
+    async def enter(context: Context) -> None:
+        if not cap.admit():
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server serves at most {cap.limit} calls that need no identity (health "
+                "checks) at once on this port; try again shortly",
+            )
+
+    if handler.response_streaming:
+        streaming: Behavior | None = handler.stream_stream
+        assert streaming is not None
+        if inspect.isasyncgenfunction(streaming):
+
+            async def generator(requests: Any, context: Context) -> AsyncIterator[Any]:
+                await enter(context)
+                try:
+                    async for response in streaming(requests, context):
+                        yield response
+                finally:
+                    cap.release()
+
+            return grpc.stream_stream_rpc_method_handler(
+                generator, request_deserializer=None, response_serializer=serialize
+            )
+
+        async def coroutine(requests: Any, context: Context) -> Any:
+            await enter(context)
+            try:
+                return await streaming(requests, context)
+            finally:
+                cap.release()
+
+        return grpc.stream_stream_rpc_method_handler(
+            coroutine, request_deserializer=None, response_serializer=serialize
+        )
+    unary: Behavior | None = handler.stream_unary
+    assert unary is not None
+
+    async def single(requests: Any, context: Context) -> Any:
+        await enter(context)
+        try:
+            return await unary(requests, context)
+        finally:
+            cap.release()
+
+    return grpc.stream_unary_rpc_method_handler(
+        single, request_deserializer=None, response_serializer=serialize
+    )
+
+
+class Cap:
+    """How many calls of a kind one server (port) has open at once, and its cap."""
+
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self._watches = 0
 
@@ -430,10 +600,11 @@ class WatchCap:
 
 
 class HealthEdge(ServerInterceptor):
-    """For the plaintext health port (server.health): the bounds of `bounded`, its own cap."""
+    """For the plaintext health port (server.health): the bounds of `bounded`, its own caps."""
 
     def __init__(self) -> None:
-        self._watch_cap = WatchCap()
+        self._watch_cap = Cap(MAX_HEALTH_WATCHES)
+        self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
@@ -447,11 +618,12 @@ class HealthEdge(ServerInterceptor):
         method: str = handler_call_details.method
         known = self._wrapped.get(method)
         if known is None or known[0] is not handler:
-            known = self._wrapped[method] = (handler, bounded(method, handler, self._watch_cap))
+            wrapped = bounded(method, handler, self._watch_cap, self._identity_free)
+            known = self._wrapped[method] = (handler, wrapped)
         return known[1]
 
 
-def watch_capped(handler: Handler, cap: WatchCap) -> Handler:
+def watch_capped(handler: Handler, cap: Cap) -> Handler:
     """The health Watch handler, refusing RESOURCE_EXHAUSTED beyond cap.limit streams at once
     (grpc_health's Watch writes through context.write: a coroutine)."""
     watch: Behavior | None = handler.unary_stream

@@ -28,8 +28,9 @@ async def start_health_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Serve `health` alone on `listen`; the server and the port it got (port 0: a free one).
     ListenError when it cannot listen there."""
-    # Probes use Check; Watch streams are held open by whoever asks, so they are capped, and a
-    # request must arrive in time (server.edge.bounded). The concurrency bound keeps a flood of
+    # Probes use Check; Watch streams are held open by whoever asks, so they are capped, all
+    # calls here (none needs an identity) are capped below MAX_HEALTH_RPCS, and a request must
+    # arrive within a second (server.edge.bounded). The concurrency bound keeps a flood of
     # probes from costing the server more than that.
     server = grpc.aio.server(
         interceptors=(HealthEdge(),), options=options, maximum_concurrent_rpcs=MAX_HEALTH_RPCS

@@ -8,6 +8,7 @@ import select
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -16,9 +17,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes_asyncio import client
 
+import server.edge
 import server.observability.endpoint
+from k8sailor.v1 import exposure_pb2 as pb
+from k8sailor.v1 import exposure_pb2_grpc
 from server.app import ServerConfig, serving
-from server.edge import MAX_HEALTH_WATCHES
+from server.edge import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS
+from server.health import MAX_HEALTH_RPCS
 from server.observability.endpoint import WAITING, WORKERS
 from tests.metrics import scrape
 
@@ -86,6 +91,79 @@ async def test_health_watch_streams_are_capped_and_checks_still_answer(
         "Check (as probes do), or watch again later"
     )
     assert probe is grpc.StatusCode.OK
+
+
+async def silent_check(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]:
+    """A health Check whose request never comes: the client holds its stream open."""
+    forever = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await forever.wait()
+        yield b""
+
+    call = channel.stream_stream("/grpc.health.v1.Health/Check", None, None)(nothing(), timeout=60)
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+@pytest.mark.parametrize("port", ["main", "health"])
+async def test_silent_health_checks_cannot_take_every_call_slot(
+    api_client: client.ApiClient, monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    # Long enough for the calls below on a busy machine; the default is 1 s.
+    monkeypatch.setattr(server.edge, "IDENTITY_FREE_RECEIVE_SECONDS", 5.0)
+    # As many silent calls as either port serves at once.
+    slots = MAX_HEALTH_RPCS
+    config = ServerConfig(
+        listen="127.0.0.1:0", health_listen="127.0.0.1:0", max_concurrent_rpcs=slots
+    )
+    async with serving(api_client, config, grace=0.5) as running:
+        number = running.port if port == "main" else running.health_port
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{number}") as silent_channel,
+            grpc.aio.insecure_channel(f"127.0.0.1:{number}") as channel,
+        ):
+            stub = health_pb2_grpc.HealthStub(channel)
+            silent = [asyncio.ensure_future(silent_check(silent_channel)) for _ in range(slots)]
+            # Until the silent calls are in: then a normal Check is refused too.
+            for _ in range(200):
+                if await check(stub) is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    break
+                await asyncio.sleep(0.05)
+            listed: grpc.StatusCode | None = None
+            if port == "main":
+                try:
+                    await exposure_pb2_grpc.ExposureServiceStub(channel).ListServices(
+                        pb.ListServicesRequest(namespace="default", deployment="web"), timeout=30
+                    )
+                    listed = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as error:
+                    listed = error.code()
+            ended = Counter(await asyncio.gather(*silent))
+            for _ in range(100):  # until the server has seen them end
+                after = await check(stub)
+                if after is grpc.StatusCode.OK:
+                    break
+                await asyncio.sleep(0.05)
+
+    # The servicer answered (there is no Deployment "web"): the call got a slot.
+    assert listed is (grpc.StatusCode.NOT_FOUND if port == "main" else None)
+    assert ended == {
+        (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "the request message did not arrive within 5 s",
+        ): MAX_IDENTITY_FREE_CALLS,
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"this server serves at most {MAX_IDENTITY_FREE_CALLS} calls that need no identity "
+            "(health checks) at once on this port; try again shortly",
+        ): slots - MAX_IDENTITY_FREE_CALLS,
+    }
+    assert after is grpc.StatusCode.OK
 
 
 @pytest.fixture

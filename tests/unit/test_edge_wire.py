@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from k8sailor.v1 import exposure_pb2 as pb
-from server.edge import SHAPES, Refused, count_field
+from server.edge import SHAPES, Refused, RuleShape, count_field, rule_shapes
 
 rules = st.lists(
     st.one_of(
@@ -78,3 +78,88 @@ def test_every_exposure_rpc_has_its_limits() -> None:
     service = pb.DESCRIPTOR.services_by_name["ExposureService"]
 
     assert set(SHAPES) == {f"/{service.full_name}/{method.name}" for method in service.methods}
+
+
+specs = st.builds(
+    pb.ServiceSpec,
+    name=st.text(max_size=5),
+    ports=st.lists(st.builds(pb.ServicePort, name=st.text(max_size=3)), max_size=40),
+)
+
+
+@given(st.lists(st.lists(specs, min_size=1, max_size=4), max_size=8), st.text(max_size=20))
+def test_the_ports_are_what_protobuf_decodes_even_from_repeated_specs(
+    copies: list[list[pb.ServiceSpec]], namespace: str
+) -> None:
+    # Each rule on the wire as several copies of its (singular) spec field, which protobuf
+    # merges into one spec holding all their ports.
+    encoded = [b"".join(pb.Rule(spec=spec).SerializeToString() for spec in rule) for rule in copies]
+    head = pb.CreateServicesRequest(namespace=namespace).SerializeToString()
+    data = head + b"".join(_length_delimited(3, rule) for rule in encoded)
+    decoded = pb.CreateServicesRequest.FromString(data).rules
+
+    shapes = list(rule_shapes(data, 3, 1 << 20, 1 << 20))
+
+    assert shapes == [
+        RuleShape(len(rule), len(message.spec.ports), True)
+        for rule, message in zip(encoded, decoded, strict=True)
+    ]
+
+
+@given(rules)
+def test_the_length_of_every_rule_is_its_encoded_size(listed: list[pb.Rule]) -> None:
+    data = pb.ApplyServicesRequest(namespace="default", rules=listed).SerializeToString()
+
+    shapes = list(rule_shapes(data, 3, 1 << 20, 1 << 20))
+
+    assert [shape.length for shape in shapes] == [rule.ByteSize() for rule in listed]
+    assert [shape.ports for shape in shapes] == [len(rule.spec.ports) for rule in listed]
+
+
+def test_a_rule_longer_than_allowed_is_not_read() -> None:
+    spec = pb.ServiceSpec(ports=[pb.ServicePort()] * 10)
+    data = pb.CreateServicesRequest(rules=[pb.Rule(spec=spec)]).SerializeToString()
+
+    assert list(rule_shapes(data, 3, 21, 1000)) == [RuleShape(22, 0, False)]
+    assert list(rule_shapes(data, 3, 22, 1000)) == [RuleShape(22, 10, True)]
+
+
+def test_the_walk_of_a_rule_stops_after_its_field_budget() -> None:
+    # 1 field for the spec itself, then its ports: the budget spans both levels.
+    spec = pb.ServiceSpec(ports=[pb.ServicePort()] * 10)
+    data = pb.CreateServicesRequest(rules=[pb.Rule(spec=spec)]).SerializeToString()
+
+    assert list(rule_shapes(data, 3, 1000, 5)) == [RuleShape(22, 4, False)]
+    assert list(rule_shapes(data, 3, 1000, 11)) == [RuleShape(22, 10, True)]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        b"\x12",  # a spec's tag, and no length
+        b"\x12\x05\x1a",  # a spec longer than its rule
+        b"\x12\x02\x1a\x05",  # a port longer than its spec
+        b"\x12\x01\x0f",  # wire type 7 inside the spec
+    ],
+)
+def test_a_rule_that_is_not_a_message_is_refused(rule: bytes) -> None:
+    data = _length_delimited(3, rule)
+
+    with pytest.raises(Refused) as raised:
+        list(rule_shapes(data, 3, 1000, 1000))
+
+    assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.message == "the request is not a valid protobuf message"
+
+
+def _length_delimited(number: int, content: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(content)) + content
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
