@@ -13,9 +13,10 @@ before the handler runs), and then, in this order:
   4. its top-level fields are counted on the wire, without decoding them: more rules (or
      names) than --max-rules is INVALID_ARGUMENT, before a single rule is built;
   5. for the requests that carry rules, each rule is walked one level deeper on the wire
-     (rule_shapes): a rule longer than a rule may be, or whose spec holds more ports than
-     server.rules.MAX_PORTS (summed over repeated copies of `spec`, which protobuf merges),
-     is INVALID_ARGUMENT, before the ports are decoded;
+     (rule_shapes): a rule far longer than a rule may be, or whose spec holds far more ports
+     than server.rules.MAX_PORTS (WIRE_RULE_BYTES, WIRE_RULE_PORTS; summed over repeated
+     copies of `spec`, which protobuf merges), is INVALID_ARGUMENT, before the ports are
+     decoded; one only a little over is answered INVALID by itself after decoding;
   6. only then is it decoded, and the servicer runs, with the caller at hand (caller()).
 
 The same interceptor bounds the calls that need no identity (health Check and Watch): at most
@@ -142,10 +143,17 @@ SHAPES: Final[Mapping[str, Shape]] = {
 #: Where a Rule's structured form and its ports are (the same in both requests that carry rules).
 RULE_SPEC: Final = _field(pb.Rule, "spec")
 SPEC_PORTS: Final = _field(pb.ServiceSpec, "ports")
+#: What one rule may be on the wire before the whole request is refused undecoded. Well above
+#: what a rule may be (MAX_PORTS ports, MAX_RULE_LENGTH): a rule a little over those is
+#: decoded at no real cost and answered INVALID on its own, as one bad rule must not spoil the
+#: others; these bounds only keep a rule of thousands of ports (each a whole message once
+#: decoded, from two bytes on the wire) from costing memory out of proportion to the request.
+WIRE_RULE_PORTS: Final = 2 * MAX_PORTS
+WIRE_RULE_BYTES: Final = 2 * _RULE_BYTES
 #: Fields one rule may hold on the wire, its spec's (every copy's) included, before the walk
-#: stops: MAX_PORTS ports and room for the rest, so that a rule of thousands of repeated
-#: fields costs no more to look at than a valid one.
-RULE_FIELDS: Final = MAX_PORTS + ENVELOPE_FIELDS
+#: stops, so that a rule of thousands of repeated fields costs no more to look at than a
+#: valid one.
+RULE_FIELDS: Final = WIRE_RULE_PORTS + ENVELOPE_FIELDS
 
 
 def max_request_bytes(max_rules: int) -> int:
@@ -394,24 +402,26 @@ class Edge(ServerInterceptor):
             self._check_rules(shape, raw)
 
     def _check_rules(self, shape: Shape, raw: bytes) -> None:
-        """Refused when a rule is longer than a rule may be, or its spec has more ports than
-        MAX_PORTS: decoding them would cost memory out of all proportion to the request
-        (a port can be two bytes on the wire, and is a whole message once decoded)."""
+        """Refused when a rule is far longer than a rule may be, or its spec has far more
+        ports than MAX_PORTS (WIRE_RULE_BYTES, WIRE_RULE_PORTS): decoding them would cost
+        memory out of all proportion to the request. A rule only a little over is decoded and
+        answered INVALID by itself, beside the others' results."""
         assert shape.field is not None
-        rules = rule_shapes(raw, shape.field, shape.item_bytes, RULE_FIELDS)
+        rules = rule_shapes(raw, shape.field, WIRE_RULE_BYTES, RULE_FIELDS)
         for index, rule in enumerate(rules):
-            if rule.length > shape.item_bytes:
+            if rule.length > WIRE_RULE_BYTES:
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"rule {index} is {rule.length} bytes encoded; this server takes at most "
-                    f"{shape.item_bytes} bytes for one rule: split it into several rules",
+                    f"rule {index} is {rule.length} bytes encoded; a rule may be at most "
+                    f"{MAX_RULE_LENGTH} characters, and this server reads none over "
+                    f"{WIRE_RULE_BYTES} bytes: split it into several rules",
                 )
-            if rule.ports > MAX_PORTS:
+            if rule.ports > WIRE_RULE_PORTS:
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"rule {index} has {'' if rule.complete else 'at least '}{rule.ports} "
-                    f"ports; a rule may have at most "
-                    f"{MAX_PORTS} ports: split it into several rules",
+                    f"ports; a rule may have at most {MAX_PORTS} ports, and this server reads "
+                    f"none with over {WIRE_RULE_PORTS}: split it into several rules",
                 )
             if not rule.complete:
                 raise Refused(

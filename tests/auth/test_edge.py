@@ -247,8 +247,8 @@ async def test_the_ports_nested_in_a_rule_are_bounded_before_decoding(
         # 16 KiB of empty ports: within the rule's size, 8,000 ports once decoded.
         "ports": nested_rules(valid, empty_ports(8_000)),
         # The singular spec field, repeated: protobuf merges the copies' ports into one spec.
-        "copies": nested_rules(valid, valid, empty_ports(200) + empty_ports(57)),
-        "long": nested_rules(pb.Rule(raw="8" * 17_000).SerializeToString()),
+        "copies": nested_rules(valid, valid, empty_ports(300) + empty_ports(213)),
+        "long": nested_rules(pb.Rule(raw="8" * 40_000).SerializeToString()),
         "fields": nested_rules(b"\x12\x00" * 1_000),
     }
 
@@ -267,21 +267,22 @@ async def test_the_ports_nested_in_a_rule_are_bounded_before_decoding(
     assert refusals == {
         "ports": (
             grpc.StatusCode.INVALID_ARGUMENT,
-            "rule 1 has at least 319 ports; a rule may have at most 256 ports: split it into "
-            "several rules",
+            "rule 1 has at least 575 ports; a rule may have at most 256 ports, and this server "
+            "reads none with over 512: split it into several rules",
         ),
         "copies": (
             grpc.StatusCode.INVALID_ARGUMENT,
-            "rule 2 has 257 ports; a rule may have at most 256 ports: split it into several rules",
+            "rule 2 has 513 ports; a rule may have at most 256 ports, and this server reads none "
+            "with over 512: split it into several rules",
         ),
         "long": (
             grpc.StatusCode.INVALID_ARGUMENT,
-            "rule 0 is 17004 bytes encoded; this server takes at most 16392 bytes for one "
-            "rule: split it into several rules",
+            "rule 0 is 40004 bytes encoded; a rule may be at most 16384 characters, and this "
+            "server reads none over 32784 bytes: split it into several rules",
         ),
         "fields": (
             grpc.StatusCode.INVALID_ARGUMENT,
-            "rule 0 has more than 320 fields: a rule may have at most 256 ports and few other "
+            "rule 0 has more than 576 fields: a rule may have at most 256 ports and few other "
             "fields",
         ),
     }
