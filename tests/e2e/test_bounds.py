@@ -95,11 +95,15 @@ async def test_health_watch_streams_are_capped_and_checks_still_answer(
 
 async def silent_check(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]:
     """A health Check whose request never comes: the client holds its stream open."""
-    forever = asyncio.Event()
+    ended = asyncio.Event()
 
     async def nothing() -> AsyncIterator[bytes]:
-        await forever.wait()
-        yield b""
+        # Sends nothing until the call is over, and then ends, rather than being left
+        # suspended: gRPC's task that consumes it would otherwise be destroyed pending, and
+        # the generator finalized later, in whichever test runs then.
+        await ended.wait()
+        return
+        yield b""  # an async generator that yields nothing
 
     call = channel.stream_stream("/grpc.health.v1.Health/Check", None, None)(nothing(), timeout=60)
     try:
@@ -107,6 +111,9 @@ async def silent_check(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]
             pass
     except grpc.aio.AioRpcError as error:
         return error.code(), error.details() or ""
+    finally:
+        ended.set()
+        await asyncio.sleep(0.01)  # a turn for the consumer to see its iterator end
     return grpc.StatusCode.OK, ""
 
 
