@@ -270,7 +270,9 @@ def _malformed() -> Refused:
     return Refused(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message")
 
 
-def _auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
+def auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status for what identity and rights decided, here and in the servicers
+    (server.servicer.status_for asks this for every AuthError)."""
     if isinstance(error, Unauthenticated):
         return grpc.StatusCode.UNAUTHENTICATED, str(error)
     if isinstance(error, Forbidden):
@@ -343,7 +345,7 @@ class Edge(ServerInterceptor):
                 try:
                     who = await self._access.authenticate(context)
                 except AuthError as error:
-                    raise Refused(*_auth_status(error)) from error
+                    raise Refused(*auth_status(error)) from error
             _caller.set(who)
             # Whose turn this call's API calls take (server.fairness), set here for every RPC:
             # a caller's requests share one turn, so opening more requests at once buys no
@@ -444,7 +446,7 @@ class Edge(ServerInterceptor):
             try:
                 await access.authenticate(context)
             except AuthError as error:
-                await context.abort(*_auth_status(error))
+                await context.abort(*auth_status(error))
             async for response in behavior(requests, context):
                 yield response
 

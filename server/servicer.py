@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server import edge
-from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
+from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
 from server.cooperative import in_slices
@@ -187,13 +187,10 @@ def result_to_proto(result: RuleResult) -> pb.CreateServicesResponse:
 
 
 def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status for a request-level failure."""
-    if isinstance(error, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED, str(error)
-    if isinstance(error, Forbidden):
-        return grpc.StatusCode.PERMISSION_DENIED, str(error)
-    if isinstance(error, AuthUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, str(error)
+    """The gRPC status for a request-level failure (the edge's table for the caller's
+    identity and rights, server.edge.auth_status, and ours for the rest)."""
+    if isinstance(error, AuthError):
+        return edge.auth_status(error)
     if isinstance(error, BadRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, DeploymentNotFound):

@@ -23,7 +23,7 @@ from kubernetes_asyncio import client
 from client import RequestFailed
 from server.app import ServerConfig
 from server.errors import KubeServerError, KubeUnavailable, from_response
-from server.kube import NO_RETRIES, Kube, RetryPolicy
+from server.kube import NO_RETRIES, Json, Kube, RetryPolicy
 from tests.controlplane import free_port
 from tests.faults.observers import RecordingObserver
 from tests.servers import k8sailor_over
@@ -146,10 +146,13 @@ async def test_no_retries_is_one_attempt(fake: tuple[FakeApiServer, client.ApiCl
     assert observer.retried == []
 
 
-async def test_a_create_keeps_trying_until_the_api_server_is_back() -> None:
-    # Nothing listens on the port at first (connections refused, as while an API server
-    # restarts): far more attempts than a fixed number of quick ones would allow go by, and
-    # the create succeeds once a server answers there.
+@asynccontextmanager
+async def creating_while_down(
+    refusals: int,
+) -> AsyncIterator[tuple[Kube, asyncio.Task[Json], int, RecordingObserver]]:
+    """A Kube over a port where nothing listens yet (connections refused, as while an API
+    server restarts), and a create through it, started and refused at least `refusals` times:
+    the block starts a server on the port (serving_on) to let it through."""
     port = free_port()
     observer = RecordingObserver()
     policy = RetryPolicy(max_retry_seconds=30, first_backoff=0.01, max_backoff=0.05)
@@ -159,9 +162,16 @@ async def test_a_create_keeps_trying_until_the_api_server_is_back() -> None:
         create = asyncio.create_task(
             kube.create_service("ns", manifest(), dry_run=False, timeout=30)
         )
-        while len(observer.finished) < 20:  # refused, again and again
+        while len(observer.finished) < refusals:
             assert not create.done()
             await asyncio.sleep(0.01)
+        yield kube, create, port, observer
+
+
+async def test_a_create_keeps_trying_until_the_api_server_is_back() -> None:
+    # Far more attempts than a fixed number of quick ones would allow go by, and the create
+    # succeeds once a server answers there.
+    async with creating_while_down(20) as (_, create, port, observer):
         fake = FakeApiServer()
         fake.routes["POST", SERVICES] = Script()
         async with serving_on(port, fake.handle):
@@ -175,18 +185,7 @@ async def test_a_create_keeps_trying_until_the_api_server_is_back() -> None:
 async def test_a_500_just_after_the_api_server_was_unreachable_is_retried() -> None:
     # A restarted kube-apiserver refuses its first creates with a 500 while its Service IP
     # allocator warms up ("range is full"): moments after it was down, that is not its decision.
-    port = free_port()
-    observer = RecordingObserver()
-    policy = RetryPolicy(max_retry_seconds=30, first_backoff=0.01, max_backoff=0.05)
-    api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
-    async with api:
-        kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
-        create = asyncio.create_task(
-            kube.create_service("ns", manifest(), dry_run=False, timeout=30)
-        )
-        while len(observer.finished) < 2:  # refused, and tried again
-            assert not create.done()
-            await asyncio.sleep(0.01)
+    async with creating_while_down(2) as (kube, create, port, observer):
         fake = FakeApiServer()
         fake.routes["POST", SERVICES] = Script((500, {}, {}), (500, {}, {}))
         async with serving_on(port, fake.handle):
