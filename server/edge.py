@@ -49,12 +49,10 @@ from server.auth.identity import ANONYMOUS, Caller
 from server.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
 from server.rules import MAX_PORTS, MAX_RULE_LENGTH
+from server.wrapping import WrappingInterceptor
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
-    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    ServerInterceptor = grpc.aio.ServerInterceptor
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # A handler's behaviour: grpc-stubs types them as synchronous, grpc.aio's are coroutines or
@@ -282,36 +280,21 @@ def auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, str(error)
 
 
-class Edge(ServerInterceptor):
+class Edge(WrappingInterceptor):
     """Authentication, size and count limits before decoding, for every ExposureService RPC;
     and the bounds on the streams that need no identity. Install it last (innermost), so that
     the metrics and tracing interceptors count and trace what it refuses."""
 
     def __init__(self, access: AccessControl | None, max_rules: int) -> None:
         """access None: no access control at all (every caller is ANONYMOUS)."""
+        super().__init__()
         self._access = access
         self._max_rules = max_rules
         self._watch_cap = Cap(MAX_HEALTH_WATCHES)
         self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
         self._shares = Shares()  # one turn per caller, see _admit
-        # Each method's handler and its wrapper, made once rather than for every call.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED on its own
-            return handler
-        method: str = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is None or known[0] is not handler:
-            known = self._wrapped[method] = (handler, self._wrap(method, handler))
-        return known[1]
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
         shape = SHAPES.get(method)
         if shape is not None:
             deserialize = handler.request_deserializer
@@ -611,28 +594,16 @@ class Cap:
         self._watches -= 1
 
 
-class HealthEdge(ServerInterceptor):
+class HealthEdge(WrappingInterceptor):
     """For the plaintext health port (server.health): the bounds of `bounded`, its own caps."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._watch_cap = Cap(MAX_HEALTH_WATCHES)
         self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is None or known[0] is not handler:
-            wrapped = bounded(method, handler, self._watch_cap, self._identity_free)
-            known = self._wrapped[method] = (handler, wrapped)
-        return known[1]
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return bounded(method, handler, self._watch_cap, self._identity_free)
 
 
 def watch_capped(handler: Handler, cap: Cap) -> Handler:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
@@ -29,6 +29,7 @@ from server.observability.metrics import (
     GRPC_MSG_SENT,
     GRPC_STARTED,
 )
+from server.wrapping import WrappingInterceptor
 
 # grpc_code values as Go's codes.Code.String() spells them: what dashboards filter on.
 GO_CODE_NAMES: Final[dict[grpc.StatusCode, str]] = {
@@ -56,9 +57,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
-    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    ServerInterceptor = grpc.aio.ServerInterceptor
 
 
 def grpc_type(handler: Handler, method: str = "") -> str:
@@ -138,27 +136,11 @@ def _code(context: Context, error: BaseException | None) -> str:
     return "OK" if error is None else "Unknown"
 
 
-class PrometheusServerInterceptor(ServerInterceptor):
+class PrometheusServerInterceptor(WrappingInterceptor):
     """grpc_server_started/handled/msg_received/msg_sent_total, grpc_server_handling_seconds."""
 
-    def __init__(self) -> None:
-        # Each method's handler, and the wrapper made for it once rather than for every call.
-        # Bounded: only methods the server has a handler for get here.
-        self._methods: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED on its own
-            return handler
-        method: str = handler_call_details.method  # "/k8sailor.v1.ExposureService/CreateServices"
-        known = self._methods.get(method)
-        if known is None or known[0] is not handler:
-            known = self._methods[method] = (handler, _counting(method, handler))
-        return known[1]
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return _counting(method, handler)
 
 
 def _counting(method: str, handler: Handler) -> Handler:

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from kubernetes_asyncio import client
 from opentelemetry.trace import Tracer
 
-from server.observability.grpc_metrics import PrometheusServerInterceptor, ServerInterceptor
+from server.observability.grpc_metrics import PrometheusServerInterceptor
 from server.observability.metrics import (
     KubeCallMetrics,
     RuleCounter,
     count_rules,
     serve_metrics,
 )
+from server.wrapping import ServerInterceptor
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

@@ -29,7 +29,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-from server.observability.grpc_metrics import ServerInterceptor
+from server.wrapping import ServerInterceptor
 
 if TYPE_CHECKING:
     from server.observability.grpc_metrics import Handler
