@@ -152,3 +152,28 @@ async def server_process(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+async def never_sending(channel: grpc.aio.Channel, method: str) -> tuple[grpc.StatusCode, str]:
+    """A call of method whose request message never comes (the client holds its stream open
+    until the server ends the call): how the server ended it."""
+    ended = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        # Sends nothing until the call is over, and then ends, rather than being left
+        # suspended: gRPC's task that consumes it would otherwise be destroyed pending, and
+        # the generator finalized later, in whichever test runs then.
+        await ended.wait()
+        return
+        yield b""  # an async generator that yields nothing
+
+    call = channel.stream_stream(method, None, None)(nothing(), timeout=60)
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    finally:
+        ended.set()
+        await asyncio.sleep(0.01)  # a turn for the consumer to see its iterator end
+    return grpc.StatusCode.OK, ""

@@ -4,9 +4,8 @@ of a credential is ever echoed."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from k8sailor.v1 import exposure_pb2 as pb
 from server.app import ServerConfig, serving
 from server.edge import ENVELOPE_BYTES
 from tests.auth.conftest import Pki, Serve, Teams, mtls, tls
+from tests.servers import never_sending
 
 SERVICE = "/k8sailor.v1.ExposureService"
 REQUESTS: dict[str, Any] = {
@@ -388,20 +388,8 @@ async def never_sent(
         if credentials is not None
         else grpc.aio.insecure_channel(target)
     )
-    forever = asyncio.Event()
-
-    async def nothing() -> AsyncIterator[bytes]:
-        await forever.wait()
-        yield b""
-
     async with channel:
-        call = channel.stream_stream(method, None, None)(nothing(), timeout=60)
-        try:
-            async for _ in call:
-                pass
-        except grpc.aio.AioRpcError as error:
-            return error.code(), error.details() or ""
-    return grpc.StatusCode.OK, ""
+        return await never_sending(channel, method)
 
 
 async def test_an_unauthenticated_call_is_refused_before_its_request_is_read(

@@ -26,6 +26,7 @@ from server.edge import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS
 from server.health import MAX_HEALTH_RPCS
 from server.observability.endpoint import WAITING, WORKERS
 from tests.metrics import scrape
+from tests.servers import never_sending
 
 
 async def watching(stub: health_pb2_grpc.HealthStub, stack: AsyncExitStack) -> None:
@@ -95,26 +96,7 @@ async def test_health_watch_streams_are_capped_and_checks_still_answer(
 
 async def silent_check(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]:
     """A health Check whose request never comes: the client holds its stream open."""
-    ended = asyncio.Event()
-
-    async def nothing() -> AsyncIterator[bytes]:
-        # Sends nothing until the call is over, and then ends, rather than being left
-        # suspended: gRPC's task that consumes it would otherwise be destroyed pending, and
-        # the generator finalized later, in whichever test runs then.
-        await ended.wait()
-        return
-        yield b""  # an async generator that yields nothing
-
-    call = channel.stream_stream("/grpc.health.v1.Health/Check", None, None)(nothing(), timeout=60)
-    try:
-        async for _ in call:
-            pass
-    except grpc.aio.AioRpcError as error:
-        return error.code(), error.details() or ""
-    finally:
-        ended.set()
-        await asyncio.sleep(0.01)  # a turn for the consumer to see its iterator end
-    return grpc.StatusCode.OK, ""
+    return await never_sending(channel, "/grpc.health.v1.Health/Check")
 
 
 @pytest.mark.parametrize("port", ["main", "health"])
