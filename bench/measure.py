@@ -176,7 +176,7 @@ def _bench_rules(rules: int, rounds: int) -> dict[str, Any]:
 
 def request_pipeline(rounds: int, rules: int = MAX_RULES, repeats: int = 20) -> dict[str, Any]:
     """What the server does to a request of `rules` NAME=80:8080 rules before any I/O, as
-    server.exposer does it: parse every rule, render its canonical text, build the manifests."""
+    the exposer does it: parse every rule, render its canonical text, build the manifests."""
     texts = [f"s{i}-x={PORT}:{TARGET}" for i in range(rules)]
     deployment = Deployment(
         name=DEPLOYMENT,

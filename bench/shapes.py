@@ -55,8 +55,8 @@ from bench.paths import (
 from bench.processes import ServerProcess, clientgo_binary, k8sailor_server, server_flags
 from bench.workload import DEPLOYMENT, PORT, TARGET
 from client import Client, Outcome
-from server.deployments import DeploymentCache
 from server.kube import Kube
+from server.kube.deployments import DeploymentCache
 from server.manifests import Deployment
 from tests import objects
 

@@ -19,17 +19,17 @@ from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
+from server.api.edge import Edge, max_request_bytes
+from server.api.health import start_health_server
+from server.api.lifecycle import LifecycleServicer
+from server.api.listening import ListenError, bind, bind_socket
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
-from server.deployments import DeploymentCache
-from server.edge import Edge, max_request_bytes
-from server.exposer import Exposer
-from server.health import start_health_server
+from server.domain.exposer import Exposer
+from server.domain.lifecycle import Lifecycle
 from server.kube import CallObserver, Kube, RetryPolicy
-from server.lifecycle import Lifecycle
-from server.lifecycle_servicer import LifecycleServicer
-from server.listening import ListenError, bind, bind_socket
+from server.kube.deployments import DeploymentCache
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
 
@@ -84,7 +84,7 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
 )
 
 #: The most gRPC receives in one message: what the largest request of --max-rules rules can
-#: need (server.edge), and never more than 4 MiB (gRPC's own default). Anything bigger is
+#: need (server.api.edge), and never more than 4 MiB (gRPC's own default). Anything bigger is
 #: refused by gRPC itself with RESOURCE_EXHAUSTED, before it is decoded or authenticated.
 MAX_RECEIVE_BYTES: Final = 4 * MiB
 #: The health port receives HealthCheckRequests only: a service name.

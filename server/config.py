@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from server.auth.identity import trust_domain_problem
 from server.auth.settings import Authorization, AuthSettings, mesh_socket
-from server.exposer import Settings
+from server.domain.exposer import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
 from server.rules import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -261,7 +261,7 @@ class ServerConfig:
         "adaptive",
         flag="concurrency-limit",
         help="adaptive: fewer API calls in flight while the API server's latency shows them "
-        "queueing there, up to --max-concurrency (see server/fairness.py); fixed: always "
+        "queueing there, up to --max-concurrency (see server/kube/fairness.py); fixed: always "
         "--max-concurrency",
         read=lambda text: text.strip().lower(),
         check=one_of(CONCURRENCY_LIMITS),

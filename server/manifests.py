@@ -226,7 +226,7 @@ def service_name(rule: ServiceRule, deployment_name: str) -> str:
 
 
 def _error(rule: ServiceRule, index: int, path: str, message: str) -> RuleError:
-    """An error found while building, at a field path of the rule (server.pointing turns it
+    """An error found while building, at a field path of the rule (server.domain.pointing turns it
     into a column of the caller's text when the rule came as text)."""
     return RuleError(index, rule.canonical(), path, None, message)
 
@@ -236,7 +236,7 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
     :func:`~server.rules.check_rule`).
 
     Raises :class:`RuleError` naming a field path of the rule (never a column: this layer does
-    not see the caller's text; see server.pointing).
+    not see the caller's text; see server.domain.pointing).
     """
     rtype = rule.type
     name = rule.name

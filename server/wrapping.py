@@ -1,5 +1,5 @@
 """A grpc.aio server interceptor that wraps each method's handler once, rather than for every
-call: the edge (server.edge) and the gRPC metrics (server.observability.grpc_metrics) are both
+call: the edge (server.api.edge) and the gRPC metrics (server.observability.grpc_metrics) are both
 such wrappers, and a wrapper made per call would cost every call its making."""
 
 from __future__ import annotations

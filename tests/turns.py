@@ -1,4 +1,4 @@
-"""A CallObserver that writes down whose turn (server.fairness share) each API call took: the
+"""A CallObserver that writes down whose turn (server.kube.fairness share) each API call took: the
 observer is told inside the call's slot, in the calling task's context, so current_share() there
 is the share the call was scheduled as."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.fairness import current_share
+from server.kube.fairness import current_share
 
 
 @dataclass

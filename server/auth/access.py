@@ -15,7 +15,7 @@ for `denied_ttl` (10, so a new grant is honoured within seconds), as kube-apiser
 authorizer does with longer defaults.
 
 A review's API call takes its turn for k8sailor's API call slots as its caller's own share
-(server.fairness), not as background work: one caller's many reviews, or a big Apply's calls,
+(server.kube.fairness), not as background work: one caller's many reviews, or a big Apply's calls,
 do not hold up another caller's authorization.
 """
 
@@ -31,9 +31,9 @@ from typing import Any
 from server.auth.cache import ReviewCache, Timed
 from server.auth.errors import AuthUnavailable
 from server.auth.identity import Caller
-from server.errors import KubeError, failure_reason
-from server.fairness import Shares, use_share
 from server.kube import Kube
+from server.kube.errors import KubeError, failure_reason
+from server.kube.fairness import Shares, use_share
 from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.auth")

@@ -1,9 +1,9 @@
-"""Who is calling and what it may do, for the edge (server.edge) and the servicers: the only
+"""Who is calling and what it may do, for the edge (server.api.edge) and the servicers: the only
 part of server.auth that knows gRPC.
 
-The edge (server.edge) asks `authenticate(context)` first, before the request is decoded, and
+The edge (server.api.edge) asks `authenticate(context)` first, before the request is decoded, and
 the servicer then `permissions(...)` with the Service types the request uses; the answer goes
-to the exposer as plain data (server.exposer.Permissions). A caller allowed none of those
+to the exposer as plain data (server.domain.exposer.Permissions). A caller allowed none of those
 types is refused here (Forbidden), before anything in the cluster is read.
 
 Identity, the first that applies (see the README):
@@ -35,9 +35,9 @@ from server.auth.identity import (
 )
 from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
-from server.exposer import Permissions
+from server.domain.exposer import Permissions
+from server.domain.lifecycle import Grant, Grants, RightsUnknown
 from server.kube import Kube
-from server.lifecycle import Grant, Grants, RightsUnknown
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 

@@ -25,7 +25,7 @@ k8sailor ask the API server is bounded (`ReviewBounds`):
   client that sent only good tokens leaves nothing behind; at most `peers` connections and
   addresses are remembered.
 - in flight: at most `in_flight` reviews at a time, taken in turns by client address (by
-  connection where there is none, as above; server.fairness), and a client that already has
+  connection where there is none, as above; server.kube.fairness), and a client that already has
   one in flight waits once `shared_in_flight` are: the rest are kept for clients with none,
   so one client's reviews never hold up another's first. At most `waiting` wait; beyond that
   the newest of the client with the most waiting is turned away (UNAVAILABLE, "try again"),
@@ -55,10 +55,10 @@ from typing import Any
 from server.auth.cache import ReviewCache, Timed
 from server.auth.errors import AuthUnavailable, Unauthenticated
 from server.auth.identity import Caller, Method
-from server.errors import KubeError, failure_reason
-from server.fairness import Crowded, FairSlots, Share, use_share
 from server.kube import Kube
-from server.limits import FixedLimit
+from server.kube.errors import KubeError, failure_reason
+from server.kube.fairness import Crowded, FairSlots, Share, use_share
+from server.kube.limits import FixedLimit
 
 log = logging.getLogger("k8sailor.auth")
 

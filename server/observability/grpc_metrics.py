@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # generic in grpc-stubs only
 
 def grpc_type(handler: Handler, method: str = "") -> str:
     """The RPC's type as its proto declares it, when the method is known to protobuf: a handler
-    may read a unary request as a stream (server.edge does, to authenticate first); else as
+    may read a unary request as a stream (server.api.edge does, to authenticate first); else as
     the handler reads and writes."""
     requests, responses = handler.request_streaming, handler.response_streaming
     try:

@@ -25,12 +25,12 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from server.listening import ListenError
+from server.api.listening import ListenError
 from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
     # Only a type: the Deployment cache (below the exposer) imports this module.
-    from server.exposer import Outcome
+    from server.domain.exposer import Outcome
     from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.metrics")
@@ -121,7 +121,7 @@ KUBE_REASONS: Final = frozenset(
         "Expired",
     }
 )
-# ... and those only the lifecycle RPCs give (server.lifecycle).
+# ... and those only the lifecycle RPCs give (server.domain.lifecycle).
 RULE_REASONS: Final = KUBE_REASONS | {"NotOwned", "FieldManagerConflict", "FieldImmutable"}
 UNKNOWN_TYPE: Final = "Unknown"  # a rule refused before its type was known
 # The RPCs whose results are counted: a fixed list, like every other label's values.
@@ -129,7 +129,7 @@ RULE_METHODS: Final = frozenset({"CreateServices", "ApplyServices", "DeleteServi
 
 
 class RuleFate(Protocol):
-    """What a rule's count is keyed by: a RuleResult, or a DeleteResult of server.lifecycle."""
+    """What a rule's count is keyed by: a RuleResult, or a DeleteResult of domain.lifecycle."""
 
     @property
     def service_type(self) -> ServiceType | None: ...

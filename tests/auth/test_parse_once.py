@@ -1,5 +1,5 @@
 """Under authorization a request's rules are parsed once: the types that RBAC decides on and
-the Services that are built come from the same parse, done in slices (server.cooperative)."""
+the Services that are built come from the same parse, done in slices (server.domain.cooperative)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-import server.exposer
+import server.domain.exposer
 from client import Outcome
 from server.rules import parse_any
 from tests.auth.conftest import Pki, Serve, Teams, grant_role, mtls
@@ -31,7 +31,7 @@ async def test_each_rule_is_parsed_once_with_rbac_on(
         parsed.append(rule)
         return parse_any(rule, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(server.exposer, "parse_any", counting)
+    monkeypatch.setattr(server.domain.exposer, "parse_any", counting)
     rules = ["80:8080", "!80:8080", "80:99999"]
 
     async with serve(mtls(pki)) as target:

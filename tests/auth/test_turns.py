@@ -1,4 +1,4 @@
-"""Whose turn each API call takes for k8sailor's API call slots (server.fairness), through a
+"""Whose turn each API call takes for k8sailor's API call slots (server.kube.fairness), through a
 real server on the real API server: a review as its connection's or its caller's own share,
 each RPC's calls as its caller's, and nothing a caller does as the background share that the
 Deployment cache's own calls use. In one background share they waited first come, first served

@@ -12,9 +12,9 @@ from kubernetes_asyncio import config as kube_config
 
 from client import Client, Outcome, Result
 from server.app import RunningServer, ServerConfig
-from server.deployments import DeploymentCache, WatchSettings
-from server.errors import KubeError
 from server.kube import Json, Kube
+from server.kube.deployments import DeploymentCache, WatchSettings
+from server.kube.errors import KubeError
 from server.manifests import Deployment
 from tests import objects
 from tests.conftest import Cluster

@@ -13,10 +13,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from server.errors import KubeNotFound
-from server.exposer import Outcome, Settings
-from server.kube import Kube
-from server.lifecycle import (
+from server.domain.exposer import Outcome, Settings
+from server.domain.lifecycle import (
     ApplyRequest,
     ApplyResult,
     DeleteRequest,
@@ -26,6 +24,8 @@ from server.lifecycle import (
     Lifecycle,
     RightsUnknown,
 )
+from server.kube import Kube
+from server.kube.errors import KubeNotFound
 from server.manifests import MANAGED_BY_LABEL
 from server.rules import ServiceType
 from tests.e2e.test_lifecycle import FOREIGN_SELECTOR, foreign_service

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from server.errors import KubeNotFound
 from server.kube import Kube
+from server.kube.errors import KubeNotFound
 from tests.faults.observers import RecordingObserver
 
 

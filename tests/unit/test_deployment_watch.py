@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from server.deployments import Backoff, DeploymentCache, WatchSettings
 from server.kube import Kube
+from server.kube.deployments import Backoff, DeploymentCache, WatchSettings
 from tests import objects
 from tests.unit.fakeapi import api_client_for
 

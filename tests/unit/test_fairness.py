@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.fairness import (
+from server.kube.fairness import (
     Crowded,
     FairSlots,
     Share,
@@ -16,7 +16,7 @@ from server.fairness import (
     new_share,
     use_share,
 )
-from server.limits import AdaptiveLimit
+from server.kube.limits import AdaptiveLimit
 
 
 async def _settle() -> None:

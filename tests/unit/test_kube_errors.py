@@ -17,7 +17,8 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from client import Outcome, RequestFailed
-from server.errors import (
+from server.kube import NO_RETRIES, Kube
+from server.kube.errors import (
     KubeAlreadyExists,
     KubeConflict,
     KubeError,
@@ -28,7 +29,6 @@ from server.errors import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from server.kube import NO_RETRIES, Kube
 from tests import objects
 from tests.servers import k8sailor_over
 from tests.unit.fakeapi import FakeApiServer, answer, drop, fake_api_server, status_body

@@ -22,8 +22,8 @@ from kubernetes_asyncio import client
 
 from client import RequestFailed
 from server.app import ServerConfig
-from server.errors import KubeServerError, KubeUnavailable, from_response
 from server.kube import NO_RETRIES, Json, Kube, RetryPolicy
+from server.kube.errors import KubeServerError, KubeUnavailable, from_response
 from tests.controlplane import free_port
 from tests.faults.observers import RecordingObserver
 from tests.servers import k8sailor_over

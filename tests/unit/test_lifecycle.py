@@ -1,10 +1,10 @@
-"""The pure parts of server.lifecycle: the field diff, conflict managers, managedFields."""
+"""The pure parts of server.domain.lifecycle: the field diff, conflict managers, managedFields."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.lifecycle import (
+from server.domain.lifecycle import (
     FieldChange,
     adopt_managed_fields,
     conflicting_managers,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from server.cooperative import SLICE_SECONDS, in_slices
+from server.domain.cooperative import SLICE_SECONDS, in_slices
 from server.manifests import ContainerPort, Deployment, build_services
 from server.rules import (
     MAX_PORTS,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import pointing
+from server.domain import pointing
 from server.manifests import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import Cause
-from server.pointing import at_column, refused, rule_path
+from server.domain.pointing import at_column, refused, rule_path
+from server.kube.errors import Cause
 from server.rules import RuleError
 
 

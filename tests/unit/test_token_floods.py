@@ -24,8 +24,8 @@ from server.auth.access import AccessReviewer
 from server.auth.errors import AuthUnavailable, Unauthenticated
 from server.auth.identity import Method
 from server.auth.tokens import ReviewBounds, TokenReviewer, peer_address
-from server.fairness import Share
 from server.kube import Kube
+from server.kube.fairness import Share
 from server.rules import ServiceType
 from tests.turns import Turns
 from tests.unit.fakeapi import FakeApiServer, fake_api_server

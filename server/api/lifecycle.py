@@ -1,5 +1,5 @@
 """gRPC glue for the RPCs that manage what CreateServices made: ListServices, DeleteServices
-and ApplyServices. Protobuf in, server.lifecycle in the middle, protobuf and status codes out."""
+and ApplyServices. Protobuf in, domain.lifecycle in the middle, protobuf and status codes out."""
 
 from __future__ import annotations
 
@@ -16,20 +16,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from k8sailor.v1 import exposure_pb2 as pb
-from server import edge
+from server.api import edge
+from server.api.exposure import (
+    ExposureServicer,
+    outcome_to_proto,
+    port_to_proto,
+    result_to_proto,
+    rule_from_proto,
+    status_for,
+)
 from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
-from server.cooperative import in_slices
-from server.errors import KubeError
-from server.exposer import (
+from server.domain.cooperative import in_slices
+from server.domain.exposer import (
     Exposer,
     RequestError,
     RuleResult,
     check_target,
     request_error,
 )
-from server.lifecycle import (
+from server.domain.lifecycle import (
     ApplyRequest,
     ApplyResult,
     DeleteRequest,
@@ -41,16 +48,9 @@ from server.lifecycle import (
     NotPermitted,
     give_up_at,
 )
+from server.kube.errors import KubeError
 from server.observability.logs import Fields, trace_fields
 from server.rules import ServiceType
-from server.servicer import (
-    ExposureServicer,
-    outcome_to_proto,
-    port_to_proto,
-    result_to_proto,
-    rule_from_proto,
-    status_for,
-)
 
 if TYPE_CHECKING:
     from server.observability.metrics import RuleCounter
@@ -113,7 +113,7 @@ def _give_up(seconds_left: float | None) -> float | None:
 def _status(error: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, NotPermitted):
         return grpc.StatusCode.PERMISSION_DENIED, str(error)
-    if isinstance(error, KubeError):  # server.lifecycle lets these through as they came
+    if isinstance(error, KubeError):  # server.domain.lifecycle lets these through as they came
         error = request_error(error)
     return status_for(error)
 

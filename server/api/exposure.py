@@ -1,4 +1,4 @@
-"""gRPC glue: protobuf in, domain (server.exposer) in the middle, protobuf and status codes out."""
+"""gRPC glue: protobuf in, server.domain.exposer in the middle, protobuf and status codes out."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from google.protobuf import text_format
 
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
-from server import edge
+from server.api import edge
 from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
-from server.cooperative import in_slices
-from server.exposer import (
+from server.domain.cooperative import in_slices
+from server.domain.exposer import (
     BadRequest,
     ClusterFailed,
     ClusterForbidden,
@@ -188,7 +188,7 @@ def result_to_proto(result: RuleResult) -> pb.CreateServicesResponse:
 
 def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for a request-level failure (the edge's table for the caller's
-    identity and rights, server.edge.auth_status, and ours for the rest)."""
+    identity and rights, server.api.edge.auth_status, and ours for the rest)."""
     if isinstance(error, AuthError):
         return edge.auth_status(error)
     if isinstance(error, BadRequest):
@@ -207,7 +207,7 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class ExposureServicer(pb_grpc.ExposureServiceServicer):
-    """CreateServices; server.lifecycle_servicer adds the RPCs that manage what it made."""
+    """CreateServices; server.api.lifecycle adds the RPCs that manage what it made."""
 
     def __init__(
         self,
@@ -216,7 +216,7 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         *,
         on_results: Callable[[Sequence[RuleResult]], None] | None = None,
     ) -> None:
-        """access: what callers may do (the edge, server.edge, has authenticated them with
+        """access: what callers may do (the edge, server.api.edge, has authenticated them with
         the same AccessControl); None: no authorization at all. on_results: told every
         request's rule results, as the request ends (metrics)."""
         self._exposer = exposer
@@ -232,7 +232,7 @@ class ExposureServicer(pb_grpc.ExposureServiceServicer):
         context: grpc.aio.ServicerContext[pb.CreateServicesRequest, pb.CreateServicesResponse],
     ) -> None:
         started = time.monotonic()
-        # Authenticated by the edge (server.edge) before the request was decoded; so were its
+        # Authenticated by the edge (server.api.edge) before the request was decoded; so were its
         # size and its number of rules checked.
         caller = edge.caller()
         domain = ExposeRequest(

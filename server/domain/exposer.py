@@ -19,10 +19,11 @@ from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from server import pointing
-from server.cooperative import in_slices
-from server.deployments import DeploymentSource, DirectReads
-from server.errors import (
+from server.domain import pointing
+from server.domain.cooperative import in_slices
+from server.kube import Kube
+from server.kube.deployments import DeploymentSource, DirectReads
+from server.kube.errors import (
     KubeAlreadyExists,
     KubeError,
     KubeForbidden,
@@ -30,7 +31,6 @@ from server.errors import (
     KubeNotFound,
     KubeUnavailable,
 )
-from server.kube import Kube
 from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
 from server.observability.logs import BRIEF_KEEP, STRING_LIMIT, length_marker
 from server.rules import (
@@ -65,7 +65,7 @@ class Outcome(enum.Enum):
     CONFLICT = "CONFLICT"
     FAILED = "FAILED"
     DENIED = "DENIED"  # the caller may not create a Service of this rule's type here
-    # What server.lifecycle reports for apply and delete.
+    # What server.domain.lifecycle reports for apply and delete.
     UPDATED = "UPDATED"
     DELETED = "DELETED"
     NOT_FOUND = "NOT_FOUND"
@@ -185,7 +185,7 @@ def check_target(namespace: str, deployment: str) -> None:
 async def parse_rules(
     rules: Sequence[str | ServiceRule | RuleError], settings: Settings
 ) -> list[ServiceRule | RuleError]:
-    """Every rule parsed, in slices (server.cooperative): the largest request takes a few
+    """Every rule parsed, in slices (server.domain.cooperative): the largest request takes a few
     hundred milliseconds of CPU, which must not keep other calls waiting."""
     node_ports, external_names = settings.node_ports, settings.external_names
     return await in_slices(
@@ -230,7 +230,7 @@ class Exposer:
     async def parse(self, request: ExposeRequest) -> list[ServiceRule | RuleError]:
         """Every rule of the request parsed, once: hand them on as ExposeRequest.parsed (after
         authorization has looked at their types, see rule_types). Checks the request first
-        (BadRequest); the edge (server.edge) has refused an oversized one before it was decoded,
+        (BadRequest); the edge (server.api.edge) has refused an oversized one before it was decoded,
         this is the same bound for callers that build an ExposeRequest themselves."""
         self.check(request)
         return await parse_rules(request.rules, self._settings)
@@ -246,7 +246,7 @@ class Exposer:
         self.check(request)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # Parsing and building run in slices (server.cooperative): the largest request takes
+        # Parsing and building run in slices (server.domain.cooperative): the largest request takes
         # a few hundred milliseconds of CPU, which must not keep other calls waiting.
         parsed: Sequence[ServiceRule | RuleError]
         if request.parsed is None:

@@ -49,8 +49,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from server.errors import KubeError, from_transport
-from server.kube import Kube
+from server.kube.client import Kube
+from server.kube.errors import KubeError, from_transport
 from server.manifests import Deployment, DeploymentError
 from server.observability.metrics import (
     DEPLOYMENT_CACHE_HITS,

@@ -1,6 +1,6 @@
 """How many API calls may be in flight at a time: a fixed number, or an adaptive limit.
 
-Taking turns at k8sailor's door (`server.fairness`) is not enough when the API server itself is
+Taking turns at k8sailor's door (`server.kube.fairness`) is not enough when the API server itself is
 the bottleneck. Measured on a 2-core machine that runs the API server, etcd and k8sailor: a
 256-rule request keeps 32 calls in flight, the API server works on all 32 at once, and a small
 request's one create, though it got the very next slot, then waits inside the API server behind
@@ -46,7 +46,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from server.fairness import Ticket
+    from server.kube.fairness import Ticket
 
 __all__ = ["AdaptiveLimit", "ConcurrencyLimit", "FixedLimit"]
 

@@ -1,6 +1,6 @@
 """The rest of a Service's life after CreateServices: list, delete, and declarative apply.
 
-No gRPC in sight, like server.exposer. A Service is the Deployment's (ours to list, change and
+No gRPC in sight, like domain.exposer. A Service is the Deployment's (ours to list, change and
 delete) when it carries k8sailor's managed-by label and an ownerReference to the Deployment's
 current uid; anything else of the same name is left untouched and reported as a CONFLICT.
 
@@ -38,16 +38,9 @@ from typing import Any, Final, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from server import pointing
-from server.cooperative import in_slices
-from server.errors import (
-    KubeAlreadyExists,
-    KubeConflict,
-    KubeError,
-    KubeInvalid,
-    KubeNotFound,
-)
-from server.exposer import (
+from server.domain import pointing
+from server.domain.cooperative import in_slices
+from server.domain.exposer import (
     BadRequest,
     DeploymentNotFound,
     DeploymentUnusable,
@@ -59,6 +52,13 @@ from server.exposer import (
     describe_rule_span,
 )
 from server.kube import FIELD_MANAGER, Kube
+from server.kube.errors import (
+    KubeAlreadyExists,
+    KubeConflict,
+    KubeError,
+    KubeInvalid,
+    KubeNotFound,
+)
 from server.manifests import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -440,7 +440,7 @@ class Lifecycle:
 
     async def parse(self, request: ApplyRequest) -> ParsedRules:
         """The request's rules parsed, after checking the request (BadRequest, so an oversized
-        one costs nothing). In slices (server.cooperative): the largest request is a few
+        one costs nothing). In slices (server.domain.cooperative): the largest request is a few
         hundred milliseconds of CPU, which must not keep other calls waiting."""
         self.check_apply(request)
         node_ports, external_names = self._settings.node_ports, self._settings.external_names

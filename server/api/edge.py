@@ -46,7 +46,7 @@ from k8sailor.v1 import exposure_pb2 as pb
 from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
-from server.fairness import Shares, new_share, use_share
+from server.kube.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
 from server.rules import MAX_PORTS, MAX_RULE_LENGTH
 from server.wrapping import WrappingInterceptor
@@ -102,7 +102,7 @@ def caller() -> Caller:
     try:
         return _caller.get()
     except LookupError:
-        raise RuntimeError("caller() outside an RPC admitted by server.edge.Edge") from None
+        raise RuntimeError("caller() outside an RPC admitted by server.api.edge.Edge") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +270,7 @@ def _malformed() -> Refused:
 
 def auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for what identity and rights decided, here and in the servicers
-    (server.servicer.status_for asks this for every AuthError)."""
+    (server.api.exposure.status_for asks this for every AuthError)."""
     if isinstance(error, Unauthenticated):
         return grpc.StatusCode.UNAUTHENTICATED, str(error)
     if isinstance(error, Forbidden):
@@ -305,7 +305,7 @@ class Edge(WrappingInterceptor):
             return read_by_edge(handler, admit)
         if method.startswith(f"/{EXPOSURE_SERVICE}/"):
             # An RPC of ours with no Shape would go unauthenticated: refuse to serve it.
-            raise LookupError(f"server.edge.SHAPES has no limits for {method}")
+            raise LookupError(f"server.api.edge.SHAPES has no limits for {method}")
         if method.startswith(REFLECTION_PREFIX) and self._access is not None:
             return self._authenticated_stream(handler)
         return bounded(method, handler, self._watch_cap, self._identity_free)
@@ -330,7 +330,7 @@ class Edge(WrappingInterceptor):
                 except AuthError as error:
                     raise Refused(*auth_status(error)) from error
             _caller.set(who)
-            # Whose turn this call's API calls take (server.fairness), set here for every RPC:
+            # Whose turn this call's API calls take (server.kube.fairness), set here for every RPC:
             # a caller's requests share one turn, so opening more requests at once buys no
             # more of the API server (its own priority and fairness goes by user too). Without
             # an identity (authorization off), each request is its own.
@@ -595,7 +595,7 @@ class Cap:
 
 
 class HealthEdge(WrappingInterceptor):
-    """For the plaintext health port (server.health): the bounds of `bounded`, its own caps."""
+    """For the plaintext health port (server.api.health): the bounds of `bounded`, its own caps."""
 
     def __init__(self) -> None:
         super().__init__()

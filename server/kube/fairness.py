@@ -7,11 +7,11 @@ request in turn gets it, and then goes to the back of the line. A request alone 
 free slot at once (nobody else is waiting), and two requests each get about half while both are
 waiting. Which request a call belongs to is a context variable, set once per request (see
 `new_share`) and inherited by the tasks the request starts, so the Kubernetes adapter's call
-sites need not pass it along. The edge (server.edge) sets it for every RPC: where the caller is
+sites need not pass it along. The edge (server.api.edge) sets it for every RPC: where the caller is
 known, the share is the caller's (`Shares`), so that a caller's many requests at once take one
 turn between them, not one each.
 
-How many slots there are at a time is `server.limits`' job: a fixed number, or an adaptive limit
+How many slots there are at a time is `kube.limits`' job: a fixed number, or an adaptive limit
 that keeps calls from queueing inside the API server.
 
 The limit holds back bursts, not requests: `FairSlots` lets a request with no call in flight
@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from server.limits import ConcurrencyLimit, FixedLimit
+from server.kube.limits import ConcurrencyLimit, FixedLimit
 
 __all__ = [
     "Crowded",

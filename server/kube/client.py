@@ -3,7 +3,7 @@
 It speaks plain JSON dicts in the API server's own camelCase shape, both ways: manifests are
 built as dicts by server.manifests, and answers are read with `_preload_content=False` and
 json-decoded, because kubernetes_asyncio's model classes cost more CPU per object than the
-whole rest of a request. Every failure leaves this module as a server.errors.KubeError.
+whole rest of a request. Every failure leaves this module as a server.kube.errors.KubeError.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from server.errors import (
+from server.kube.errors import (
     KubeError,
     KubeServerError,
     KubeUnauthorized,
@@ -42,8 +42,8 @@ from server.errors import (
     from_transport,
     is_transient,
 )
-from server.fairness import FairSlots, Ticket
-from server.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
+from server.kube.fairness import FairSlots, Ticket
+from server.kube.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
 
 Json = dict[str, Any]
 
@@ -561,7 +561,7 @@ class Kube:
             finally:
                 self._credentials_generation += 1
 
-    # --- list and watch, for the Deployment cache (server/deployments.py) -------------------
+    # --- list and watch, for the Deployment cache (server/kube/deployments.py) -------------------
 
     async def list_deployments(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from server.errors import Cause
+from server.kube.errors import Cause
 from server.rules import RuleError, locate
 
 # The Service fields a rule sets, as the API server spells them, and as our paths do.
