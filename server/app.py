@@ -22,7 +22,6 @@ from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.api.edge import Edge, max_request_bytes
 from server.api.health import start_health_server
 from server.api.lifecycle import LifecycleServicer
-from server.api.listening import ListenError, bind, bind_socket
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
@@ -30,6 +29,7 @@ from server.domain.exposer import Exposer
 from server.domain.lifecycle import Lifecycle
 from server.kube import CallObserver, Kube, RetryPolicy
 from server.kube.deployments import DeploymentCache
+from server.listening import ListenError, bind, bind_socket
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
 

@@ -25,7 +25,7 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from server.api.listening import ListenError
+from server.listening import ListenError
 from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
