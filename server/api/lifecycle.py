@@ -36,18 +36,11 @@ from server.domain.exposer import (
     check_target,
     request_error,
 )
-from server.domain.lifecycle import (
-    ApplyRequest,
-    ApplyResult,
-    DeleteRequest,
-    DeleteResult,
-    ExposedService,
-    Grant,
-    Grants,
-    Lifecycle,
-    NotPermitted,
-    give_up_at,
-)
+from server.domain.grants import Grant, Grants
+from server.domain.lifecycle import Lifecycle
+from server.domain.lifecycle_fanout import give_up_at
+from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, NotPermitted
+from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.kube.errors import KubeError
 from server.observability.logs import Fields, trace_fields
 from server.rules import ServiceType
