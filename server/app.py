@@ -20,8 +20,10 @@ from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.api.edge import Edge, max_request_bytes
+from server.api.exposure import ExposureServicer
 from server.api.health import start_health_server
 from server.api.lifecycle import LifecycleServicer
+from server.api.service import ExposureService
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
@@ -178,13 +180,12 @@ async def _start(
         # Beyond it a call is refused at once with RESOURCE_EXHAUSTED, health checks too.
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
+    exposer = Exposer(kube, config.settings, tracer=telemetry.tracer, deployments=deployments)
     lifecycle = Lifecycle(kube, config.settings, tracer=telemetry.tracer)
     exposure_pb2_grpc.add_ExposureServiceServicer_to_server(
-        LifecycleServicer(
-            Exposer(kube, config.settings, tracer=telemetry.tracer, deployments=deployments),
-            lifecycle,
-            access,
-            on_results=telemetry.on_results,
+        ExposureService(
+            ExposureServicer(exposer, access, count_rules=telemetry.on_results),
+            LifecycleServicer(lifecycle, access, count_rules=telemetry.on_results),
         ),
         server,
     )
