@@ -19,20 +19,18 @@ from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
 from server.domain.cooperative import in_slices
-from server.domain.exposer import (
+from server.domain.errors import (
     BadRequest,
     ClusterFailed,
     ClusterForbidden,
     ClusterUnavailable,
     DeploymentNotFound,
     DeploymentUnusable,
-    Exposer,
-    ExposeRequest,
-    Outcome,
     RequestError,
-    RuleResult,
-    rule_types,
 )
+from server.domain.exposer import Exposer, ExposeRequest
+from server.domain.outcomes import Outcome, RuleResult
+from server.domain.requests import rule_types
 from server.observability.logs import Fields, trace_fields
 from server.rules import (
     MAX_PORTS,

@@ -29,13 +29,8 @@ from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
 from server.domain.cooperative import in_slices
-from server.domain.exposer import (
-    Exposer,
-    RequestError,
-    RuleResult,
-    check_target,
-    request_error,
-)
+from server.domain.errors import RequestError, request_error
+from server.domain.exposer import Exposer
 from server.domain.lifecycle import (
     ApplyRequest,
     ApplyResult,
@@ -48,6 +43,8 @@ from server.domain.lifecycle import (
     NotPermitted,
     give_up_at,
 )
+from server.domain.outcomes import RuleResult
+from server.domain.requests import check_target
 from server.kube.errors import KubeError
 from server.observability.logs import Fields, trace_fields
 from server.rules import ServiceType

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from server.domain.exposer import Outcome, Settings
 from server.domain.lifecycle import (
     ApplyRequest,
     ApplyResult,
@@ -24,6 +23,8 @@ from server.domain.lifecycle import (
     Lifecycle,
     RightsUnknown,
 )
+from server.domain.outcomes import Outcome
+from server.domain.settings import Settings
 from server.kube import Kube
 from server.kube.errors import KubeNotFound
 from server.manifests import MANAGED_BY_LABEL
