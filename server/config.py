@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from server.auth.identity import trust_domain_problem
 from server.auth.settings import Authorization, AuthSettings, mesh_socket
-from server.domain.exposer import Settings
+from server.domain.settings import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
 from server.rules import (
     DEFAULT_CLUSTER_DOMAIN,
