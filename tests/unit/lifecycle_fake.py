@@ -60,7 +60,7 @@ class FakeCluster:
         self.services: dict[tuple[str, str], Json] = {}
         self.fail: dict[str, list[KubeError]] = {}
         self.hang: set[str] = set()
-        self.after_read: dict[str, Callable[[], None]] = {}
+        self.after_read: dict[str, Callable[[], object]] = {}
         self.calls: list[tuple[str, float | None]] = []
         self.applied: list[Json] = []  # the apply_service calls' options, in order
         self._versions = itertools.count(100)
@@ -101,13 +101,12 @@ class FakeCluster:
 
     async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json:
         await self._enter("read_service", timeout)
-        found = self.services.get((namespace, name))
-        if found is None:
-            raise KubeNotFound(f'services "{name}" not found', status=404, reason="NotFound")
-        answer = copy.deepcopy(found)
+        answer = copy.deepcopy(self.services.get((namespace, name)))
         meddle = self.after_read.pop(name, None)
         if meddle is not None:
             meddle()
+        if answer is None:
+            raise KubeNotFound(f'services "{name}" not found', status=404, reason="NotFound")
         return answer
 
     async def list_services(
@@ -147,8 +146,8 @@ class FakeCluster:
         dry_run: bool,
         timeout: float | None,
     ) -> Json:
-        await self._enter("apply_service", timeout)
         self.applied.append({"force": force, "dry_run": dry_run})
+        await self._enter("apply_service", timeout)
         meta = manifest["metadata"]
         stored = self.services.get((namespace, meta["name"]))
         if stored is None or any(
