@@ -19,9 +19,10 @@ from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
-from server.api.edge import Edge, max_request_bytes
+from server.api.edge import Edge
 from server.api.health import start_health_server
 from server.api.lifecycle import LifecycleServicer
+from server.api.wire import max_request_bytes
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
@@ -84,7 +85,7 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
 )
 
 #: The most gRPC receives in one message: what the largest request of --max-rules rules can
-#: need (server.api.edge), and never more than 4 MiB (gRPC's own default). Anything bigger is
+#: need (server.api.wire), and never more than 4 MiB (gRPC's own default). Anything bigger is
 #: refused by gRPC itself with RESOURCE_EXHAUSTED, before it is decoded or authenticated.
 MAX_RECEIVE_BYTES: Final = 4 * MiB
 #: The health port receives HealthCheckRequests only: a service name.

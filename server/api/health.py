@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2_grpc
 
-from server.api.edge import HealthEdge
+from server.api.identity_free import HealthEdge
 from server.listening import bind
 
 #: Calls at once on the health port: a kubelet sends one probe at a time per container.
@@ -30,8 +30,8 @@ async def start_health_server(
     ListenError when it cannot listen there."""
     # Probes use Check; Watch streams are held open by whoever asks, so they are capped, all
     # calls here (none needs an identity) are capped below MAX_HEALTH_RPCS, and a request must
-    # arrive within a second (server.api.edge.bounded). The concurrency bound keeps a flood of
-    # probes from costing the server more than that.
+    # arrive within a second (server.api.identity_free.bounded). The concurrency bound keeps a
+    # flood of probes from costing the server more than that.
     server = grpc.aio.server(
         interceptors=(HealthEdge(),), options=options, maximum_concurrent_rpcs=MAX_HEALTH_RPCS
     )
