@@ -11,16 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import grpc
-
-# grpc_health.v1.health re-exports this as `aio`, but not in a way mypy --strict accepts.
-from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.api.edge import Edge
-from server.api.health import start_health_server
+from server.api.health import HealthServicer, health_servicer, start_health_server
 from server.api.lifecycle import LifecycleServicer
 from server.api.wire import max_request_bytes
 from server.auth.gate import AccessControl
@@ -101,7 +98,7 @@ def grpc_options(max_rules: int) -> tuple[tuple[str, int], ...]:
 @dataclass(frozen=True)
 class RunningServer:
     server: grpc.aio.Server
-    health: health_aio.HealthServicer
+    health: HealthServicer
     port: int
     telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)
     deployments: DeploymentCache | None = None
@@ -183,8 +180,8 @@ async def _start(
         ),
         server,
     )
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health = health_servicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME],
@@ -206,7 +203,7 @@ async def _start(
         try:
             health_server, health_port = await start_health_server(
                 config.health_listen,
-                health_servicer,
+                health,
                 (*GRPC_OPTIONS, ("grpc.max_receive_message_length", HEALTH_RECEIVE_BYTES)),
             )
         except ListenError:
@@ -216,10 +213,10 @@ async def _start(
         await deployments.start()
     await server.start()
     for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
         server=server,
-        health=health_servicer,
+        health=health,
         port=port,
         telemetry=telemetry,
         deployments=deployments,

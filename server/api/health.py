@@ -9,11 +9,10 @@ ExposureService, no reflection.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import grpc
-
-# grpc_health.v1.health re-exports this as `aio`, but not in a way mypy --strict accepts.
-from grpc_health.v1 import _async as health_aio
+import grpc_health.v1.health
 from grpc_health.v1 import health_pb2_grpc
 
 from server.api.identity_free import HealthEdge
@@ -23,8 +22,26 @@ from server.listening import bind
 MAX_HEALTH_RPCS = 64
 
 
+class HealthServicer(Protocol):
+    """What the server uses of grpc_health's asyncio servicer: SERVING once it serves, and
+    NOT_SERVING for good from the start of the drain. (gRPC serves its Check and Watch.)"""
+
+    async def set(self, service: str, status: int) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
+def health_servicer() -> HealthServicer:
+    """A new grpc_health.v1.health.aio.HealthServicer: the asyncio servicer, under the name
+    grpcio-health-checking makes public for it (`health.aio`)."""
+    # grpc-stubs' grpc_health/v1/health.pyi has the threaded servicer only, not `aio`; what we
+    # use of it is typed by HealthServicer above.
+    servicer: HealthServicer = grpc_health.v1.health.aio.HealthServicer()  # type: ignore[attr-defined]
+    return servicer
+
+
 async def start_health_server(
-    listen: str, health: health_aio.HealthServicer, options: Sequence[tuple[str, int]] = ()
+    listen: str, health: HealthServicer, options: Sequence[tuple[str, int]] = ()
 ) -> tuple[grpc.aio.Server, int]:
     """Serve `health` alone on `listen`; the server and the port it got (port 0: a free one).
     ListenError when it cannot listen there."""
