@@ -27,6 +27,7 @@ from server.domain.exposer import Exposer
 from server.domain.lifecycle import Lifecycle
 from server.kube import CallObserver, Kube, RetryPolicy
 from server.kube.deployments import DeploymentCache
+from server.kube.fairness import Shares
 from server.listening import ListenError, bind, bind_socket
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
@@ -162,10 +163,14 @@ async def _start(
     deployments = None
     if config.deployment_cache == "watch":
         deployments = DeploymentCache(kube, config.watch_namespaces)
-    access = AccessControl(kube, config.auth)
+    # Whose turn each caller's API calls take (server.kube.fairness): one Shares for the edge,
+    # which sets it for every RPC, and for the access reviews made for a caller, so that a caller
+    # has one turn, whichever of them calls.
+    shares = Shares()
+    access = AccessControl(kube, config.auth, shares=shares)
     server = grpc.aio.server(
         # The edge last (innermost): metrics and traces count what it refuses.
-        interceptors=(*telemetry.interceptors, Edge(access, config.max_rules)),
+        interceptors=(*telemetry.interceptors, Edge(access, config.max_rules, shares)),
         options=grpc_options(config.max_rules),
         # Beyond it a call is refused at once with RESOURCE_EXHAUSTED, health checks too.
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,

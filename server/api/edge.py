@@ -74,14 +74,15 @@ class Edge(WrappingInterceptor):
     and the bounds on the streams that need no identity. Install it last (innermost), so that
     the metrics and tracing interceptors count and trace what it refuses."""
 
-    def __init__(self, access: AccessControl | None, max_rules: int) -> None:
-        """access None: no access control at all (every caller is ANONYMOUS)."""
+    def __init__(self, access: AccessControl | None, max_rules: int, shares: Shares) -> None:
+        """access None: no access control at all (every caller is ANONYMOUS). shares: one
+        turn per caller (see _admit), the same Shares that access's reviews take theirs from."""
         super().__init__()
         self._access = access
         self._max_rules = max_rules
         self._watch_cap = Cap(MAX_HEALTH_WATCHES)
         self._identity_free = Cap(MAX_IDENTITY_FREE_CALLS)
-        self._shares = Shares()  # one turn per caller, see _admit
+        self._shares = shares
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         shape = SHAPES.get(method)
