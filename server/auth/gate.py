@@ -43,6 +43,7 @@ from server.auth.tokens import TokenReviewer
 # server.auth.rights.RightsUnknown, and this import goes (auth must not import the domain).
 from server.domain import grants as _lifecycle_grants
 from server.kube import Kube
+from server.kube.fairness import Shares
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
@@ -53,7 +54,8 @@ MAX_FORWARDED_BYTES = 16384
 
 
 class AccessControl:
-    def __init__(self, kube: Kube, settings: AuthSettings) -> None:
+    def __init__(self, kube: Kube, settings: AuthSettings, *, shares: Shares | None = None) -> None:
+        """shares: the callers' turns for API call slots, the edge's too (one per caller)."""
         self._required = settings.mode is Authorization.RBAC
         self._tls = settings.tls
         self._mutual = settings.client_ca_file is not None
@@ -62,7 +64,7 @@ class AccessControl:
         self._audiences = settings.token_audiences
         self.tokens = TokenReviewer(kube, settings.token_audiences, max_ttl=settings.token_ttl)
         self.access = AccessReviewer(
-            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl
+            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl, shares=shares
         )
 
     @property
