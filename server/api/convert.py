@@ -10,13 +10,8 @@ from google.protobuf import text_format
 from k8sailor.v1 import exposure_pb2 as pb
 from server.domain.cooperative import in_slices
 from server.domain.exposer import ExposeRequest, Outcome, RuleResult
-from server.domain.lifecycle import (
-    ApplyRequest,
-    ApplyResult,
-    DeleteRequest,
-    DeleteResult,
-    ExposedService,
-)
+from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest
+from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.rules import (
     MAX_PORTS,
     MAX_RULE_LENGTH,

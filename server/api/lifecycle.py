@@ -22,14 +22,9 @@ from server.api.requestlog import Call, outcomes
 from server.api.status import Status
 from server.auth.gate import AccessControl
 from server.domain.exposer import check_target
-from server.domain.lifecycle import (
-    ApplyResult,
-    DeleteResult,
-    ExposedService,
-    Grant,
-    Grants,
-    Lifecycle,
-)
+from server.domain.grants import Grant, Grants
+from server.domain.lifecycle import Lifecycle
+from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.rules import ServiceType
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from server.domain.exposer import (
     RequestError,
     request_error,
 )
-from server.domain.lifecycle import NotPermitted
+from server.domain.lifecycle_requests import NotPermitted
 from server.kube.errors import KubeError
 
 
