@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from server.api.calls import caller_deadline, give_up_at, run
-from server.api.requestlog import Call, create_fields
+from server.api.requestlog import Call, Details, create_details, log_request
 from server.api.status import Status, status_for
 from server.auth.errors import AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.identity import ANONYMOUS
@@ -81,7 +81,7 @@ async def test_a_call_that_succeeds_returns_its_answer_and_logs_one_ok_line(
         return 7
 
     answer = await run(
-        _call(), grpc_context(context), work, lambda _: {"services": 7},
+        _call(), grpc_context(context), work, lambda _: Details(became={"services": 7}),
         finish=lambda: finished.append(True),
     )  # fmt: skip
     assert answer == 7
@@ -124,7 +124,7 @@ async def test_a_request_level_failure_is_one_line_and_one_abort_with_its_status
         raise error
 
     with pytest.raises(Aborted):
-        await run(_call(), grpc_context(context), work, lambda _: {}, finish=None)
+        await run(_call(), grpc_context(context), work, lambda _: Details(), finish=None)
     assert context.aborted == (code, str(error))
     [line] = _lines(caplog)
     assert (line["status"], line["message"]) == (code.name, str(error))
@@ -154,7 +154,7 @@ async def test_a_bug_is_internal_in_one_sentence_with_the_traceback_in_the_log(
         raise ZeroDivisionError("division by zero")
 
     with pytest.raises(Aborted):
-        await run(_call(), grpc_context(context), work, lambda _: {})
+        await run(_call(), grpc_context(context), work, lambda _: Details())
     assert context.aborted == (grpc.StatusCode.INTERNAL, "internal error: division by zero")
     [failed] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert failed.exc_info is not None
@@ -175,7 +175,7 @@ async def test_a_caller_that_goes_away_is_logged_cancelled_and_nothing_is_aborte
 
     with pytest.raises(asyncio.CancelledError):
         await run(
-            _call(), grpc_context(context), work, lambda _: {},
+            _call(), grpc_context(context), work, lambda _: Details(),
             finish=lambda: finished.append(True),
         )  # fmt: skip
     assert context.aborted is None
@@ -189,16 +189,17 @@ def test_a_create_line_counts_outcomes_and_lists_results_by_index() -> None:
         RuleResult(1, "#80:80", Outcome.DENIED, reason="Forbidden"),
         RuleResult(0, "80:8080", Outcome.CREATED, service_name="web"),
     ]
-    fields = create_fields(2, False, Status(grpc.StatusCode.OK), results)
-    assert fields["denied"] is True
-    assert fields["outcomes"] == {"DENIED": 1, "CREATED": 1}
-    assert fields["results"] == [
+    details = create_details(2, False, Status(grpc.StatusCode.OK), results)
+    assert details.denied is True
+    assert details.asked == {"rules": 2, "dry_run": False}
+    assert details.became["outcomes"] == {"DENIED": 1, "CREATED": 1}
+    assert details.became["results"] == [
         {"index": 0, "outcome": "CREATED", "service": "web"},
         {"index": 1, "outcome": "DENIED", "service": "", "reason": "Forbidden"},
     ]
-    whole = create_fields(1, True, Status(grpc.StatusCode.PERMISSION_DENIED, "no"), [])
-    assert whole["denied"] is True
-    assert whole["dry_run"] is True
+    whole = create_details(1, True, Status(grpc.StatusCode.PERMISSION_DENIED, "no"), [])
+    assert whole.denied is True
+    assert whole.asked["dry_run"] is True
 
 
 async def test_the_callers_deadline_and_the_give_up_time_are_apart() -> None:
@@ -213,3 +214,17 @@ async def test_the_callers_deadline_and_the_give_up_time_are_apart() -> None:
     assert before + 10.0 <= deadline <= loop.time() + 10.0
     # Half a second early at most: time for the unfinished results to reach the caller.
     assert deadline - 0.5 - 0.1 <= give_up < deadline
+
+
+def test_a_create_line_has_the_fields_in_the_order_the_readme_gives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "k8sailor.requests")
+    call = Call("CreateServices", "default", "web", ANONYMOUS)
+    status = Status(grpc.StatusCode.OK)
+    log_request(call, status, "ipv4:127.0.0.1:1234", create_details(0, False, status, []))
+    [line] = _lines(caplog)
+    assert list(line) == [
+        "event", "user", "groups", "authn", "denied", "namespace", "deployment", "rules",
+        "dry_run", "status", "message", "ms", "outcomes", "results", "peer",
+    ]  # fmt: skip
