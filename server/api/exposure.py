@@ -13,7 +13,7 @@ import grpc
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert, edge
 from server.api.calls import caller_deadline, run, write_each
-from server.api.requestlog import Call, create_fields
+from server.api.requestlog import Call, create_details
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
 from server.domain.exposer import Exposer, ExposeRequest
@@ -74,7 +74,7 @@ class ExposureServicer:
             call,
             context,
             work,
-            lambda status: create_fields(len(domain.rules), domain.dry_run, status, results),
+            lambda status: create_details(len(domain.rules), domain.dry_run, status, results),
             finish=count,
         )
 
