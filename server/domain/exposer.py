@@ -32,7 +32,6 @@ from server.kube.errors import (
     KubeUnavailable,
 )
 from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
-from server.observability.logs import BRIEF_KEEP, STRING_LIMIT, length_marker
 from server.rules import (
     DEFAULT_EXTERNAL_NAMES,
     DEFAULT_NODE_PORTS,
@@ -47,6 +46,7 @@ from server.rules import (
     dns1123_subdomain_problem,
     parse_any,
 )
+from server.rules.brief import BRIEF_KEEP, STRING_LIMIT, length_marker
 
 log = logging.getLogger(__name__)
 
