@@ -36,7 +36,7 @@ from server.auth.identity import (
 from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 from server.domain.exposer import Permissions
-from server.domain.lifecycle import Grant, Grants, RightsUnknown
+from server.domain.grants import Grant, Grants, RightsUnknown
 from server.kube import Kube
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType

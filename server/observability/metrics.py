@@ -2,9 +2,11 @@
 
 The metrics live in prometheus_client's default registry, beside the process and Python
 metrics it collects by itself. They are module-level objects so that any module can count
-with them by importing them: the Deployment cache and authentication import theirs from here
-(DEPLOYMENT_CACHE_*, AUTHENTICATIONS, AUTHORIZATIONS) rather than defining metrics of their
-own, so the names and labels stay in one place and the README can list them all.
+with them by importing them: authentication imports its own from here (AUTHENTICATIONS,
+AUTHORIZATIONS) rather than defining metrics of its own, so the names and labels stay in one
+place and the README can list them all. The Deployment cache's are in cache_metrics (imported
+below, so they are registered whenever these are), counted by the observer server.app gives
+the cache: server.kube imports nothing of observability.
 
 Every label value is bounded: Service types, outcomes, verbs, resources, codes and reasons
 come from short fixed lists, and anything else is counted as "Other". Namespaces, Deployment
@@ -25,7 +27,8 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from server.api.listening import ListenError
+from server.listening import ListenError
+from server.observability import cache_metrics  # noqa: F401  (registered with the rest)
 from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
@@ -253,21 +256,8 @@ class KubeCallMetrics:
         KUBE_RETRIES.labels(reason if known else OTHER).inc()
 
 
-# --- for the Deployment cache and authentication to count with ---------------------------------
+# --- for authentication to count with ------------------------------------------------------------
 
-DEPLOYMENT_CACHE_HITS: Final = Counter(
-    "k8sailor_deployment_cache_hits_total",
-    "Deployment reads answered from the watch cache.",
-)
-DEPLOYMENT_CACHE_MISSES: Final = Counter(
-    "k8sailor_deployment_cache_misses_total",
-    "Deployment reads the watch cache could not answer, so the API server was asked.",
-)
-DEPLOYMENT_CACHE_RELISTS: Final = Counter(
-    "k8sailor_deployment_cache_relists_total",
-    "Times the Deployment watch cache listed everything again after its first list (the "
-    "watch expired with 410 Gone, or failed).",
-)
 AUTHENTICATIONS: Final = Counter(
     "k8sailor_authentications_total",
     "Calls authenticated, by how the caller proved who it is (server.auth.identity.Method; "

@@ -16,9 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import server.api.convert
 import server.api.edge
-import server.api.exposure
-import server.api.lifecycle
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api.edge import ENVELOPE_BYTES
 from server.app import ServerConfig, serving
@@ -42,7 +41,7 @@ class Reads:
         self.rules = 0
         for name, message in REQUESTS.items():
             monkeypatch.setattr(message, "FromString", self._decoding(name, message.FromString))
-        for module in (server.api.exposure, server.api.lifecycle):
+        for module in (server.api.convert,):
             monkeypatch.setattr(module, "rule_from_proto", self._converting(module.rule_from_proto))
 
     def _decoding(self, name: str, decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

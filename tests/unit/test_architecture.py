@@ -30,16 +30,11 @@ IO_LIBRARIES = ("grpc", "aiohttp", "kubernetes_asyncio")
 NOT_YET: set[tuple[str, str]] = {
     # auth must not import the flows
     ("server.auth.gate", "server.domain.exposer"),
-    ("server.auth.gate", "server.domain.lifecycle"),
+    ("server.auth.gate", "server.domain.grants"),
     # domain must not import observability
     ("server.domain.exposer", "server.observability.logs"),
     # observability must not import api, domain or kube
-    ("server.observability.metrics", "server.api.listening"),
     ("server.observability.metrics", "server.domain.exposer"),
-    # kube must not import observability
-    ("server.kube.deployments", "server.observability.metrics"),
-    # the fairness <-> limits circle (both in kube, so only the circle is wrong)
-    ("server.kube.limits", "server.kube.fairness"),
 }
 
 
