@@ -44,7 +44,7 @@ from server.config_flags import (
     seconds,
     whole_number,
 )
-from server.domain.exposer import Settings
+from server.domain.settings import Settings
 from server.kube import SERVICE_ACCOUNT_DIR
 from server.rules import (
     DEFAULT_CLUSTER_DOMAIN,
