@@ -55,8 +55,6 @@ RULE_ANNOTATION: Final = "k8sailor.io/rule"
 MAX_ANNOTATIONS_BYTES: Final = 256 * 1024
 _MAX_RULE_CHARS: Final = MAX_ANNOTATIONS_BYTES - len(RULE_ANNOTATION)  # rules are ASCII
 
-_EXTERNAL_NAME: Final = ServiceType.EXTERNAL_NAME
-_HEADLESS: Final = ServiceType.HEADLESS
 # Plain str values for the manifests: Protocol members are str subclasses, but the manifests
 # should hold exactly what json.loads of the apiserver's answer would.
 _PROTOCOL_TEXT: Final[dict[Protocol, str]] = {p: p.value for p in Protocol}
@@ -257,7 +255,7 @@ def _build(
             f"(the apiserver allows {MAX_ANNOTATIONS_BYTES} bytes); split it into several rules",
         )
 
-    if rtype is _EXTERNAL_NAME:
+    if rtype is ServiceType.EXTERNAL_NAME:
         spec: dict[str, Any] = {"type": "ExternalName", "externalName": rule.external_name}
     else:
         ports = []
@@ -281,7 +279,7 @@ def _build(
             "selector": {**deployment.selector},
             "ports": ports,
         }
-        if rtype is _HEADLESS:
+        if rtype is ServiceType.HEADLESS:
             spec["clusterIP"] = "None"
 
     return {
