@@ -63,7 +63,7 @@ def parse_rule(
     its operator allows (the defaults: Kubernetes' own, nothing extra).
     """
     _check_size(text, index)
-    return _parse_general(text, index, node_ports, external_names)
+    return _parse_unbounded(text, index, node_ports, external_names)
 
 
 # How much of a refused over-long rule its result quotes back.
@@ -119,10 +119,10 @@ def _number(token: str) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The parser proper, without the size check: every spelling the grammar allows.
+# The parser proper, after the size check: every spelling the grammar allows.
 
 
-def _parse_general(
+def _parse_unbounded(
     text: str,
     index: int,
     node_ports: NodePortRange,
