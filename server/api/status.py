@@ -20,10 +20,10 @@ from server.domain.errors import (
     ClusterUnavailable,
     DeploymentNotFound,
     DeploymentUnusable,
+    NotPermitted,
     RequestError,
     request_error,
 )
-from server.domain.lifecycle_requests import NotPermitted
 from server.kube.errors import KubeError
 
 

@@ -20,11 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from server.domain import apply, delete, listing
-from server.domain.exposer import Settings
-from server.domain.grants import Grants
 from server.domain.lifecycle_context import LifecycleCluster, LifecycleContext
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, ParsedRules
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.rights import Rights
+from server.domain.settings import Settings
 
 
 class Lifecycle:
@@ -41,7 +41,7 @@ class Lifecycle:
         namespace: str,
         deployment: str,
         *,
-        grants: Grants | None = None,
+        grants: Rights | None = None,
         deadline: float | None = None,
     ) -> list[ExposedService]:
         """See server.domain.listing.list_owned."""

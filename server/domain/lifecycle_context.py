@@ -11,16 +11,13 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 
-from server.domain.exposer import (
-    DeploymentNotFound,
-    DeploymentUnusable,
-    Settings,
-    describe_rule_span,
-)
-from server.domain.lifecycle_fanout import remaining
+from server.domain.errors import DeploymentNotFound, DeploymentUnusable, request_error
+from server.domain.fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
 from server.domain.service_view import rule_of
-from server.kube.errors import KubeNotFound
+from server.domain.settings import Settings
+from server.domain.spans import RULE_SPAN, describe_rule_span
+from server.kube.errors import KubeError, KubeNotFound
 from server.kube.ownership import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment, DeploymentError
 
@@ -28,7 +25,6 @@ Json = dict[str, Any]
 R = TypeVar("R", ApplyResult, DeleteResult)
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-RULE_SPAN = "k8sailor.rule"
 # How often one rule reads its Service again when it changed under the write that relied on the
 # read, before it ends CONFLICT: a Service that changes faster than that is fought over.
 APPLY_ROUNDS = 3
@@ -100,13 +96,16 @@ class LifecycleContext:
     ) -> Deployment:
         """The Deployment; with to_expose, all of it that Services are built from (else
         DeploymentUnusable), without it only its name and uid: listing or deleting what a
-        Deployment owns must work even for one whose selector no Service could express."""
+        Deployment owns must work even for one whose selector no Service could express.
+        Raises RequestError."""
         try:
             raw = await self.kube.read_deployment(namespace, name, timeout=timeout)
         except KubeNotFound as error:
             raise DeploymentNotFound(
                 f'Deployment "{name}" not found in namespace "{namespace}" ({error.message})'
             ) from error
+        except KubeError as error:
+            raise request_error(error) from error
         if to_expose:
             try:
                 return Deployment.from_manifest(raw)
@@ -116,10 +115,14 @@ class LifecycleContext:
         return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})
 
     async def owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
-        """The Services the Deployment of this uid owns, sorted by name."""
-        listed = await self.kube.list_services(
-            namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
-        )
+        """The Services the Deployment of this uid owns, sorted by name. Raises RequestError:
+        without them, the request as a whole cannot be answered."""
+        try:
+            listed = await self.kube.list_services(
+                namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
+            )
+        except KubeError as error:
+            raise request_error(error) from error
         items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
         mine = [item for item in items if owned_by(item, uid)]
         return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))

@@ -23,8 +23,8 @@ from server.domain.errors import (
     ClusterUnavailable,
     DeploymentNotFound,
     DeploymentUnusable,
+    NotPermitted,
 )
-from server.domain.lifecycle_requests import NotPermitted
 from server.domain.outcomes import Outcome, RuleResult
 from server.kube.errors import KubeError, KubeForbidden, KubeUnavailable
 
