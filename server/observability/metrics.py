@@ -27,13 +27,13 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from server.api.listening import ListenError
+from server.listening import ListenError
 from server.observability import cache_metrics  # noqa: F401  (registered with the rest)
 from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
     # Only a type: the Deployment cache (below the exposer) imports this module.
-    from server.domain.exposer import Outcome
+    from server.domain.outcomes import Outcome
     from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.metrics")
