@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
 
+from server.kube import paths
 from server.kube.answers import (
     MAX_ANSWER_BYTES,
     MAX_EVENT_BYTES,
@@ -28,12 +28,7 @@ from server.kube.answers import (
     json_object,
     read_bounded,
 )
-from server.kube.credentials import (
-    SERVICE_ACCOUNT_DIR,
-    CredentialsReload,
-    ReloadableApiClient,
-    load_api_client,
-)
+from server.kube.credentials import CredentialsReload, ReloadableApiClient
 from server.kube.errors import (
     LoadSignal,
     from_response,
@@ -43,48 +38,15 @@ from server.kube.errors import (
 from server.kube.fairness import FairSlots, Ticket
 from server.kube.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
 from server.kube.observers import CallObserver, NoObserver
-from server.kube.retries import DEFAULT_RETRIES, NO_RETRIES, RetryClock, Retrying, RetryPolicy
+from server.kube.retries import DEFAULT_RETRIES, RetryClock, Retrying, RetryPolicy
 from server.kube.transport import Query, Transport
 
-__all__ = [
-    "FIELD_MANAGER",
-    "MAX_ANSWER_BYTES",
-    "NO_RETRIES",
-    "SERVICE_ACCOUNT_DIR",
-    "CallObserver",
-    "Json",
-    "Kube",
-    "ReloadableApiClient",
-    "RetryPolicy",
-    "load_api_client",
-]
+__all__ = ["FIELD_MANAGER", "Kube"]
 
 #: The field manager of every write k8sailor makes, so that server-side apply knows its fields.
 FIELD_MANAGER = "k8sailor"
 
 _CONNECT_TIMEOUT_S = 10.0
-_CORE = "/api/v1"
-_APPS = "/apis/apps/v1"
-
-
-def _in(namespace: str, plural: str, name: str = "", group: str = _CORE) -> str:
-    path = f"{group}/namespaces/{urllib.parse.quote(namespace, safe='')}/{plural}"
-    return f"{path}/{urllib.parse.quote(name, safe='')}" if name else path
-
-
-def _deployments(namespace: str | None) -> str:
-    """Deployments in namespace, or (None) in all namespaces."""
-    return (
-        f"{_APPS}/deployments" if namespace is None else _in(namespace, "deployments", group=_APPS)
-    )
-
-
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _dry_run(dry_run: bool) -> Query:
-    return [("dryRun", "All")] if dry_run else []
 
 
 class Kube:
@@ -140,11 +102,11 @@ class Kube:
         return self._slots.limit
 
     async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
-        path = _in(namespace, "deployments", name, group=_APPS)
+        path = paths.deployments(namespace, name)
         return await self._call("get", "deployments", "GET", path, timeout=timeout)
 
     async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json:
-        path = _in(namespace, "services", name)
+        path = paths.services(namespace, name)
         return await self._call("get", "services", "GET", path, timeout=timeout)
 
     async def create_service(
@@ -154,8 +116,8 @@ class Kube:
             "create",
             "services",
             "POST",
-            _in(namespace, "services"),
-            query=[*_dry_run(dry_run), ("fieldManager", FIELD_MANAGER)],
+            paths.services(namespace),
+            query=[*paths.dry_run(dry_run), ("fieldManager", FIELD_MANAGER)],
             body=manifest,
             dry_run=dry_run,
             timeout=timeout,
@@ -168,7 +130,7 @@ class Kube:
             "list",
             "services",
             "GET",
-            _in(namespace, "services"),
+            paths.services(namespace),
             query=[("labelSelector", label_selector)],
             timeout=timeout,
         )
@@ -197,7 +159,7 @@ class Kube:
             "delete",
             "services",
             "DELETE",
-            _in(namespace, "services", name),
+            paths.services(namespace, name),
             body=options,
             dry_run=dry_run,
             timeout=timeout,
@@ -218,8 +180,12 @@ class Kube:
             "patch",
             "services",
             "PATCH",
-            _in(namespace, "services", manifest["metadata"]["name"]),
-            query=[*_dry_run(dry_run), ("fieldManager", FIELD_MANAGER), ("force", _flag(force))],
+            paths.services(namespace, manifest["metadata"]["name"]),
+            query=[
+                *paths.dry_run(dry_run),
+                ("fieldManager", FIELD_MANAGER),
+                ("force", paths.flag(force)),
+            ],
             body=manifest,
             content_type="application/apply-patch+yaml",
             dry_run=dry_run,
@@ -246,7 +212,7 @@ class Kube:
             "patch",
             "services",
             "PATCH",
-            _in(namespace, "services", name),
+            paths.services(namespace, name),
             body=patch,
             content_type="application/json-patch+json",
             timeout=timeout,
@@ -263,7 +229,7 @@ class Kube:
             "kind": "TokenReview",
             "spec": {"token": token, "audiences": list(audiences)},
         }
-        path = "/apis/authentication.k8s.io/v1/tokenreviews"
+        path = paths.TOKEN_REVIEWS
         return await self._call("create", "tokenreviews", "POST", path, body=body, timeout=timeout)
 
     async def create_subject_access_review(
@@ -278,7 +244,7 @@ class Kube:
             "create",
             "subjectaccessreviews",
             "POST",
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            paths.SUBJECT_ACCESS_REVIEWS,
             body=body,
             timeout=timeout,
         )
@@ -297,7 +263,7 @@ class Kube:
         query: list[tuple[str, str]] = [("limit", str(limit))]
         if continue_token:
             query.append(("continue", continue_token))
-        path = _deployments(namespace)
+        path = paths.deployments(namespace)
         return await self._call("list", "deployments", "GET", path, query=query, timeout=timeout)
 
     @contextlib.asynccontextmanager
@@ -333,7 +299,7 @@ class Kube:
         accepted = False  # past here, failures are the block's or the events', not ours
         try:
             async with self._transport.stream(
-                _deployments(namespace), query=query, timeout=limits
+                paths.deployments(namespace), query=query, timeout=limits
             ) as response:
                 code = str(response.status)
                 if not 200 <= response.status < 300:
