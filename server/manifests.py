@@ -89,26 +89,6 @@ class Deployment:
     uid: str
     selector: Mapping[str, str] = field(hash=False)
     container_ports: tuple[ContainerPort, ...] = ()
-    # Per rule type: the derived Service name and, if it is not a valid DNS-1035 label, why.
-    # Depends on the name alone, so it is worked out once here rather than for every rule.
-    _derived_names: Mapping[ServiceType, tuple[str, str | None]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
-
-    # The (name, protocol) pairs a named target port can resolve to: looked up once per named
-    # port, where scanning container_ports made a rule cost ports x container ports.
-    _named_ports: frozenset[tuple[str, Protocol]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
-
-    def __post_init__(self) -> None:
-        derived = {}
-        for rtype, suffix in NAME_SUFFIX.items():
-            name = self.name + suffix
-            derived[rtype] = (name, dns1035_label_problem(name))
-        object.__setattr__(self, "_derived_names", derived)
-        named = frozenset((cp.name, cp.protocol) for cp in self.container_ports if cp.name)
-        object.__setattr__(self, "_named_ports", named)
 
     @classmethod
     def from_manifest(cls, obj: Mapping[str, Any]) -> Deployment:
@@ -238,10 +218,26 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
     Raises :class:`RuleError` naming a field path of the rule (never a column: this layer does
     not see the caller's text; see server.domain.pointing).
     """
+    return _build(rule, deployment, _named_ports(deployment), index)
+
+
+def _named_ports(deployment: Deployment) -> frozenset[tuple[str, Protocol]]:
+    """The (name, protocol) pairs a named target port can resolve to: worked out once per
+    request, so that a rule costs one lookup per named port, not ports x container ports."""
+    return frozenset((cp.name, cp.protocol) for cp in deployment.container_ports if cp.name)
+
+
+def _build(
+    rule: ServiceRule,
+    deployment: Deployment,
+    named_ports: frozenset[tuple[str, Protocol]],
+    index: int,
+) -> dict[str, Any]:
     rtype = rule.type
     name = rule.name
     if name is None:
-        name, problem = deployment._derived_names[rtype]
+        name = service_name(rule, deployment.name)
+        problem = dns1035_label_problem(name)
         if problem is not None:
             raise _error(
                 rule,
@@ -264,16 +260,13 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
     if rtype is _EXTERNAL_NAME:
         spec: dict[str, Any] = {"type": "ExternalName", "externalName": rule.external_name}
     else:
-        rule_ports = rule.ports
-        names = port_names(rule)
         ports = []
-        for i in range(len(rule_ports)):
-            p = rule_ports[i]
+        for i, (p, port_name) in enumerate(zip(rule.ports, port_names(rule), strict=True)):
             target = p.target_port
-            if target.__class__ is str:
-                _check_named_target(rule, deployment, index, i)
+            if isinstance(target, str):
+                _check_named_target(rule, deployment, named_ports, index, i)
             port: dict[str, Any] = {
-                "name": names[i],
+                "name": port_name,
                 "protocol": _PROTOCOL_TEXT[p.protocol],
                 "port": p.port,
                 "targetPort": target,
@@ -315,12 +308,18 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
     }
 
 
-def _check_named_target(rule: ServiceRule, deployment: Deployment, index: int, i: int) -> None:
+def _check_named_target(
+    rule: ServiceRule,
+    deployment: Deployment,
+    named_ports: frozenset[tuple[str, Protocol]],
+    index: int,
+    i: int,
+) -> None:
     """A named target port resolves per pod, by name and protocol; one the Deployment's pods
     do not have would leave the Service without endpoints, silently. Refuse it now."""
     port = rule.ports[i]
     target, protocol = port.target_port, port.protocol
-    if (target, protocol) in deployment._named_ports:
+    if (target, protocol) in named_ports:
         return
     other_protocols = []
     for cp in deployment.container_ports:
@@ -363,12 +362,13 @@ def iter_services(
 ) -> Iterator[dict[str, Any] | RuleError]:
     """:func:`build_services` one rule at a time, for callers that build in slices."""
     taken: dict[str, int] = {}
+    named_ports = _named_ports(deployment)
     for i, rule in enumerate(rules):
         if isinstance(rule, RuleError):
             yield rule
             continue
         try:
-            manifest = build_service(rule, deployment, i)
+            manifest = _build(rule, deployment, named_ports, i)
         except RuleError as e:
             yield e
             continue

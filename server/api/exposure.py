@@ -16,13 +16,10 @@ from server.api.calls import caller_deadline, run, write_each
 from server.api.requestlog import Call, create_details
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
-from server.domain.exposer import (
-    Exposer,
-    ExposeRequest,
-    Permissions,
-    RuleResult,
-    rule_types,
-)
+from server.domain.exposer import Exposer, ExposeRequest
+from server.domain.outcomes import RuleResult
+from server.domain.requests import rule_types
+from server.domain.rights import Rights
 from server.rules import RuleError, ServiceRule
 
 if TYPE_CHECKING:
@@ -83,7 +80,7 @@ class ExposureServicer:
 
     async def _permissions(
         self, caller: Caller, request: ExposeRequest, parsed: Sequence[ServiceRule | RuleError]
-    ) -> Permissions | None:
+    ) -> Rights | None:
         """With authorization on, what the caller may create here; None: everything."""
         if self._access is None or not self._access.authorizing:
             return None

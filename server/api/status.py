@@ -13,7 +13,7 @@ import grpc
 
 from server.api import edge
 from server.auth.errors import AuthError
-from server.domain.exposer import (
+from server.domain.errors import (
     BadRequest,
     ClusterFailed,
     ClusterForbidden,

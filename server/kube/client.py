@@ -37,10 +37,12 @@ from server.kube.errors import (
     KubeError,
     KubeServerError,
     KubeUnauthorized,
+    LoadSignal,
     from_api_exception,
     from_response,
     from_transport,
     is_transient,
+    load_signal,
 )
 from server.kube.fairness import FairSlots, Ticket
 from server.kube.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
@@ -380,7 +382,7 @@ class Kube:
                 await self._reload_credentials(generation, error)
             except KubeError as error:
                 error.unanswered_before = unanswered
-                unanswered = unanswered or _maybe_applied(error)
+                unanswered = unanswered or error.may_have_applied
                 if error.status is None and error.reason == "Unreachable":
                     self._unreachable_at = loop.time()
                 if not is_transient(error) and not self._warming_up(error, loop.time()):
@@ -464,12 +466,12 @@ class Kube:
         status: int,
         seconds: float,
     ) -> None:
-        """How the call went, for the adaptive limit: only answers the API server worked on
-        measure its load (a 429 or 503 says it had too much; failed connections, timeouts and
-        other 5xx say nothing about load)."""
-        if status in (429, 503):
+        """How the call went, for the adaptive limit (errors.load_signal: what the answer
+        says about the API server's load)."""
+        signal = load_signal(status or None)
+        if signal is LoadSignal.THROTTLED:
             self._slots.throttled(ticket)
-        elif 200 <= status < 500:
+        elif signal is LoadSignal.MEASURED:
             # A dry run skips etcd, so it is its own kind of call.
             kind = f"{verb} {resource}" + (" dry run" if "dry_run" in kwargs else "")
             self._slots.answered(ticket, kind, seconds)
@@ -646,16 +648,6 @@ def _too_large(status: int, limit: int) -> KubeServerError:
         f"reads; it was refused unread",
         status=status,
         reason="AnswerTooLarge",
-    )
-
-
-def _maybe_applied(error: KubeError) -> bool:
-    """True when the request may have reached the API server though no answer came back: any
-    failure without an answer except one to connect at all."""
-    if error.status is not None:
-        return False
-    return not isinstance(
-        error.__cause__, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
     )
 
 

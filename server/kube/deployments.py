@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from server.kube.client import Kube
-from server.kube.errors import KubeError, from_transport
+from server.kube.errors import KubeError, KubeGone, from_transport, from_watch_error
 from server.kube.observers import CacheObserver, NoCacheObserver
 from server.manifests import Deployment, DeploymentError
 
@@ -141,10 +141,6 @@ class _SharedRead:
         return deadline is not None and deadline <= self.deadline + _JOIN_SLACK_S
 
 
-class _Gone(Exception):
-    """410: the resourceVersion to resume from is too old; list again."""
-
-
 class _Reflector:
     """One list-and-watch loop, over one namespace or (namespace None) the whole cluster, and
     the Deployments it has seen. Answers only while `synced`."""
@@ -174,10 +170,7 @@ class _Reflector:
             try:
                 version = await self._list()
                 pauses = iter(self._settings.backoff.pauses())
-                while True:
-                    version = await self._watch(version)
-            except _Gone:
-                self.synced = False
+                await self._watch_until_gone(version)
                 log.info("Deployment watch on %s expired (410 Gone): listing again", self._scope)
             except KubeError as error:
                 self.synced = False
@@ -225,6 +218,16 @@ class _Reflector:
             raise KubeError("the Deployment list has no resourceVersion to watch from")
         return version
 
+    async def _watch_until_gone(self, version: str) -> None:
+        """Watch, resuming each time the API server ends a watch, until the version to resume
+        from is gone (410, as the watch's answer or as an event in it): then list again. A
+        410 to the list itself is an error like any other, retried after a pause."""
+        try:
+            while True:
+                version = await self._watch(version)
+        except KubeGone:
+            self.synced = False
+
     async def _watch(self, version: str) -> str:
         """Apply events until the API server ends the watch; the version to resume from."""
         seconds = random.randint(self._settings.watch_seconds, 2 * self._settings.watch_seconds)
@@ -241,10 +244,6 @@ class _Reflector:
                 async with contextlib.aclosing(events):
                     async for event in events:
                         version = self._apply(event, version)
-        except KubeError as error:
-            if error.status == 410:
-                raise _Gone() from error
-            raise
         finally:
             self.synced = False
         return version
@@ -259,10 +258,7 @@ class _Reflector:
         if not isinstance(obj, Mapping):
             raise KubeError(f"a watch event without an object: {str(event)[:200]}")
         if kind == "ERROR":
-            code = obj.get("code")
-            if code == 410:
-                raise _Gone()
-            raise KubeError(f"the watch ended with an error: {obj.get('message') or obj}")
+            raise from_watch_error(obj)
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, Mapping) else {}
         new_version = meta.get("resourceVersion")

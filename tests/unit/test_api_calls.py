@@ -16,17 +16,16 @@ from server.api.requestlog import Call, Details, create_details, log_request
 from server.api.status import Status, status_for
 from server.auth.errors import AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.identity import ANONYMOUS
-from server.domain.exposer import (
+from server.domain.errors import (
     BadRequest,
     ClusterFailed,
     ClusterForbidden,
     ClusterUnavailable,
     DeploymentNotFound,
     DeploymentUnusable,
-    Outcome,
-    RuleResult,
 )
 from server.domain.lifecycle_requests import NotPermitted
+from server.domain.outcomes import Outcome, RuleResult
 from server.kube.errors import KubeError, KubeForbidden, KubeUnavailable
 
 REFUSED = "the API server refused k8sailor: no"

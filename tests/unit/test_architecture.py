@@ -31,8 +31,6 @@ NOT_YET: set[tuple[str, str]] = {
     # auth must not import the flows
     ("server.auth.gate", "server.domain.exposer"),
     ("server.auth.gate", "server.domain.grants"),
-    # domain must not import observability
-    ("server.domain.exposer", "server.observability.logs"),
     # observability must not import api, domain or kube
     ("server.observability.metrics", "server.domain.exposer"),
 }
