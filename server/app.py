@@ -106,6 +106,7 @@ class RunningServer:
     port: int
     telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)
     deployments: DeploymentCache | None = None
+    kube: Kube | None = None  # closed at stop: its session to the API server
     # The plaintext health port (--health-listen), when there is one.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
@@ -118,6 +119,8 @@ class RunningServer:
         finally:
             if self.deployments is not None:
                 await self.deployments.stop()
+            if self.kube is not None:
+                await self.kube.close()
             self.telemetry.close()
             # Last, so that probes see NOT_SERVING for the whole drain, not a closed port.
             if self.health_server is not None:
@@ -140,7 +143,7 @@ async def start_server(
     # config was checked when it was made (ServerConfig is frozen and validated), auth too.
     for warning in config.auth.warnings(config.listen):
         log.warning("%s", warning)
-    telemetry = server_telemetry(api, config.metrics_listen, tracer_provider)
+    telemetry = server_telemetry(config.metrics_listen, tracer_provider)
     try:
         return await _start(api, config, telemetry, observer)
     except BaseException:
@@ -160,6 +163,7 @@ async def _start(
         adaptive=config.concurrency_limit == "adaptive",
         observer=observer if observer is not None else telemetry.kube_observer,
         retry=RetryPolicy(max_retry_seconds=config.max_retry_seconds),
+        trace_configs=telemetry.kube_trace_configs,
     )
     metrics = telemetry.kube_observer is not None
     if metrics:
@@ -232,6 +236,7 @@ async def _start(
         port=port,
         telemetry=telemetry,
         deployments=deployments,
+        kube=kube,
         health_server=health_server,
         health_port=health_port,
     )
