@@ -41,8 +41,6 @@ __all__ = [
     "build_service",
     "build_services",
     "iter_services",
-    "owned_by",
-    "same_service",
     "service_name",
 ]
 
@@ -55,8 +53,6 @@ RULE_ANNOTATION: Final = "k8sailor.io/rule"
 MAX_ANNOTATIONS_BYTES: Final = 256 * 1024
 _MAX_RULE_CHARS: Final = MAX_ANNOTATIONS_BYTES - len(RULE_ANNOTATION)  # rules are ASCII
 
-_EXTERNAL_NAME: Final = ServiceType.EXTERNAL_NAME
-_HEADLESS: Final = ServiceType.HEADLESS
 # Plain str values for the manifests: Protocol members are str subclasses, but the manifests
 # should hold exactly what json.loads of the apiserver's answer would.
 _PROTOCOL_TEXT: Final[dict[Protocol, str]] = {p: p.value for p in Protocol}
@@ -257,7 +253,7 @@ def _build(
             f"(the apiserver allows {MAX_ANNOTATIONS_BYTES} bytes); split it into several rules",
         )
 
-    if rtype is _EXTERNAL_NAME:
+    if rtype is ServiceType.EXTERNAL_NAME:
         spec: dict[str, Any] = {"type": "ExternalName", "externalName": rule.external_name}
     else:
         ports = []
@@ -281,7 +277,7 @@ def _build(
             "selector": {**deployment.selector},
             "ports": ports,
         }
-        if rtype is _HEADLESS:
+        if rtype is ServiceType.HEADLESS:
             spec["clusterIP"] = "None"
 
     return {
@@ -389,58 +385,3 @@ def iter_services(
             continue
         taken[name] = i
         yield manifest
-
-
-def owned_by(existing: Mapping[str, Any], deployment_uid: str) -> bool:
-    """True when the Service read from the apiserver has an owner reference to the Deployment
-    with this uid (so we may treat it as ours)."""
-    meta = existing.get("metadata") or {}
-    return any(
-        isinstance(ref, Mapping) and ref.get("uid") == deployment_uid
-        for ref in meta.get("ownerReferences") or ()
-    )
-
-
-def same_service(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """True when a Service read from the apiserver already is the one we would create.
-
-    Compares what a rule decides: type, selector, headlessness, externalName, the ports (port,
-    targetPort, protocol, name, appProtocol, and nodePort only where we asked for a specific
-    one) and the owner. Ignores what the apiserver fills in (clusterIP, allocated node ports,
-    sessionAffinity, ipFamilies, internalTrafficPolicy, ...).
-    """
-    e_spec: Mapping[str, Any] = existing.get("spec") or {}
-    d_spec: Mapping[str, Any] = desired.get("spec") or {}
-    if (e_spec.get("type") or "ClusterIP") != (d_spec.get("type") or "ClusterIP"):
-        return False
-    if (e_spec.get("selector") or {}) != (d_spec.get("selector") or {}):
-        return False
-    if (e_spec.get("clusterIP") == "None") != (d_spec.get("clusterIP") == "None"):
-        return False
-    if (e_spec.get("externalName") or None) != (d_spec.get("externalName") or None):
-        return False
-    e_ports = e_spec.get("ports") or []
-    d_ports = d_spec.get("ports") or []
-    if len(e_ports) != len(d_ports):
-        return False
-    for e, d in zip(e_ports, d_ports, strict=True):
-        if e.get("port") != d.get("port"):
-            return False
-        # The apiserver defaults an absent targetPort to the port, and the protocol to TCP.
-        if e.get("targetPort", e.get("port")) != d.get("targetPort", d.get("port")):
-            return False
-        if (e.get("protocol") or "TCP") != (d.get("protocol") or "TCP"):
-            return False
-        if (e.get("name") or "") != (d.get("name") or ""):
-            return False
-        if e.get("appProtocol") != d.get("appProtocol"):
-            return False
-        node_port = d.get("nodePort")
-        if node_port is not None and e.get("nodePort") != node_port:
-            return False
-    d_meta = desired.get("metadata") or {}
-    return all(
-        owned_by(existing, str(ref.get("uid")))
-        for ref in d_meta.get("ownerReferences") or ()
-        if isinstance(ref, Mapping)
-    )

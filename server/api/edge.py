@@ -6,7 +6,9 @@ message itself (server.api.reading), and then, in this order:
   1. the caller is authenticated from the call's context (server.auth.gate): a call that
      proves nothing when an identity is needed ends UNAUTHENTICATED before a byte of its
      request is read;
-  2. the call's API calls are given their turn (server.kube.fairness): the caller's share;
+  2. the call's API calls are given their turn for API call slots (server.kube.fairness):
+     the caller's share, the one the reviews made for it take too (app.py makes one Shares
+     for both); without an identity, a share of the request's own;
   3. the request message is received, as bytes, within server.api.reading.RECEIVE_SECONDS;
   4. its size, its rules (or names) and each rule's ports are checked on the wire, without
      decoding anything (server.api.wire.check);

@@ -50,7 +50,7 @@ class ExposureServicer:
         request: pb.CreateServicesRequest,
         context: grpc.aio.ServicerContext[pb.CreateServicesRequest, pb.CreateServicesResponse],
     ) -> None:
-        started = time.monotonic()
+        started = time.monotonic()  # reading the rules is part of the call's time
         domain = await convert.expose_request(request)
         # Authenticated by the edge (server.api.edge) before the request was decoded; so were its
         # size and its number of rules checked.

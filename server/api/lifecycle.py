@@ -21,10 +21,10 @@ from server.api.calls import give_up_at, run, write_each
 from server.api.requestlog import Call, Details, outcomes
 from server.api.status import Status
 from server.auth.gate import AccessControl
-from server.domain.exposer import check_target
 from server.domain.grants import Grant, Grants
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.requests import check_target
 from server.rules import ServiceType
 
 if TYPE_CHECKING:
@@ -60,9 +60,8 @@ class LifecycleServicer:
         request: pb.ListServicesRequest,
         context: grpc.aio.ServicerContext[pb.ListServicesRequest, pb.ListServicesResponse],
     ) -> pb.ListServicesResponse:
-        call = Call(
-            "ListServices", request.namespace or "default", request.deployment, edge.caller()
-        )
+        namespace = convert.namespace_of(request)
+        call = Call("ListServices", namespace, request.deployment, edge.caller())
         listed: list[ExposedService] = []
 
         async def work() -> None:
@@ -82,9 +81,8 @@ class LifecycleServicer:
         request: pb.DeleteServicesRequest,
         context: grpc.aio.ServicerContext[pb.DeleteServicesRequest, pb.DeleteServicesResponse],
     ) -> None:
-        started = time.monotonic()
         domain = convert.delete_request(request)
-        call = Call("DeleteServices", domain.namespace, domain.deployment, edge.caller(), started)
+        call = Call("DeleteServices", domain.namespace, domain.deployment, edge.caller())
         deleted: list[DeleteResult] = []
 
         async def work() -> None:
@@ -105,7 +103,7 @@ class LifecycleServicer:
         request: pb.ApplyServicesRequest,
         context: grpc.aio.ServicerContext[pb.ApplyServicesRequest, pb.ApplyServicesResponse],
     ) -> None:
-        started = time.monotonic()
+        started = time.monotonic()  # reading the rules is part of the call's time
         domain = await convert.apply_request(request)
         call = Call("ApplyServices", domain.namespace, domain.deployment, edge.caller(), started)
         applied: list[ApplyResult] = []

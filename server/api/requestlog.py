@@ -16,7 +16,7 @@ import grpc
 
 from server.api.status import Status
 from server.auth.identity import Caller
-from server.domain.exposer import Outcome, RuleResult
+from server.domain.outcomes import Outcome, RuleResult
 from server.observability.logs import Fields, trace_fields
 
 log = logging.getLogger("k8sailor.requests")

@@ -8,8 +8,8 @@ import pytest
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert
 from server.domain.diff import FieldChange
-from server.domain.exposer import Outcome, RuleResult
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.outcomes import Outcome, RuleResult
 from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
 
 PORTS = (
