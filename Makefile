@@ -54,15 +54,17 @@ CLIENTGO := build/bench-clientgo
 $(CLIENTGO): bench/clientgo/main.go bench/clientgo/go.mod bench/clientgo/go.sum
 	cd bench/clientgo && go build -o ../../$(CLIENTGO) .
 
+# One runner per job: the N x c matrix, the request shapes, the concurrency limits.
 bench: controlplane $(CLIENTGO)
-	$(PY) -m bench.bench_services
+	$(PY) -m bench.bench_matrix
 
-# Only the request shapes of issue 11 and the fairness figure: a few minutes.
+# Only the request shapes of issue 11 and the fairness figure: a few minutes. BEFORE=DIR: the
+# shapes on another checkout's server too, side by side (server CPU per Service, after / before).
 bench-shapes: controlplane $(CLIENTGO)
-	$(PY) -m bench.bench_services --shapes
+	$(PY) -m bench.bench_shapes $(if $(BEFORE),--before $(BEFORE) --rounds-only)
 
 bench-limits: controlplane
-	$(PY) -m bench.bench_services --limits
+	$(PY) -m bench.bench_limits
 
 # The container image, built with buildah (Containerfile; a stand-in base from Debian's packages
 # where no registry is reachable) and checked: user, entry point, labels, --help as that user.

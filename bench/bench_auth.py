@@ -33,7 +33,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,20 +40,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 
+from bench.callers import dry_run, grant_expose
+from bench.measure import process_cpu_seconds
 from bench.paths import create_workload
-from client import Client, Outcome, connect
+from bench.runner import on_cluster
+from bench.tables import table
+from client import Client, connect
 from server.app import ServerConfig, serve_until_signalled
 from server.auth.settings import Authorization, AuthSettings
 from server.kube import load_api_client
-from tests.controlplane import free_port, running
+from tests.controlplane import free_port
 from tests.pki import CertificateAuthority
 
 REPO = Path(__file__).resolve().parents[1]
 CALLER = "bench-caller"
-ROLE = REPO / "deploy" / "callers" / "k8sailor-expose-internal.yaml"
 PATHS = ("plain", "tls", "mtls")
 
 
@@ -75,29 +76,13 @@ class Round:
         return self.cpu_seconds * 1000 / self.requests
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far: unlike throughput on a busy shared
-    machine, the CPU a server spends per request hardly depends on what else runs."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _load(k8sailor: Client, namespace: str, workers: int, seconds: float) -> Round:
     latencies: list[float] = []
     stop = time.monotonic() + seconds
 
     async def worker() -> None:
         while time.monotonic() < stop:
-            started = time.monotonic()
-            results = [
-                result
-                async for result in k8sailor.create_services(
-                    "web", ["80:8080"], namespace=namespace, dry_run=True, timeout=30
-                )
-            ]
-            if [result.outcome for result in results] != [Outcome.CREATED]:
-                raise RuntimeError(f"unexpected results: {results}")
-            latencies.append(time.monotonic() - started)
+            latencies.append(await dry_run(k8sailor, namespace, 30))
 
     began = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(workers)))
@@ -145,24 +130,12 @@ async def _serve(args: argparse.Namespace) -> None:
 
 async def _prepare(kubeconfig: Path) -> str:
     """A namespace with Deployment "web", where CALLER may create ClusterIP Services."""
-    import yaml
-
     namespace = f"k8sailor-bench-auth-{uuid.uuid4().hex[:6]}"
     api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
     async with api:
         await create_workload(api, namespace)
-        rbac = kube.RbacAuthorizationV1Api(api)
-        role: Any = yaml.safe_load(ROLE.read_text())
-        with contextlib.suppress(kube.ApiException):
-            await rbac.create_cluster_role(role)
-        binding: Any = {
-            "metadata": {"name": "bench"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": role["metadata"]["name"]},
-            "subjects": [{"kind": "User", "name": CALLER,
-                          "apiGroup": "rbac.authorization.k8s.io"}],
-        }  # fmt: skip
-        await rbac.create_namespaced_role_binding(namespace, binding)
+        user = {"kind": "User", "name": CALLER, "apiGroup": "rbac.authorization.k8s.io"}
+        await grant_expose(api, namespace, user)
     return namespace
 
 
@@ -221,10 +194,10 @@ async def _bench(args: argparse.Namespace, kubeconfig: Path, work: Path) -> None
             # Each path goes first, second and third in turn.
             shift = number % len(PATHS)
             for path in PATHS[shift:] + PATHS[:shift]:
-                cpu = cpu_seconds(pids[path])
+                cpu = process_cpu_seconds(pids[path])
                 result = await _load(clients[path], namespace, args.workers, args.seconds)
                 done = Round(path, result.requests, result.seconds, result.latencies,
-                             cpu_seconds(pids[path]) - cpu)  # fmt: skip
+                             process_cpu_seconds(pids[path]) - cpu)  # fmt: skip
                 rounds[path].append(done)
                 print(
                     f"round {number + 1} {path:5}: {done.per_second:7.1f} requests/s, "
@@ -245,10 +218,18 @@ async def _bench(args: argparse.Namespace, kubeconfig: Path, work: Path) -> None
         f"one-rule dry-run requests, {args.workers} concurrent callers, {args.rounds} rounds "
         f"of {args.seconds:.0f} s per path (medians over rounds)"
     )
-    print("| path | requests/s | median latency (ms) | server CPU per request (ms) |")
-    print("| --- | ---: | ---: | ---: |")
-    for path in PATHS:
-        print(f"| {path} | {rate[path]:.1f} | {latency[path]:.2f} | {cpu_ms[path]:.2f} |")
+    # Unlike throughput on a busy shared machine, the CPU a server spends per request hardly
+    # depends on what else runs.
+    print(
+        table(
+            ("path", "requests/s", "median latency (ms)", "server CPU per request (ms)"),
+            (
+                (path, f"{rate[path]:.1f}", f"{latency[path]:.2f}", f"{cpu_ms[path]:.2f}")
+                for path in PATHS
+            ),
+            "lrrr",
+        )
+    )
     for path, meaning in (("tls", "TLS, no authorization"), ("mtls", "mTLS + RBAC")):
         print(
             f"ratio {meaning} / plaintext: {rate[path] / rate['plain']:.3f}x throughput, "
@@ -274,13 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds, args.seconds = 3, 2.0
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-auth-") as scratch:
-        work = Path(scratch)
-        if args.kubeconfig:
-            asyncio.run(_bench(args, Path(args.kubeconfig), work))
-        else:
-            with running(work / "controlplane") as plane:
-                asyncio.run(_bench(args, plane.kubeconfig, work))
+    with on_cluster(args.kubeconfig, "k8sailor-bench-auth-") as cluster:
+        asyncio.run(_bench(args, cluster.kubeconfig, cluster.work_dir))
     return 0
 
 

@@ -41,7 +41,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -52,21 +51,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 
+from bench.callers import dry_run, grant_expose
 from bench.measure import percentile
 from bench.paths import create_workload
-from client import Client, Outcome, connect
+from bench.runner import checkout, on_cluster
+from bench.tables import ratio, table
+from client import Client, connect
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
-from tests.controlplane import free_port, running
+from tests.controlplane import free_port
 from tests.pki import CertificateAuthority
 from tests.servers import wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
-ROLE = REPO / "deploy" / "callers" / "k8sailor-expose-internal.yaml"
 CALLER = "legit"
 CONDITIONS = ("quiet", "no token", "1 connection", "reconnecting")
 CALLERS = ("new token", "known token")
@@ -248,19 +248,11 @@ async def _prepare(kubeconfig: Path, tokens: int) -> tuple[str, list[str]]:
     api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
     async with api:
         await create_workload(api, namespace)
-        core, rbac = kube.CoreV1Api(api), kube.RbacAuthorizationV1Api(api)
+        core = kube.CoreV1Api(api)
         account: Any = {"metadata": {"name": CALLER}}
         await core.create_namespaced_service_account(namespace, account)
-        role: Any = yaml.safe_load(ROLE.read_text())
-        with contextlib.suppress(kube.ApiException):
-            await rbac.create_cluster_role(role)
-        binding: Any = {
-            "metadata": {"name": "bench"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": role["metadata"]["name"]},
-            "subjects": [{"kind": "ServiceAccount", "name": CALLER, "namespace": namespace}],
-        }  # fmt: skip
-        await rbac.create_namespaced_role_binding(namespace, binding)
+        subject = {"kind": "ServiceAccount", "name": CALLER, "namespace": namespace}
+        await grant_expose(api, namespace, subject)
         body: Any = {"spec": {"audiences": ["k8sailor"], "expirationSeconds": 3600}}
         gate = asyncio.Semaphore(8)
 
@@ -275,15 +267,7 @@ async def _prepare(kubeconfig: Path, tokens: int) -> tuple[str, list[str]]:
 
 
 async def _call(k8sailor: Client, namespace: str) -> float:
-    started = time.monotonic()
-    results = [
-        r async for r in k8sailor.create_services(
-            "web", ["80:8080"], namespace=namespace, dry_run=True, timeout=60
-        )
-    ]  # fmt: skip
-    if [r.outcome for r in results] != [Outcome.CREATED]:
-        raise RuntimeError(f"unexpected results: {results}")
-    return time.monotonic() - started
+    return await dry_run(k8sailor, namespace, 60)
 
 
 async def _measure(
@@ -406,11 +390,7 @@ def _report(
         f"requests at a time, each with a new random token (none for 'no token'); load "
         f"average now {os.getloadavg()[0]:.1f}"
     )
-    print(
-        "| condition | caller | before median / p90 (ms) | after median / p90 (ms) | "
-        "after / before (median) |"
-    )
-    print("| --- | --- | ---: | ---: | ---: |")
+    latencies: list[tuple[str, ...]] = []
     for condition in CONDITIONS:
         for caller in CALLERS:
             cells = []
@@ -419,24 +399,23 @@ def _report(
                 cells.append(f"{_ms(values, 50)} / {_ms(values, 90)}")
             before = figures[names[0], condition].latencies[caller]
             after = figures[names[1], condition].latencies[caller]
-            ratio = (
-                f"{percentile(after, 50) / percentile(before, 50):.2f}x"
-                if before and after
-                else "-"
+            shown = ratio(
+                percentile(after, 50) / percentile(before, 50) if before and after else None
             )
-            print(f"| {condition} | {caller} | {cells[0]} | {cells[1]} | {ratio} |")
+            latencies.append((condition, caller, *cells, shown))
+    columns = ("before median / p90 (ms)", "after median / p90 (ms)", "after / before (median)")
+    print(table(("condition", "caller", *columns), latencies, "llrrr"))
     print()
-    print("| condition | server | flood requests/s | TokenReviews/s | flood answers |")
-    print("| --- | --- | ---: | ---: | --- |")
+    floods: list[tuple[str, ...]] = []
     for condition in CONDITIONS[1:]:
         for name in names:
             done = figures[name, condition]
             rate = done.flood_answered / done.flood_seconds if done.flood_seconds else 0.0
             codes = ", ".join(f"{code} {count}" for code, count in done.flood_codes.most_common())
-            print(
-                f"| {condition} | {name} | {rate:.0f} | {done.reviews / done.seconds:.0f} | "
-                f"{codes} |"
-            )
+            reviews = f"{done.reviews / done.seconds:.0f}"
+            floods.append((condition, name, f"{rate:.0f}", reviews, codes))
+    columns = ("flood requests/s", "TokenReviews/s", "flood answers")
+    print(table(("condition", "server", *columns), floods, "llrrl"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,16 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--before DIR: a checkout to compare with (git worktree add --detach DIR main)"
         )
-    before = Path(args.before).resolve()
-    if not (before / "server" / "__main__.py").is_file():
-        parser.error(f"--before {args.before}: no server/__main__.py there (not a checkout?)")
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-floods-") as scratch:
-        work = Path(scratch)
-        if args.kubeconfig:
-            asyncio.run(_bench(args, before, Path(args.kubeconfig), work))
-        else:
-            with running(work / "controlplane") as plane:
-                asyncio.run(_bench(args, before, plane.kubeconfig, work))
+    before = checkout(parser, "--before", args.before)
+    with on_cluster(args.kubeconfig, "k8sailor-bench-floods-") as cluster:
+        asyncio.run(_bench(args, before, cluster.kubeconfig, cluster.work_dir))
     return 0
 
 

@@ -27,7 +27,6 @@ import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -39,8 +38,9 @@ from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 
 from bench.paths import create_workload
+from bench.runner import on_cluster
 from client import Outcome, RequestFailed, connect
-from tests.controlplane import rss_mib, running
+from tests.controlplane import rss_mib
 from tests.servers import server_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -215,13 +215,8 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="an existing cluster (default: a local one)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-load-") as scratch:
-        work = Path(scratch)
-        if args.kubeconfig:
-            figures = asyncio.run(_bench(args, Path(args.kubeconfig), work))
-        else:
-            with running(work / "controlplane") as plane:
-                figures = asyncio.run(_bench(args, plane.kubeconfig, work))
+    with on_cluster(args.kubeconfig, "k8sailor-bench-load-") as cluster:
+        figures = asyncio.run(_bench(args, cluster.kubeconfig, cluster.work_dir))
     print(json.dumps(figures, indent=2))
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)

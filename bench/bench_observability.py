@@ -43,7 +43,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -60,11 +59,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from bench.measure import process_cpu_seconds
+from bench.runner import on_cluster
 from client import Client, Outcome, connect
 from server.app import ServerConfig, serving
 from server.kube import load_api_client
 from tests import objects
-from tests.controlplane import free_port, running
+from tests.controlplane import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("off", "metrics", "tracing", "both", "both_sampled")
@@ -325,12 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rounds, requests = (5, 16) if args.quick else (args.rounds, args.requests)
     clients = [int(c) for c in args.clients.split(",")]
-    with contextlib.ExitStack() as stack:
-        kubeconfig = args.kubeconfig
-        if kubeconfig is None:
-            data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k8sailor-obs-")))
-            kubeconfig = stack.enter_context(running(data)).kubeconfig
-        result = asyncio.run(bench(kubeconfig, rounds, clients, requests, args.compare_with))
+    with on_cluster(args.kubeconfig, "k8sailor-obs-") as cluster:
+        result = asyncio.run(
+            bench(cluster.kubeconfig, rounds, clients, requests, args.compare_with)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "observability.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)

@@ -118,6 +118,29 @@ def median_of(runs: Sequence[Run], attribute: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def median_cpu(per_run: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per process, the median of the runs' CPU ms per Service."""
+    who = sorted({key for cpu in per_run for key in cpu})
+    return {key: statistics.median(cpu[key] for cpu in per_run if key in cpu) for key in who}
+
+
+def medians(runs: Sequence[Run]) -> dict[str, Any]:
+    """One path's runs (its rounds) in a report's row: medians, the rate's spread, errors."""
+    return {
+        "rounds": len(runs),
+        "rate": median_of(runs, "rate"),
+        "rate_min": min((r.rate for r in runs), default=None),
+        "rate_max": max((r.rate for r in runs), default=None),
+        "p50_s": median_of(runs, "p50_s"),
+        "p99_s": median_of(runs, "p99_s"),
+        "first_s": median_of(runs, "first_s"),
+        "seconds": median_of(runs, "seconds"),
+        "errors": sum(r.errors for r in runs),
+        "first_error": next((r.first_error for r in runs if r.first_error), ""),
+        "cpu_ms_per_service": median_cpu([r.cpu_ms_per_service for r in runs]),
+    }
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (0 if it is gone)."""
     try:

@@ -14,7 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,7 @@ from bench.workload import BIN, MAX_RULES, REPO
 from client import Client, connect
 from tests import servers
 from tests.controlplane import (
-    RunningControlPlane,
     kubernetes_version,
-    running,
 )
 
 
@@ -63,18 +61,6 @@ async def k8sailor_server(
         connect(running.target) as client,
     ):
         yield ServerProcess(running, client)
-
-
-@contextlib.contextmanager
-def cluster(
-    kubeconfig: Path | None, work_dir: Path
-) -> Iterator[tuple[Path, RunningControlPlane | None]]:
-    """The cluster of --kubeconfig, or our own control plane for the length of the block."""
-    if kubeconfig is not None:
-        yield kubeconfig, None
-        return
-    with running(work_dir / "controlplane") as plane:
-        yield plane.kubeconfig, plane
 
 
 def machine() -> dict[str, Any]:

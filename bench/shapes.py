@@ -1,6 +1,6 @@
 """The request shapes platform services send, against the raw client and client-go.
 
-`python -m bench.bench_services --shapes` (`make bench-shapes`): in one run, on one API server,
+`Shapes.run` (bench/bench_shapes.py, `make bench-shapes`): in one run, on one API server,
 N ClusterIP Services per path and round, the paths taking turns within each round (the order
 rotating every round):
 
@@ -12,16 +12,16 @@ rotating every round):
   k8s_1x32_off  the same, with --deployment-cache=off (a GET per request, as before the cache)
   k8s_1x32_asyncio  the same, with --event-loop asyncio (the standard loop, not uvloop)
 
-k8sailor-server runs with --max-concurrency 32. Then the fairness figure (one-rule latency while
-a 256-rule request runs, against alone: with the adaptive limit, the default, and with
---concurrency-limit=fixed, at 32 slots, and fixed at 4), the Deployment cache's figures (bytes
-per Deployment, how long after a re-creation the cache still has the old uid), and parse +
-build alone.
+With `before` (another checkout), the last two are left out and the three shapes run on that
+checkout's server too (k8s_200_before, ...), in the same rounds: its CPU per Service beside
+this checkout's.
 
-`python -m bench.bench_services --limits` runs only the limit's comparison, in a few minutes:
-two servers side by side, --concurrency-limit adaptive and fixed, each round a throughput check
-(raw, 200-rule requests and 1-rule requests from 32 callers on each server, taking turns) and
-the fairness figure on each server (`Shapes.run_limits`).
+k8sailor-server runs with --max-concurrency 32. Then (unless `extras` is off) the fairness
+figure (one-rule latency while a 256-rule request runs, against alone: with the adaptive
+limit, the default, and with --concurrency-limit=fixed, at 32 slots, and fixed at 4) and the
+Deployment cache's figures (bytes per Deployment, how long after a re-creation the cache
+still has the old uid). The warm-up, rounds and fairness figure serve bench/bench_limits.py
+too.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from bench.paths import (
     run_raw,
 )
 from bench.processes import ServerProcess, clientgo_binary, k8sailor_server, server_flags
-from bench.workload import DEPLOYMENT, PORT, TARGET
+from bench.workload import DEPLOYMENT, PORT, REPO, TARGET
 from client import Client, Outcome
 from server.kube import Kube
 from server.kube.deployments import DeploymentCache
@@ -82,14 +82,17 @@ CONCURRENCY = 32
 FAIRNESS_BIG = 256
 FEW_SLOTS = 4
 ADAPTIVE, FIXED = "adaptive", "fixed"
-# The --limits run's throughput paths: (server, rules per request, callers).
-LIMIT_PATHS = {
-    f"k8s_200_{ADAPTIVE}": (ADAPTIVE, 200, 1),
-    f"k8s_200_{FIXED}": (FIXED, 200, 1),
-    f"k8s_1x32_{ADAPTIVE}": (ADAPTIVE, 1, 32),
-    f"k8s_1x32_{FIXED}": (FIXED, 1, 32),
-}
+# The request shapes proper, which --before measures on both checkouts.
+SHAPES = (BIG, FIVE, ONE)
+BEFORE = "_before"
 RUN_TIMEOUT_S = 300.0
+
+
+def before_path(path: str) -> str:
+    """The name of a shape's path on the --before checkout's server."""
+    return path + BEFORE
+
+
 # A path's way of creating Services with the given names.
 Create = Callable[[str, list[str]], Awaitable[Any]]
 
@@ -106,6 +109,8 @@ class Shapes:
     names: Names = field(default_factory=Names)
     runs: list[Run] = field(default_factory=list)
     uid: str = ""
+    before: Path | None = None  # another checkout, whose server runs the shapes too
+    extras: bool = True  # the fairness and cache figures after the rounds
 
     async def run(self) -> dict[str, Any]:
         binary = clientgo_binary()
@@ -117,28 +122,23 @@ class Shapes:
         async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
             raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
             self.uid = await create_workload(admin_api, self.namespace)
-            server = await stack.enter_async_context(
-                k8sailor_server(self.kubeconfig, CONCURRENCY, self.work_dir)
-            )
+            # Beside another checkout, both run as `python -m server` of their directory, so
+            # that they differ in their code only.
+            after = REPO if self.before is not None else None
+            server = await stack.enter_async_context(self._server(after))
             servers = {BIG: server, FIVE: server, ONE: server}
-            if with_off:
-                servers[ONE_OFF] = await stack.enter_async_context(
-                    k8sailor_server(
-                        self.kubeconfig,
-                        CONCURRENCY,
-                        self.work_dir,
-                        flags=["--deployment-cache", "off"],
+            if self.before is not None:
+                old = await stack.enter_async_context(self._server(self.before))
+                servers |= {before_path(path): old for path in SHAPES}
+            else:  # the variants of the shapes, this checkout's only
+                if with_off:
+                    flags = ["--deployment-cache", "off"]
+                    servers[ONE_OFF] = await stack.enter_async_context(self._server(None, flags))
+                if with_loops:
+                    flags = ["--event-loop", "asyncio"]
+                    servers[ONE_ASYNCIO] = await stack.enter_async_context(
+                        self._server(None, flags)
                     )
-                )
-            if with_loops:
-                servers[ONE_ASYNCIO] = await stack.enter_async_context(
-                    k8sailor_server(
-                        self.kubeconfig,
-                        CONCURRENCY,
-                        self.work_dir,
-                        flags=["--event-loop", "asyncio"],
-                    )
-                )
             paths = [RAW, CLIENT_GO, *servers]
 
             async def create(path: str, names: list[str]) -> Any:
@@ -148,53 +148,73 @@ class Shapes:
                     return await run_clientgo(
                         binary, self.kubeconfig, self.namespace, self.uid, names, CONCURRENCY
                     )
-                rules, callers = REQUESTS[path]
+                rules, callers = REQUESTS[path.removesuffix(BEFORE)]
                 return await run_callers(
                     servers[path].client, self.namespace, names, rules, callers
                 )
 
-            await self._warm_up(paths, create, admin)
+            await self.warm_up(paths, create, admin)
             for round_ in range(self.rounds):
-                await self._round(round_, paths, create, admin, servers)
+                await self.round(round_, paths, create, admin, servers)
             await delete_leftovers(admin, self.namespace)
-            with_limits = "--concurrency-limit" in server_flags()
-            fairness = [
-                await self._fairness(server, CONCURRENCY, admin, ADAPTIVE if with_limits else "")
-            ]
-            fixed_flags = ["--concurrency-limit", FIXED] if with_limits else []
-            if with_limits:
-                fixed = await stack.enter_async_context(
-                    k8sailor_server(self.kubeconfig, CONCURRENCY, self.work_dir, flags=fixed_flags)
-                )
-                fairness.append(await self._fairness(fixed, CONCURRENCY, admin, FIXED))
-            # The review's case too: few slots, where first come, first served hurt most.
-            few = await stack.enter_async_context(
-                k8sailor_server(self.kubeconfig, FEW_SLOTS, self.work_dir, flags=fixed_flags)
-            )
-            fairness.append(
-                await self._fairness(few, FEW_SLOTS, admin, FIXED if with_limits else "")
-            )
-            await delete_leftovers(admin, self.namespace)
+            fairness: list[dict[str, Any]] = []
+            cache: dict[str, Any] = {}
+            if self.extras:
+                fairness = await self._fairness_cases(stack, server, admin)
             await stack.aclose()
-            cache = await self._cache_figures(admin_api)
+            if self.extras:
+                cache = await self._cache_figures(admin_api)
             await admin.delete_namespace(self.namespace)
+        labels = LABELS | {before_path(path): f"{LABELS[path]} (before)" for path in SHAPES}
         return {
             "paths": paths,
-            "labels": {path: LABELS[path] for path in paths},
-            "requests": {path: REQUESTS[path] for path in paths if path in REQUESTS},
+            "labels": {path: labels[path] for path in paths},
+            "requests": {
+                path: REQUESTS[path.removesuffix(BEFORE)]
+                for path in paths
+                if path.removesuffix(BEFORE) in REQUESTS
+            },
+            "before": str(self.before) if self.before is not None else None,
             "runs": [asdict(run) for run in self.runs],
             "fairness": fairness,
             "cache": cache,
         }
 
-    async def _warm_up(self, paths: Sequence[str], create: Create, admin: Any) -> None:
+    def _server(
+        self, source: Path | None, flags: Sequence[str] = ()
+    ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
+        """k8sailor-server at the shapes' --max-concurrency: this checkout's, or source's."""
+        return k8sailor_server(self.kubeconfig, CONCURRENCY, self.work_dir, source, flags)
+
+    async def _fairness_cases(
+        self, stack: contextlib.AsyncExitStack, server: ServerProcess, admin: Any
+    ) -> list[dict[str, Any]]:
+        """The fairness figure with the adaptive limit (the default), with the fixed one, and
+        fixed at FEW_SLOTS slots (the review's case: where first come, first served hurt most)."""
+        await delete_leftovers(admin, self.namespace)
+        with_limits = "--concurrency-limit" in server_flags()
+        fairness = [
+            await self.fairness(server, CONCURRENCY, admin, ADAPTIVE if with_limits else "")
+        ]
+        fixed_flags = ["--concurrency-limit", FIXED] if with_limits else []
+        if with_limits:
+            fixed = await stack.enter_async_context(self._server(None, fixed_flags))
+            fairness.append(await self.fairness(fixed, CONCURRENCY, admin, FIXED))
+        few = await stack.enter_async_context(
+            k8sailor_server(self.kubeconfig, FEW_SLOTS, self.work_dir, flags=fixed_flags)
+        )
+        fairness.append(await self.fairness(few, FEW_SLOTS, admin, FIXED if with_limits else ""))
+        await delete_leftovers(admin, self.namespace)
+        return fairness
+
+    async def warm_up(self, paths: Sequence[str], create: Create, admin: Any) -> None:
         """Open every path's connections before the clock starts."""
         for path in paths:
             names = self.names.fresh(2 * CONCURRENCY)
             await create(path, names)
             await delete_services(admin, self.namespace, names)
 
-    async def _round(
+    async def round(
         self,
         round_: int,
         paths: Sequence[str],
@@ -234,55 +254,7 @@ class Shapes:
             raise RuntimeError(f"one-rule request failed: {results}")
         return time.perf_counter() - sent, name
 
-    async def run_limits(self) -> dict[str, Any]:
-        """The adaptive limit against the fixed one, side by side (see the module doc)."""
-        admin_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-        raw_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-        async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
-            raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-            self.uid = await create_workload(admin_api, self.namespace)
-            servers = {
-                limit: await stack.enter_async_context(
-                    k8sailor_server(
-                        self.kubeconfig,
-                        CONCURRENCY,
-                        self.work_dir,
-                        flags=["--concurrency-limit", limit],
-                    )
-                )
-                for limit in (ADAPTIVE, FIXED)
-            }
-            paths = [RAW, *LIMIT_PATHS]
-
-            async def create(path: str, names: list[str]) -> Any:
-                if path == RAW:
-                    return await run_raw(raw_core, self.namespace, self.uid, names, CONCURRENCY)
-                limit, rules, callers = LIMIT_PATHS[path]
-                return await run_callers(
-                    servers[limit].client, self.namespace, names, rules, callers
-                )
-
-            await self._warm_up(paths, create, admin)
-            fairness: list[dict[str, Any]] = []
-            server_of = {path: servers[limit] for path, (limit, _, _) in LIMIT_PATHS.items()}
-            for round_ in range(self.rounds):
-                await self._round(round_, paths, create, admin, server_of)
-                order = [ADAPTIVE, FIXED] if round_ % 2 == 0 else [FIXED, ADAPTIVE]
-                for limit in order:
-                    figures = await self._fairness(servers[limit], CONCURRENCY, admin, limit)
-                    figures["round"] = round_
-                    fairness.append(figures)
-            await delete_leftovers(admin, self.namespace)
-            await stack.aclose()
-            await admin.delete_namespace(self.namespace)
-        return {
-            "paths": paths,
-            "runs": [asdict(run) for run in self.runs],
-            "fairness": fairness,
-            "summary": limits_summary(self.runs, fairness),
-        }
-
-    async def _fairness(
+    async def fairness(
         self, server: ServerProcess, slots: int, admin: Any, limit: str = ""
     ) -> dict[str, Any]:
         """One-rule requests one after another, alone and while a 256-rule request runs."""
@@ -366,67 +338,6 @@ class Shapes:
             "cache answers with the new uid (the window also includes the POST's own "
             "way back from the API server, which is not measurable from here)",
         }
-
-
-def limits_summary(runs: Sequence[Run], fairness: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per path: median Services/s and the median of the rounds' ratios to raw; per limit:
-    the fairness ratios of every round and their medians."""
-    paths: dict[str, Any] = {}
-    raw = {run.round: run.rate for run in runs if run.path == RAW}
-    for path in dict.fromkeys(run.path for run in runs):
-        mine = [run for run in runs if run.path == path]
-        ratios = [run.rate / raw[run.round] for run in mine if raw.get(run.round)]
-        paths[path] = {
-            "rates": [run.rate for run in mine],
-            "rate_median": statistics.median(run.rate for run in mine),
-            "vs_raw_median": statistics.median(ratios) if ratios else None,
-        }
-    limits: dict[str, Any] = {}
-    for limit in (ADAPTIVE, FIXED):
-        cases = [figures for figures in fairness if figures["limit"] == limit]
-        if not cases:
-            continue
-        limits[limit] = {
-            "p50_ratios": [figures["p50_ratio"] for figures in cases],
-            "p99_ratios": [figures["p99_ratio"] for figures in cases],
-            "p50_ratio_median": statistics.median(figures["p50_ratio"] for figures in cases),
-            "p99_ratio_median": statistics.median(figures["p99_ratio"] for figures in cases),
-            "alone_p50_ms": [figures["alone"]["p50_s"] * 1000 for figures in cases],
-            "busy_p50_ms": [figures["busy"]["p50_s"] * 1000 for figures in cases],
-            "busy_p99_ms": [figures["busy"]["p99_s"] * 1000 for figures in cases],
-        }
-    return {"paths": paths, "fairness": limits}
-
-
-def limits_table(summary: dict[str, Any]) -> str:
-    """The --limits run as Markdown."""
-    lines = [
-        "| path | Services/s per round | median | vs raw (median of rounds) |",
-        "|---|---|---:|---:|",
-    ]
-    for path, figures in summary["paths"].items():
-        rates = ", ".join(f"{rate:.0f}" for rate in figures["rates"])
-        ratio = figures["vs_raw_median"]
-        shown = f"{ratio:.2f}x" if ratio is not None else ""
-        lines.append(f"| {path} | {rates} | {figures['rate_median']:.0f} | {shown} |")
-    lines += [
-        "",
-        "| limit | one-rule p50 ms alone | beside 256 rules p50 / p99 ms | p50 ratio | p99 ratio |",
-        "|---|---|---|---|---|",
-    ]
-    for limit, figures in summary["fairness"].items():
-        alone = ", ".join(f"{value:.0f}" for value in figures["alone_p50_ms"])
-        busy = ", ".join(
-            f"{p50:.0f} / {p99:.0f}"
-            for p50, p99 in zip(figures["busy_p50_ms"], figures["busy_p99_ms"], strict=True)
-        )
-        p50s = ", ".join(f"{value:.2f}x" for value in figures["p50_ratios"])
-        p99s = ", ".join(f"{value:.2f}x" for value in figures["p99_ratios"])
-        lines.append(
-            f"| {limit} | {alone} | {busy} | {p50s} (median {figures['p50_ratio_median']:.2f}x)"
-            f" | {p99s} (median {figures['p99_ratio_median']:.2f}x) |"
-        )
-    return "\n".join(lines)
 
 
 def _sees(cache: DeploymentCache, namespace: str, uid: str) -> bool:

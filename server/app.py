@@ -22,14 +22,15 @@ from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
 from server.api.edge import Edge, max_request_bytes
 from server.api.health import start_health_server
 from server.api.lifecycle import LifecycleServicer
-from server.api.listening import ListenError, bind, bind_socket
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
-from server.domain.exposer import Exposer
+from server.domain.create import Exposer
 from server.domain.lifecycle import Lifecycle
 from server.kube import CallObserver, Kube, RetryPolicy
 from server.kube.deployments import DeploymentCache
+from server.listening import ListenError, bind, bind_socket
+from server.observability.cache_metrics import DeploymentCacheMetrics
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
 from server.observability.serving import ServerTelemetry, server_telemetry
 
@@ -159,11 +160,16 @@ async def _start(
         observer=observer if observer is not None else telemetry.kube_observer,
         retry=RetryPolicy(max_retry_seconds=config.max_retry_seconds),
     )
-    if telemetry.kube_observer is not None:
+    metrics = telemetry.kube_observer is not None
+    if metrics:
         KUBE_CONCURRENCY_LIMIT.set_function(lambda: kube.concurrency_limit)
     deployments = None
     if config.deployment_cache == "watch":
-        deployments = DeploymentCache(kube, config.watch_namespaces)
+        deployments = DeploymentCache(
+            kube,
+            config.watch_namespaces,
+            observer=DeploymentCacheMetrics() if metrics else None,
+        )
     access = AccessControl(kube, config.auth)
     server = grpc.aio.server(
         # The edge last (innermost): metrics and traces count what it refuses.

@@ -1,1 +1,1 @@
-"""The gRPC edge: servicers, proto <-> domain conversion, status mapping, health, listening."""
+"""The gRPC edge: servicers, proto <-> domain conversion, status mapping, health."""

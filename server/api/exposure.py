@@ -19,6 +19,7 @@ from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
 from server.domain.cooperative import in_slices
+from server.domain.create import Exposer, ExposeRequest
 from server.domain.errors import (
     BadRequest,
     ClusterFailed,
@@ -28,7 +29,6 @@ from server.domain.errors import (
     DeploymentUnusable,
     RequestError,
 )
-from server.domain.exposer import Exposer, ExposeRequest
 from server.domain.outcomes import Outcome, RuleResult
 from server.domain.requests import rule_types
 from server.observability.logs import Fields, trace_fields

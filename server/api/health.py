@@ -17,7 +17,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2_grpc
 
 from server.api.edge import HealthEdge
-from server.api.listening import bind
+from server.listening import bind
 
 #: Calls at once on the health port: a kubelet sends one probe at a time per container.
 MAX_HEALTH_RPCS = 64

@@ -29,20 +29,13 @@ from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
 from server.domain.cooperative import in_slices
+from server.domain.create import Exposer
 from server.domain.errors import RequestError, request_error
-from server.domain.exposer import Exposer
-from server.domain.lifecycle import (
-    ApplyRequest,
-    ApplyResult,
-    DeleteRequest,
-    DeleteResult,
-    ExposedService,
-    Grant,
-    Grants,
-    Lifecycle,
-    NotPermitted,
-    give_up_at,
-)
+from server.domain.grants import Grant, Grants
+from server.domain.lifecycle import Lifecycle
+from server.domain.lifecycle_fanout import give_up_at
+from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, NotPermitted
+from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.domain.outcomes import RuleResult
 from server.domain.requests import check_target
 from server.kube.errors import KubeError

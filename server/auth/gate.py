@@ -38,10 +38,10 @@ from server.auth.rights import Grant, Grants
 from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 
-# Until server.domain.lifecycle reads server.domain.rights.Rights (helper dlife): the lifecycle
-# RPCs still get its own Grants. Then grants() returns server.auth.rights.Grants, _ask raises
+# Until the lifecycle flows read server.domain.rights.Rights (helper dlife): they still get
+# server.domain.grants.Grants. Then grants() returns server.auth.rights.Grants, _ask raises
 # server.auth.rights.RightsUnknown, and this import goes (auth must not import the domain).
-from server.domain import lifecycle as _lifecycle
+from server.domain import grants as _lifecycle
 from server.kube import Kube
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType

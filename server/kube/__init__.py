@@ -7,18 +7,19 @@ from server.kube.client import (
     FIELD_MANAGER,
     NO_RETRIES,
     SERVICE_ACCOUNT_DIR,
-    CallObserver,
     Json,
     Kube,
     ReloadableApiClient,
     RetryPolicy,
     load_api_client,
 )
+from server.kube.observers import CacheObserver, CallObserver
 
 __all__ = [
     "FIELD_MANAGER",
     "NO_RETRIES",
     "SERVICE_ACCOUNT_DIR",
+    "CacheObserver",
     "CallObserver",
     "Json",
     "Kube",

@@ -27,7 +27,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
@@ -44,6 +44,7 @@ from server.kube.errors import (
 )
 from server.kube.fairness import FairSlots, Ticket
 from server.kube.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
+from server.kube.observers import CallObserver, NoObserver
 
 Json = dict[str, Any]
 
@@ -54,36 +55,6 @@ FIELD_MANAGER = "k8sailor"
 # The most k8sailor reads of one answer: far above any Service or Deployment (the API server
 # itself refuses objects over 1.5 MiB), room for a list of thousands of them.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-
-
-class CallObserver(Protocol):
-    """Told about every API call as it happens: metrics, tracing and tests plug in here.
-
-    One attempt is one call_started and one call_finished; a call that is tried again also
-    gets call_retried (with why) before its next attempt. verb is the Kubernetes verb (get,
-    list, watch, create, patch, delete), resource the plural ("services"), code the HTTP
-    status as text, or "error"/"timeout" when no answer came. Methods must not block or raise:
-    they run on the request's path.
-    """
-
-    def call_started(self, verb: str, resource: str) -> None: ...
-
-    def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None: ...
-
-    def call_retried(self, verb: str, resource: str, reason: str) -> None: ...
-
-
-class NoObserver:
-    """The default CallObserver: notices nothing."""
-
-    def call_started(self, verb: str, resource: str) -> None:
-        pass
-
-    def call_finished(self, verb: str, resource: str, code: str, seconds: float) -> None:
-        pass
-
-    def call_retried(self, verb: str, resource: str, reason: str) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)

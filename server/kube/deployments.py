@@ -51,12 +51,8 @@ from typing import Any, Protocol
 
 from server.kube.client import Kube
 from server.kube.errors import KubeError, from_transport
+from server.kube.observers import CacheObserver, NoCacheObserver
 from server.manifests import Deployment, DeploymentError
-from server.observability.metrics import (
-    DEPLOYMENT_CACHE_HITS,
-    DEPLOYMENT_CACHE_MISSES,
-    DEPLOYMENT_CACHE_RELISTS,
-)
 
 __all__ = [
     "Backoff",
@@ -153,8 +149,15 @@ class _Reflector:
     """One list-and-watch loop, over one namespace or (namespace None) the whole cluster, and
     the Deployments it has seen. Answers only while `synced`."""
 
-    def __init__(self, kube: Kube, namespace: str | None, settings: WatchSettings) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str | None,
+        settings: WatchSettings,
+        observer: CacheObserver,
+    ) -> None:
         self._kube = kube
+        self._observer = observer
         self.namespace = namespace
         self._settings = settings
         self.entries: dict[Key, Deployment] = {}
@@ -216,7 +219,7 @@ class _Reflector:
         self.oversized = oversized
         self.lists += 1
         if self.lists > 1:
-            DEPLOYMENT_CACHE_RELISTS.inc()
+            self._observer.cache_relisted()
         version = meta.get("resourceVersion")
         if not isinstance(version, str) or not version:
             raise KubeError("the Deployment list has no resourceVersion to watch from")
@@ -309,7 +312,8 @@ class _Reflector:
 
 
 class DeploymentCache:
-    """Deployments from a watch over the whole cluster, or over `namespaces` only.
+    """Deployments from a watch over the whole cluster, or over `namespaces` only; observer
+    (metrics, when app.py gives one) is told of each hit, miss and relist.
 
     start() begins watching in the background and returns at once: until the first list is
     in, requests read their Deployments directly. stop() ends the watches.
@@ -320,11 +324,16 @@ class DeploymentCache:
         kube: Kube,
         namespaces: Iterable[str] = (),
         settings: WatchSettings | None = None,
+        *,
+        observer: CacheObserver | None = None,
     ) -> None:
         self._direct = DirectReads(kube)
         chosen = settings or WatchSettings()
+        self._observer: CacheObserver = observer or NoCacheObserver()
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
-        self._reflectors = {scope: _Reflector(kube, scope, chosen) for scope in scopes}
+        self._reflectors = {
+            scope: _Reflector(kube, scope, chosen, self._observer) for scope in scopes
+        }
         self._everywhere = self._reflectors.get(None)
         self._reads: dict[Key, _SharedRead] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -380,10 +389,10 @@ class DeploymentCache:
         found = self.peek(namespace, name)
         if found is not None:
             self.hits += 1
-            DEPLOYMENT_CACHE_HITS.inc()
+            self._observer.cache_hit()
             return found
         self.misses += 1
-        DEPLOYMENT_CACHE_MISSES.inc()
+        self._observer.cache_missed()
         return await self._read(namespace, name, timeout)
 
     async def _read(self, namespace: str, name: str, timeout: float | None) -> Deployment:

@@ -43,12 +43,27 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from server.kube.fairness import Ticket
+__all__ = ["AdaptiveLimit", "CallLoad", "ConcurrencyLimit", "FixedLimit"]
 
-__all__ = ["AdaptiveLimit", "ConcurrencyLimit", "FixedLimit"]
+
+class CallLoad(Protocol):
+    """What a limit needs to know of the load a call was sent under: fairness' Ticket is one.
+
+    Defined here, not imported from server.kube.fairness, so that imports run one way: the
+    slots (fairness) use a limit, and a limit knows nothing of whose turn it was.
+    """
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot once this one got its own, itself included."""
+        ...
+
+    @property
+    def at_limit(self) -> bool:
+        """That call took the last slot: more would have gone, had there been room."""
+        ...
 
 
 class ConcurrencyLimit(Protocol):
@@ -57,10 +72,10 @@ class ConcurrencyLimit(Protocol):
     @property
     def value(self) -> int: ...
 
-    def answered(self, kind: str, seconds: float, ticket: Ticket) -> None:
+    def answered(self, kind: str, seconds: float, ticket: CallLoad) -> None:
         """A call of this kind (say "create services") was answered after `seconds`."""
 
-    def throttled(self, ticket: Ticket) -> None:
+    def throttled(self, ticket: CallLoad) -> None:
         """The API server turned a call away as too much (429, 503)."""
 
 
@@ -76,10 +91,10 @@ class FixedLimit:
     def value(self) -> int:
         return self._value
 
-    def answered(self, kind: str, seconds: float, ticket: Ticket) -> None:
+    def answered(self, kind: str, seconds: float, ticket: CallLoad) -> None:
         pass
 
-    def throttled(self, ticket: Ticket) -> None:
+    def throttled(self, ticket: CallLoad) -> None:
         pass
 
 
@@ -126,7 +141,7 @@ class AdaptiveLimit:
         """Seconds a call of this kind takes when little else is in flight, as far as known."""
         return self._baseline.get(kind)
 
-    def answered(self, kind: str, seconds: float, ticket: Ticket) -> None:
+    def answered(self, kind: str, seconds: float, ticket: CallLoad) -> None:
         seconds = max(seconds, 1e-6)
         baseline = self._baseline.get(kind)
         if baseline is None or ticket.in_flight <= self.floor or seconds < baseline / 2:
@@ -138,11 +153,11 @@ class AdaptiveLimit:
         self._ratios.append(seconds / baseline)
         self._count(ticket)
 
-    def throttled(self, ticket: Ticket) -> None:
+    def throttled(self, ticket: CallLoad) -> None:
         self._throttled = True
         self._count(ticket)
 
-    def _count(self, ticket: Ticket) -> None:
+    def _count(self, ticket: CallLoad) -> None:
         self._answers += 1
         self._wanted_more = self._wanted_more or ticket.at_limit
         if self._answers >= max(self._value, self._min_round):

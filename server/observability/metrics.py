@@ -2,9 +2,11 @@
 
 The metrics live in prometheus_client's default registry, beside the process and Python
 metrics it collects by itself. They are module-level objects so that any module can count
-with them by importing them: the Deployment cache and authentication import theirs from here
-(DEPLOYMENT_CACHE_*, AUTHENTICATIONS, AUTHORIZATIONS) rather than defining metrics of their
-own, so the names and labels stay in one place and the README can list them all.
+with them by importing them: authentication imports its own from here (AUTHENTICATIONS,
+AUTHORIZATIONS) rather than defining metrics of its own, so the names and labels stay in one
+place and the README can list them all. The Deployment cache's are in cache_metrics (imported
+below, so they are registered whenever these are), counted by the observer server.app gives
+the cache: server.kube imports nothing of observability.
 
 Every label value is bounded: Service types, outcomes, verbs, resources, codes and reasons
 come from short fixed lists, and anything else is counted as "Other". Namespaces, Deployment
@@ -25,12 +27,11 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from server.api.listening import ListenError
+from server.listening import ListenError
+from server.observability import cache_metrics  # noqa: F401  (registered with the rest)
 from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
-    # Only a type: the Deployment cache (below the exposer) imports this module.
-    from server.domain.outcomes import Outcome
     from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.metrics")
@@ -128,13 +129,20 @@ UNKNOWN_TYPE: Final = "Unknown"  # a rule refused before its type was known
 RULE_METHODS: Final = frozenset({"CreateServices", "ApplyServices", "DeleteServices"})
 
 
+class _Named(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
 class RuleFate(Protocol):
-    """What a rule's count is keyed by: a RuleResult, or a DeleteResult of domain.lifecycle."""
+    """What a rule's count is keyed by: server.domain.outcomes.RuleOutcome (a rule's result,
+    or a Service's in the lifecycle RPCs) as far as counting reads it; structurally, since
+    observability does not import the domain: the outcome is read by its name."""
 
     @property
     def service_type(self) -> ServiceType | None: ...
     @property
-    def outcome(self) -> Outcome: ...
+    def outcome(self) -> _Named: ...
     @property
     def reason(self) -> str: ...
 
@@ -150,7 +158,7 @@ def rule_labels(result: RuleFate, method: str = "CreateServices") -> tuple[str, 
 # method): .labels() validates, joins and locks on every call, which costs more than the count
 # itself on the request path. Every part of the key is bounded (enums, and reasons folded
 # into RULE_REASONS before they are kept), so the dict is too.
-_RULE_COUNTERS: dict[tuple[ServiceType | None, Outcome, str, str], Counter] = {}
+_RULE_COUNTERS: dict[tuple[ServiceType | None, str, str, str], Counter] = {}
 
 
 class RuleCounter(Protocol):
@@ -162,7 +170,7 @@ class RuleCounter(Protocol):
 def count_rules(results: Iterable[RuleFate], method: str = "CreateServices") -> None:
     """Count a request's rule results (the servicers call this once per request)."""
     for result in results:
-        key = (result.service_type, result.outcome, result.reason, method)
+        key = (result.service_type, result.outcome.value, result.reason, method)
         counter = _RULE_COUNTERS.get(key)
         if counter is None:
             labels = rule_labels(result, method)
@@ -253,21 +261,8 @@ class KubeCallMetrics:
         KUBE_RETRIES.labels(reason if known else OTHER).inc()
 
 
-# --- for the Deployment cache and authentication to count with ---------------------------------
+# --- for authentication to count with ------------------------------------------------------------
 
-DEPLOYMENT_CACHE_HITS: Final = Counter(
-    "k8sailor_deployment_cache_hits_total",
-    "Deployment reads answered from the watch cache.",
-)
-DEPLOYMENT_CACHE_MISSES: Final = Counter(
-    "k8sailor_deployment_cache_misses_total",
-    "Deployment reads the watch cache could not answer, so the API server was asked.",
-)
-DEPLOYMENT_CACHE_RELISTS: Final = Counter(
-    "k8sailor_deployment_cache_relists_total",
-    "Times the Deployment watch cache listed everything again after its first list (the "
-    "watch expired with 410 Gone, or failed).",
-)
 AUTHENTICATIONS: Final = Counter(
     "k8sailor_authentications_total",
     "Calls authenticated, by how the caller proved who it is (server.auth.identity.Method; "

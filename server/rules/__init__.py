@@ -18,9 +18,8 @@ longer than :data:`MAX_RULE_LENGTH` characters or with more than :data:`MAX_PORT
 refused before it is parsed.
 
 Speed matters, within reason: parse + build should reach 50k rules/s on one core
-(``bench/bench_rules.py``), well above what the API server can take. Hence str-valued enums
-(they hash and compare at C speed), possessive regexes that never backtrack, and a fast path
-for the common spellings (checked against the general parser by the tests); the rules
+(``bench/bench_rules.py``), far above what the API server can take (a few hundred creates/s).
+One parser reads every spelling, with possessive regexes that never backtrack; the rules
 themselves are plain frozen dataclasses.
 
 The modules, each importing only those above it:
@@ -33,8 +32,8 @@ The modules, each importing only those above it:
 - :mod:`.targets`: where an ExternalName may point: no IP address, nothing of the node or its
   link, nothing inside the cluster, unless the operator allows a suffix
   (:class:`ExternalNamePolicy`).
-- :mod:`.grammar`: the general text parser (the reference), its syntax errors, :func:`locate`.
-- :mod:`.text`: :func:`parse_rule`, a fast path for the common spellings before the grammar.
+- :mod:`.syntax`: the tokens of text rules, their columns (:func:`locate`), syntax errors.
+- :mod:`.grammar`: :func:`parse_rule`, the text parser.
 - :mod:`.specs`: :func:`check_rule`, the same checks for rules built from structured specs;
   :func:`parse_any`, either one for a rule however it arrived.
 
@@ -42,7 +41,7 @@ Other code imports the public names from this package; only tests reach into the
 for private helpers.
 """
 
-from server.rules.grammar import locate
+from server.rules.grammar import parse_rule
 from server.rules.model import (
     DEFAULT_NODE_PORTS,
     KUBE_SERVICE_TYPE,
@@ -64,6 +63,7 @@ from server.rules.names import (
 )
 from server.rules.ports import port_names
 from server.rules.specs import check_rule, parse_any
+from server.rules.syntax import locate
 from server.rules.targets import (
     DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_EXTERNAL_NAMES,
@@ -72,7 +72,6 @@ from server.rules.targets import (
     external_target_problem,
     normalized_domain,
 )
-from server.rules.text import parse_rule
 
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",

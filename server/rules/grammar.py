@@ -1,14 +1,11 @@
-"""The grammar of text rules, read in full: the general parser, its errors, and locate.
+"""The grammar of text rules: :func:`parse_rule`, the one text parser.
 
-The general parser reads every spelling the grammar allows (whitespace between tokens,
-leading zeros and port names in parentheses included) and is the reference for what a text
-rule means: :func:`~server.rules.text.parse_rule` hands it everything its fast path is
-unsure of, including every invalid rule, and the tests check that both agree. Its tokens are
-read loosely and then checked one by one (with :mod:`.names` and :mod:`.ports`), so that a
+It reads every spelling the grammar allows (whitespace between tokens, leading zeros and port
+names in parentheses included). Tokens are read loosely by the regexes of :mod:`.syntax` and
+then checked one by one (with :mod:`.names` and :mod:`.ports`), so that a
 :class:`~server.rules.model.RuleError` can point at the column of the token at fault and say
-what is wrong with it in a sentence.
-
-:func:`locate` uses the same port regex to find the token behind a field path after the fact.
+what is wrong with it in a sentence. A rule beyond :data:`~server.rules.model.MAX_RULE_LENGTH`
+characters or :data:`~server.rules.model.MAX_PORTS` ports is refused before it is read.
 """
 
 from __future__ import annotations
@@ -22,6 +19,9 @@ from server.rules.model import (
     _PREFIX_TYPE,
     _TCP,
     _TRANSPORTS,
+    DEFAULT_NODE_PORTS,
+    MAX_PORTS,
+    MAX_RULE_LENGTH,
     NodePortRange,
     PortRule,
     RuleError,
@@ -35,58 +35,69 @@ from server.rules.names import (
     dns1035_label_problem,
 )
 from server.rules.ports import _port_names_problem, _port_problem, _PortSet, _Problem
+from server.rules.syntax import (
+    _PORT_RE,
+    _STRUCTURE,
+    _TOKEN_RE,
+    _field_offset,
+    _skip_ws,
+    _syntax_error,
+    _text_error,
+)
 from server.rules.targets import (
     DEFAULT_EXTERNAL_NAMES,
     ExternalNamePolicy,
     external_target_problem,
 )
 
-# A token is anything but whitespace and the characters that structure a rule. Tokens are
-# read loosely and then checked one by one, so that errors can say what is wrong with them.
-_TOKEN: Final = r"[^\s:/,()=#!^@]++"
-_PORT_SPEC: Final = (
-    rf"\s*+({_TOKEN})(?:\s*+:\s*+({_TOKEN}))?(?:\s*+:\s*+({_TOKEN}))?"
-    rf"(?:\s*+/\s*+({_TOKEN})(?:\s*+/\s*+({_TOKEN}))?(?:\s*+/\s*+({_TOKEN}))?)?"
-    rf"(?:\s*+\(\s*+({_TOKEN})\s*+\))?"
-)
-# Groups: 1-3 the ':'-separated numbers/names, 4-6 the '/'-separated protocol parts,
-# 7 the port name, 8 the ',' that ends the port (or '' at the end of the rule).
-_PORT_RE: Final = re.compile(_PORT_SPEC + r"\s*+(,|\Z)")
-_PORT_PREFIX_RE: Final = re.compile(_PORT_SPEC)
-_WS_RE: Final = re.compile(r"\s*+")
+
+def parse_rule(
+    text: str,
+    index: int,
+    node_ports: NodePortRange = DEFAULT_NODE_PORTS,
+    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES,
+) -> ServiceRule:
+    """Parse one text rule into a validated :class:`ServiceRule`, or raise :class:`RuleError`.
+
+    ``index`` is the rule's position in the request; it only appears in errors.
+    ``node_ports`` and ``external_names`` are what the server knows of the cluster and what
+    its operator allows (the defaults: Kubernetes' own, nothing extra).
+    """
+    _check_size(text, index)
+    return _parse_general(text, index, node_ports, external_names)
 
 
-def _skip_ws(text: str, pos: int) -> int:
-    """The first non-whitespace position at or after pos."""
-    m = _WS_RE.match(text, pos)
-    return m.end() if m is not None else pos
+# How much of a refused over-long rule its result quotes back.
+_EXCERPT: Final = 64
 
 
-_TOKEN_RE: Final = re.compile(_TOKEN)
-_STRUCTURE: Final = frozenset(":/,()=#!^@")
-
-
-def _text_error(index: int, text: str, offset: int, message: str) -> RuleError:
-    return RuleError(index, text, f"column {offset + 1}", offset + 1, message)
-
-
-def _field_offset(m: re.Match[str], field: str) -> int:
-    """Offset in the rule text of the token that holds ``field`` of the port matched by m."""
-    three = m.start(3) >= 0
-    group = 1
-    if field == "port":
-        group = 2 if three else 1
-    elif field == "target_port":
-        group = 3 if three else (2 if m.start(2) >= 0 else 1)
-    elif field == "protocol":
-        group = 4
-    elif field == "app_protocol":
-        first = m[4]
-        group = 5 if first is not None and first.lower() in _TRANSPORTS else 4
-    elif field == "name":
-        group = 7
-    start = m.start(group)
-    return start if start >= 0 else m.start(1)
+def _check_size(text: str, index: int) -> None:
+    """Refuse, before reading it, a rule beyond MAX_RULE_LENGTH characters or MAX_PORTS
+    ports: bounds what a hostile rule costs, however linear the parser is."""
+    if len(text) > MAX_RULE_LENGTH:
+        column = MAX_RULE_LENGTH + 1
+        raise RuleError(
+            index,
+            text[:_EXCERPT] + "…",
+            f"column {column}",
+            column,
+            f"the rule is {len(text)} characters long; a rule may be at most "
+            f"{MAX_RULE_LENGTH} characters: split it into several rules",
+        )
+    commas = text.count(",")
+    if commas >= MAX_PORTS:
+        pos = -1
+        for _ in range(MAX_PORTS):
+            pos = text.find(",", pos + 1)
+        column = pos + 2  # the first port beyond the limit, 1-based
+        raise RuleError(
+            index,
+            text,
+            f"column {column}",
+            column,
+            f"the rule has {commas + 1} ports; a rule may have at most {MAX_PORTS} ports: "
+            "split it into several rules",
+        )
 
 
 # Stands in for numbers too long to convert; out of every range, and replaced by the token
@@ -109,7 +120,7 @@ def _number(token: str) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The general parser.
+# The parser proper, without the size check: every spelling the grammar allows.
 
 
 def _parse_general(
@@ -322,102 +333,3 @@ def _parse_external_name(
     if problem is not None:
         raise _text_error(index, text, pos, problem)
     return ServiceRule(_EXTERNAL_NAME, (), name, host)
-
-
-def _syntax_error(text: str, pos: int, index: int) -> RuleError:
-    """Explain why no port could be read at ``pos``: find the first character that does not
-    fit and say what was expected there instead."""
-    n = len(text)
-    m = _PORT_PREFIX_RE.match(text, pos)
-    stop = _skip_ws(text, m.end() if m is not None else pos)
-    if stop >= n:
-        # Only reachable with nothing at all where a port should be.
-        before = text.rstrip()
-        last = len(before) - 1
-        return _text_error(
-            index, text, max(last, 0), f"nothing follows '{before[-1:]}'; expected a port"
-        )
-    ch = text[stop]
-    if m is None and ch in ":/(":
-        return _text_error(index, text, stop, f"expected a port number before '{ch}'")
-    after = _skip_ws(text, stop + 1)
-    next_is_token = after < n and text[after] not in _STRUCTURE and not text[after].isspace()
-    if ch == ":":
-        if m is not None and next_is_token:
-            message = "too many ':'; a port is [NODE_PORT:]PORT[:TARGET]"
-        else:
-            message = "expected a port number or name after ':'"
-    elif ch == "/":
-        if m is not None and m.start(4) >= 0 and next_is_token:
-            message = "too many '/'; write [/TRANSPORT][/APP-PROTOCOL], as in 53/udp or 80/grpc"
-        else:
-            message = "expected a protocol after '/', such as udp or grpc"
-    elif ch == "(":
-        if m is not None and m.start(7) >= 0:
-            message = "a port has one name, in one pair of parentheses"
-        else:
-            message = "expected a port name and ')' after '('"
-    elif ch == ")":
-        message = "unexpected ')' without a '(' before it"
-    elif ch == ",":
-        message = "expected a port before ','"
-    elif ch == "=":
-        message = "unexpected '='; an explicit Service name goes first, as in web=!80:8080"
-    elif ch in _PREFIX_TYPE:
-        message = (
-            f"unexpected '{ch}'; the type prefix goes once at the start of the rule "
-            "and applies to all its ports"
-        )
-    else:
-        # Two tokens with only whitespace between them.
-        token = _TOKEN_RE.match(text, stop)
-        word = token[0] if token is not None else ch
-        if word.isdigit():
-            message = f"unexpected {_show(word)}; separate ports with ','"
-        elif word.lower() in _TRANSPORTS:
-            message = f"unexpected {_show(word)}; write the protocol after '/', as in 53/{word}"
-        else:
-            message = f"unexpected {_show(word)}"
-    return _text_error(index, text, stop, message)
-
-
-def locate(text: str, field: str) -> int | None:
-    """The 1-based column in a text rule of the token behind a field path.
-
-    Paths are those of errors about structured specs: ``"name"``, ``"external_name"``,
-    ``"ports[2].target_port"``. Used to point at a token when a problem is only found later
-    (a named target port the Deployment does not have). None if there is no such token.
-    """
-    n = len(text)
-    pos = 0
-    eq = text.find("=")
-    if eq >= 0:
-        if field == "name":
-            raw = text[:eq]
-            return len(raw) - len(raw.lstrip()) + 1
-        pos = eq + 1
-    elif field == "name":
-        return None
-    pos = _skip_ws(text, pos)
-    if pos < n and text[pos] in _PREFIX_TYPE:
-        if text[pos] == "@":
-            pos = _skip_ws(text, pos + 1)
-            return pos + 1 if field == "external_name" and pos < n else None
-        pos += 1
-    wanted, dot, port_field = field.partition("].")
-    if not dot or not wanted.startswith("ports["):
-        return None
-    try:
-        wanted_index = int(wanted[6:])
-    except ValueError:
-        return None
-    for i in range(wanted_index + 1):
-        m = _PORT_RE.match(text, pos)
-        if m is None:
-            return None
-        if i == wanted_index:
-            return _field_offset(m, port_field) + 1
-        if not m[8]:
-            return None
-        pos = m.end()
-    return None

@@ -5,7 +5,7 @@ Kubernetes ``spec.type`` and its derived name suffix; the frozen dataclasses :cl
 and :class:`ServiceRule` with their canonical rendering; :class:`NodePortRange`; and
 :class:`RuleError`, which the parsers and ``check_rule`` raise. Nothing here checks a rule's
 values: that is the job of the modules that import this one (:mod:`.names`, :mod:`.ports`,
-:mod:`.grammar`, :mod:`.text`, :mod:`.specs`), and this one imports none of them.
+:mod:`.grammar`, :mod:`.specs`), and this one imports none of them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 
@@ -192,10 +192,6 @@ class ServiceRule:
     ports: tuple[PortRule, ...] = ()
     name: str | None = None
     external_name: str | None = None
-    # The canonical text, once known: rendered on first use, or noted by the parser when the
-    # text it read was already canonical. Derived from the other fields, so it takes no part
-    # in equality, and replace() resets it.
-    _canonical: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def canonical(self) -> str:
         """Canonical rule text: ``parse_rule(rule.canonical()) == rule`` for a valid rule.
@@ -204,20 +200,12 @@ class ServiceRule:
         Kubernetes' own app protocols (``/h2c``), explicit port names as ``(name)``. Never
         raises, even for an invalid rule (errors about structured specs quote it).
         """
-        text = self._canonical
-        if text is not None:
-            return text
         head = f"{self.name}=" if self.name is not None else ""
         if self.type is _EXTERNAL_NAME:
             text = f"{head}@{self.external_name or ''}"
         else:
             prefix = TYPE_PREFIX.get(self.type, "?")
-            ports = self.ports
-            if len(ports) == 1:
-                text = head + prefix + ports[0].canonical()
-            else:
-                text = head + prefix + ",".join([p.canonical() for p in ports])
-        object.__setattr__(self, "_canonical", text)
+            text = head + prefix + ",".join(p.canonical() for p in self.ports)
         return text
 
 
@@ -305,11 +293,3 @@ def _render_protocol(protocol: Protocol, app: str | None) -> str:
         return f"/{shown}"
     # Spell the transport out when the app protocol alone would read as (a typo of) one.
     return f"/{str(protocol).lower()}/{shown}"
-
-
-def _noting_canonical(rule: ServiceRule, text: str | None) -> ServiceRule:
-    """``rule``, remembering ``text`` as its canonical text: the parsers know it for free
-    when what they read was already canonical, which saves rendering it again later."""
-    if text is not None:
-        object.__setattr__(rule, "_canonical", text)
-    return rule

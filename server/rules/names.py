@@ -8,8 +8,7 @@ so that a name accepted here is not refused later by the apiserver.
 Each ``*_problem`` function returns None when the value is valid, else the end of a sentence
 ("... is not a valid X: it <reason>"); :func:`_external_name_problem` returns the whole
 sentence. Lengths are checked before regexes, and the regexes are possessive and cannot
-backtrack badly, so hostile input costs linear time. The regexes are also used directly by the
-text parser's fast path.
+backtrack badly, so hostile input costs linear time.
 """
 
 from __future__ import annotations

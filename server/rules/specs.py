@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from server.rules.grammar import parse_rule
 from server.rules.model import (
     _EXTERNAL_NAME,
     _TYPE_WORDS,
@@ -36,7 +37,6 @@ from server.rules.targets import (
     ExternalNamePolicy,
     external_target_problem,
 )
-from server.rules.text import parse_rule
 
 
 def check_rule(

@@ -37,14 +37,14 @@ can point at 127.0.0.1 as well; only the proxy that connects knows the address, 
 should still refuse loopback, link-local and cluster addresses themselves (docs/rules.md).
 
 Pure like the rest of the package. The checks are a few string operations for an ordinary
-public name, so the text parser's fast path can afford them.
+public name.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from encodings.idna import nameprep
 from typing import Final
 
@@ -128,8 +128,6 @@ class ExternalNamePolicy:
 
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     allowed: tuple[str, ...] = ()
-    # ".suffix" for each allowed suffix: endswith() on the hot path takes a tuple.
-    _allowed_below: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for what, domain in (
@@ -143,12 +141,11 @@ class ExternalNamePolicy:
             problem = domain_problem(domain)
             if problem is not None:
                 raise ValueError(f"{what} {problem}")
-        object.__setattr__(self, "_allowed_below", tuple("." + s for s in self.allowed))
 
     def allows(self, name: str) -> bool:
         """True when the operator allowed this (normalized) name: it is an allowed suffix or
         lies under one."""
-        return name in self.allowed or name.endswith(self._allowed_below)
+        return any(name == suffix or name.endswith("." + suffix) for suffix in self.allowed)
 
 
 DEFAULT_EXTERNAL_NAMES: Final = ExternalNamePolicy()

@@ -19,10 +19,10 @@ from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
-from server.api.listening import ListenError
 from server.app import ServerConfig, serving
 from server.auth.settings import AuthSettings
 from server.config import load
+from server.listening import ListenError
 from tests.auth.conftest import Pki, Serve, Teams, bind, service_account_subject, tls
 
 SIDECAR = "spiffe://cluster.local/ns/k8sailor/sa/k8sailor"

@@ -16,7 +16,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from client import Client, Deleted, Outcome, RequestFailed, Result
-from server.domain.lifecycle import NOT_A_RULE
+from server.domain.lifecycle_results import NOT_A_RULE
 from tests.conftest import Cluster
 from tests.e2e.conftest import SELECTOR
 

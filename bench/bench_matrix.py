@@ -1,10 +1,10 @@
 """Services per second: k8sailor against its ceiling (the API server) and against kubectl.
 
-Run from the repository root: .venv/bin/python -m bench.bench_services [--quick | --shapes]
+Run from the repository root: .venv/bin/python -m bench.bench_matrix [--quick]
 
---shapes (`make bench-shapes`, a few minutes) measures only the request shapes platform
-services send, against the raw client and client-go, and the fairness figure: see
-bench/shapes.py. Without it (`make bench`, about 10 minutes), the N x c matrix below.
+`make bench` (about 10 minutes): the N x c matrix below. The request shapes platform services
+send are bench/bench_shapes.py (`make bench-shapes`), the concurrency limits
+bench/bench_limits.py (`make bench-limits`).
 
 In one run, on one API server (our own local control plane unless --kubeconfig is given), with
 fresh Service names every round and the Services of a round deleted before the next:
@@ -40,10 +40,9 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,6 @@ from bench.measure import (
     default_rounds,
     median_of,
     parse_and_build,
-    request_pipeline,
     to_run,
 )
 from bench.paths import (
@@ -71,9 +69,9 @@ from bench.paths import (
     run_kubectl,
     run_raw,
 )
-from bench.processes import ServerProcess, cluster, k8sailor_server, machine
-from bench.report import report, shapes_report, shapes_summary, shapes_verdicts, summarise, verdicts
-from bench.shapes import Shapes, limits_table
+from bench.processes import ServerProcess, k8sailor_server, machine
+from bench.report_matrix import report, summarise, verdicts
+from bench.runner import finished, on_cluster, results_dir, say, write_json
 from bench.workload import (
     BIN,
     CLEANUP_CONCURRENCY,
@@ -262,7 +260,7 @@ class Bench:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.bench_services", description=(__doc__ or "").splitlines()[0]
+        prog="python -m bench.bench_matrix", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer sizes and rounds")
     parser.add_argument("--kubeconfig", type=Path, help="use this cluster instead of our own")
@@ -277,21 +275,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="JSON",
         help="only write the targets, plot, README.md and table again from a latest.json",
-    )
-    parser.add_argument(
-        "--shapes",
-        action="store_true",
-        help="only the request shapes of bench/shapes.py (writes shapes.* under --out)",
-    )
-    parser.add_argument(
-        "--limits",
-        action="store_true",
-        help="only --concurrency-limit adaptive against fixed, side by side: fairness and a "
-        "short throughput check (bench/shapes.py; writes limits.json under --out)",
-    )
-    parser.add_argument("--services", type=int, help="Services per path and round (--shapes)")
-    parser.add_argument(
-        "--fairness-samples", type=int, help="one-rule requests per fairness case (--shapes)"
     )
     parser.add_argument(
         "--server-from",
@@ -326,10 +309,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.shapes:
-        return run_shapes(args)
-    if args.limits:
-        return run_limits(args)
     if args.report is not None:
         saved = json.loads(args.report.read_text())
         saved["targets"] = verdicts(saved)
@@ -338,39 +317,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = make_plan(args)
     started = time.monotonic()
-    out: Path = args.out or Path(tempfile.mkdtemp(prefix="k8sailor-bench-quick-"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(args.out, "k8sailor-bench-quick-")
     description = machine()
-    print(f"# parse + build ({plan.parse_rules} rules x {plan.parse_rounds})", file=sys.stderr)
+    say(f"# parse + build ({plan.parse_rules} rules x {plan.parse_rounds})")
     parse = parse_and_build(plan.parse_rules, plan.parse_rounds)
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
-        work_dir = Path(scratch)
-        with cluster(args.kubeconfig, work_dir) as (kubeconfig, plane):
-            about: dict[str, Any] = {"cluster": "given by --kubeconfig"}
-            if plane is not None:
-                about = {
-                    "cluster": "local control plane (tests/controlplane), started by the bench",
-                    "startup_seconds": plane.startup_seconds,
-                    "rss_mib_at_start": plane.rss_mib(),
-                }
-            print(
-                f"# cluster ready; N {plan.sizes}, c {plan.concurrencies}, rounds {plan.rounds}",
-                file=sys.stderr,
-                flush=True,
-            )
-            bench = Bench(plan, kubeconfig, work_dir, server_source=args.server_from)
-            if plane is not None:
-                bench.control_plane_pids = {
-                    "kube-apiserver": plane.apiserver_pid,
-                    "etcd": plane.etcd_pid,
-                }
-            memory = asyncio.run(bench.run())
-            if plane is not None:
-                about["rss_mib_at_end"] = plane.rss_mib()
-    description["load_average_at_end"] = list(os.getloadavg())
+    with on_cluster(args.kubeconfig, "k8sailor-bench-") as cluster:
+        say(f"# cluster ready; N {plan.sizes}, c {plan.concurrencies}, rounds {plan.rounds}")
+        bench = Bench(plan, cluster.kubeconfig, cluster.work_dir, server_source=args.server_from)
+        bench.control_plane_pids = dict(cluster.control_plane_pids)
+        memory = asyncio.run(bench.run())
+    description = finished(description)
     result: dict[str, Any] = {
         "machine": description,
-        "cluster": about,
+        "cluster": cluster.about,
         "plan": asdict(plan),
         "notes": {
             RAW: "one shared kubernetes_asyncio ApiClient (connection pool 100), c workers, "
@@ -396,89 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["summary"] = summarise(plan, bench.runs, bench.blocks)
     result["targets"] = verdicts(result)
-    (out / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out, "latest.json", result)
     report(result, out)
-    print(f"\n# results in {out} ({result['seconds'] / 60:.1f} min)", file=sys.stderr)
-    return 0
-
-
-def _measure(
-    args: argparse.Namespace,
-    services: int,
-    rounds: int,
-    samples: int,
-    what: Callable[[Shapes], Coroutine[Any, Any, dict[str, Any]]],
-) -> dict[str, Any]:
-    """Run one of Shapes' measurements on --kubeconfig's cluster, or on a control plane of our
-    own whose API server and etcd have their CPU time counted too."""
-    with tempfile.TemporaryDirectory(prefix="k8sailor-bench-") as scratch:
-        work_dir = Path(scratch)
-        with cluster(args.kubeconfig, work_dir) as (kubeconfig, plane):
-            shapes = Shapes(kubeconfig, work_dir, services, rounds, samples)
-            if plane is not None:
-                shapes.control_plane_pids = {
-                    "kube-apiserver": plane.apiserver_pid,
-                    "etcd": plane.etcd_pid,
-                }
-            return asyncio.run(what(shapes))
-
-
-def run_shapes(args: argparse.Namespace) -> int:
-    """The request shapes, fairness and cache figures (bench/shapes.py), in one run."""
-    started = time.monotonic()
-    out: Path = args.out or Path(tempfile.mkdtemp(prefix="k8sailor-bench-shapes-"))
-    if args.report is not None:
-        saved = json.loads(args.report.read_text())
-        shapes_report(saved, args.out or args.report.parent)
-        return 0
-    description = machine()
-    services = args.services or (120 if args.quick else 600)
-    rounds = args.rounds or (2 if args.quick else 3)
-    samples = args.fairness_samples or (10 if args.quick else 30)
-    parse = {"this_request": request_pipeline(3)}
-    print(f"# shapes: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
-    figures = _measure(args, services, rounds, samples, Shapes.run)
-    description["load_average_at_end"] = list(os.getloadavg())
-    result: dict[str, Any] = {
-        "machine": description,
-        "plan": {"services": services, "rounds": rounds, "fairness_samples": samples},
-        "parse_build": parse,
-        "shapes": figures,
-        "seconds": time.monotonic() - started,
-    }
-    result["targets"] = shapes_verdicts(figures, shapes_summary(figures))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "shapes.json").write_text(json.dumps(result, indent=1) + "\n")
-    shapes_report(result, out)
-    print(f"\n# results in {out} ({result['seconds'] / 60:.1f} min)", file=sys.stderr)
-    return 0
-
-
-def run_limits(args: argparse.Namespace) -> int:
-    """The adaptive concurrency limit against the fixed one (Shapes.run_limits), in one run."""
-    started = time.monotonic()
-    out: Path = args.out or Path(tempfile.mkdtemp(prefix="k8sailor-bench-limits-"))
-    description = machine()
-    services = args.services or 200
-    rounds = args.rounds or 2
-    samples = args.fairness_samples or 20
-    print(f"# limits: {services} Services x {rounds} rounds", file=sys.stderr, flush=True)
-    figures = _measure(args, services, rounds, samples, Shapes.run_limits)
-    description["load_average_at_end"] = list(os.getloadavg())
-    result: dict[str, Any] = {
-        "machine": description,
-        "plan": {"services": services, "rounds": rounds, "fairness_samples": samples},
-        "limits": figures,
-        "seconds": time.monotonic() - started,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "limits.json").write_text(json.dumps(result, indent=1) + "\n")
-    load = description["load_average_at_start"], description["load_average_at_end"]
-    print(limits_table(figures["summary"]))
-    print(
-        f"\nload average (1, 5, 15 min) at start {load[0]}, at end {load[1]}; "
-        f"{result['seconds'] / 60:.1f} min; results in {out}"
-    )
+    say(f"\n# results in {out} ({result['seconds'] / 60:.1f} min)")
     return 0
 
 

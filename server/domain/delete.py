@@ -1,0 +1,210 @@
+"""DeleteServices: each named Service (or, with all, each the Deployment owns) deleted if, and
+only if, it is the Deployment's; apply's prune deletes through the same path.
+
+A Service is deleted exactly as it was read (its uid and resourceVersion as preconditions): one
+that changed since is read again and decided anew, at most APPLY_ROUNDS times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from server.domain.exposer import BadRequest, Outcome, check_target
+from server.domain.grants import Grants, refusal
+from server.domain.lifecycle_context import APPLY_ROUNDS, LifecycleContext
+from server.domain.lifecycle_fanout import as_completed, remaining
+from server.domain.lifecycle_requests import DeleteRequest
+from server.domain.lifecycle_results import PRUNED_INDEX, DeleteResult
+from server.domain.service_view import service_type
+from server.kube.errors import KubeConflict, KubeError, KubeNotFound
+from server.kube.ownership import owned
+from server.manifests import Deployment
+from server.rules import dns1035_label_problem
+
+log = logging.getLogger(__name__)
+
+
+def check_delete(context: LifecycleContext, request: DeleteRequest) -> None:
+    check_target(request.namespace, request.deployment)
+    names = request.names
+    max_names = context.settings.max_rules
+    if request.all and names:
+        raise BadRequest("give either names or all, not both")
+    if not request.all and not names:
+        raise BadRequest("nothing to delete: give the Services' names, or all")
+    if len(names) > max_names:
+        raise BadRequest(
+            f"{len(names)} names is more than this server accepts in one request "
+            f"({max_names}); split them over several requests"
+        )
+    seen: set[str] = set()
+    for position, name in enumerate(names):
+        problem = dns1035_label_problem(name)
+        if problem is not None:
+            raise BadRequest(
+                f"names[{position}] {name!r} is not a valid Service name (a lowercase "
+                f"DNS-1035 label): it {problem}"
+            )
+        if name in seen:
+            raise BadRequest(f"names[{position}] {name!r} is named twice")
+        seen.add(name)
+
+
+async def delete(
+    context: LifecycleContext, request: DeleteRequest, *, deadline: float | None = None
+) -> AsyncGenerator[DeleteResult, None]:
+    """One result per name (or per owned Service with all), as each is known.
+
+    Raises RequestError or KubeError before the first result for request-level failures.
+    """
+    check_delete(context, request)
+    loop = asyncio.get_running_loop()
+    owner = await context.read_deployment(
+        request.namespace, request.deployment, remaining(loop, deadline)
+    )
+    jobs: list[Awaitable[DeleteResult]]
+    if request.all:
+        services = await context.owned_services(
+            request.namespace, owner.uid, remaining(loop, deadline)
+        )
+        jobs = [
+            context.in_span(
+                PRUNED_INDEX,
+                delete_owned(
+                    context,
+                    request.namespace,
+                    owner,
+                    service,
+                    request.dry_run,
+                    request.grants,
+                    deadline,
+                ),
+            )
+            for service in services
+        ]
+    else:
+        jobs = [
+            context.in_span(index, _delete_named(context, request, owner, name, deadline))
+            for index, name in enumerate(request.names)
+        ]
+    async for result in as_completed(jobs):
+        yield result
+
+
+async def _delete_named(
+    context: LifecycleContext,
+    request: DeleteRequest,
+    owner: Deployment,
+    name: str,
+    deadline: float | None,
+) -> DeleteResult:
+    loop = asyncio.get_running_loop()
+    try:
+        try:
+            service = await context.kube.read_service(
+                request.namespace, name, timeout=remaining(loop, deadline)
+            )
+        except KubeNotFound:
+            return _not_owned(name, owner)
+        if not owned(service, owner.uid):
+            # The same answer as for no Service at all: the caller's rights are on the
+            # Deployment's Services, and whether the namespace holds another's Service of
+            # this name is not theirs to learn.
+            return _not_owned(name, owner)
+    except KubeError as error:
+        return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+    return await delete_owned(
+        context, request.namespace, owner, service, request.dry_run, request.grants, deadline
+    )
+
+
+async def delete_owned(
+    context: LifecycleContext,
+    namespace: str,
+    owner: Deployment,
+    service: Mapping[str, Any],
+    dry_run: bool,
+    grants: Grants | None,
+    deadline: float | None,
+) -> DeleteResult:
+    """Delete one of the Deployment's Services, as it was read: what it is (its type, that
+    it is ours) decides, so one that changed since (the delete's preconditions fail) is
+    read again and decided anew."""
+    name = str(service["metadata"]["name"])
+    for _ in range(APPLY_ROUNDS):
+        result = await _delete(context, namespace, service, dry_run, grants, deadline)
+        if result is not None:
+            return replace(result, service_type=service_type(service))
+        try:
+            fresh = await context.read_service(namespace, name, deadline)
+        except KubeError as error:
+            return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+        if fresh is None or not owned(fresh, owner.uid):
+            return _not_owned(name, owner)
+        service = fresh
+    return DeleteResult(
+        name,
+        Outcome.CONFLICT,
+        f'Service "{name}" changed each of the {APPLY_ROUNDS} times it was read; it was '
+        "left as it is: delete again",
+        "Conflict",
+    )
+
+
+async def _delete(
+    context: LifecycleContext,
+    namespace: str,
+    service: Mapping[str, Any],
+    dry_run: bool,
+    grants: Grants | None,
+    deadline: float | None,
+) -> DeleteResult | None:
+    """The delete's result, or None when the Service changed since it was read."""
+    meta = service.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    loop = asyncio.get_running_loop()
+    refused = refusal(grants, "delete", service_type(service))
+    if refused is not None:
+        return DeleteResult(name, Outcome.DENIED, refused, "Forbidden")
+    try:
+        # Preconditions: only the Service read is deleted, not another's made since under
+        # its name, nor ours changed since into a type the caller may not delete.
+        await context.kube.delete_service(
+            namespace,
+            name,
+            uid=str(meta.get("uid", "")),
+            resource_version=str(meta.get("resourceVersion", "")),
+            dry_run=dry_run,
+            timeout=remaining(loop, deadline),
+        )
+    except KubeNotFound as error:
+        if error.unanswered_before:
+            # An earlier attempt reached the API server, but its answer was lost: the
+            # Service is gone because this very call deleted it.
+            return DeleteResult(name, Outcome.DELETED)
+        return DeleteResult(name, Outcome.NOT_FOUND, error.message, "NotFound")
+    except KubeConflict:
+        return None  # a precondition failed
+    except KubeError as error:
+        return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
+    except Exception as error:  # a bug of ours must still give this name its one result
+        log.exception("deleting Service %r failed unexpectedly", name)
+        return DeleteResult(
+            name, Outcome.FAILED, f"internal error: {type(error).__name__}: {error}",
+            "InternalError",
+        )  # fmt: skip
+    return DeleteResult(name, Outcome.DELETED)
+
+
+def _not_owned(name: str, owner: Deployment) -> DeleteResult:
+    return DeleteResult(
+        name,
+        Outcome.NOT_FOUND,
+        f'Deployment "{owner.name}" has no Service "{name}" (k8sailor deletes only the '
+        "Services a Deployment owns); nothing was deleted",
+        "NotFound",
+    )

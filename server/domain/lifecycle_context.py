@@ -1,0 +1,94 @@
+"""What the list, delete and apply flows share: the cluster, the settings and the tracer they
+work with, the reads they start from (the Deployment, its Services, one Service), and the span
+each of their per-Service jobs runs in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from opentelemetry.trace import Tracer
+
+from server.domain.exposer import (
+    DeploymentNotFound,
+    DeploymentUnusable,
+    Settings,
+    describe_rule_span,
+)
+from server.domain.lifecycle_fanout import remaining
+from server.domain.lifecycle_results import ApplyResult, DeleteResult
+from server.domain.service_view import rule_of
+from server.kube import Kube
+from server.kube.errors import KubeNotFound
+from server.kube.ownership import owned
+from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment, DeploymentError
+
+Json = dict[str, Any]
+R = TypeVar("R", ApplyResult, DeleteResult)
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+RULE_SPAN = "k8sailor.rule"
+# How often one rule reads its Service again when it changed under the write that relied on the
+# read, before it ends CONFLICT: a Service that changes faster than that is fought over.
+APPLY_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleContext:
+    kube: Kube
+    # settings.max_rules also bounds the names of one DeleteServices request.
+    settings: Settings
+    tracer: Tracer
+
+    def rule_of(self, service: Mapping[str, Any]) -> str:
+        """The Service's rule as its annotation has it (service_view.rule_of)."""
+        return rule_of(service, self.settings)
+
+    async def read_deployment(
+        self, namespace: str, name: str, timeout: float | None, *, to_expose: bool = False
+    ) -> Deployment:
+        """The Deployment; with to_expose, all of it that Services are built from (else
+        DeploymentUnusable), without it only its name and uid: listing or deleting what a
+        Deployment owns must work even for one whose selector no Service could express."""
+        try:
+            raw = await self.kube.read_deployment(namespace, name, timeout=timeout)
+        except KubeNotFound as error:
+            raise DeploymentNotFound(
+                f'Deployment "{name}" not found in namespace "{namespace}" ({error.message})'
+            ) from error
+        if to_expose:
+            try:
+                return Deployment.from_manifest(raw)
+            except DeploymentError as error:
+                raise DeploymentUnusable(str(error)) from error
+        meta = raw.get("metadata") or {}
+        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})
+
+    async def owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
+        """The Services the Deployment of this uid owns, sorted by name."""
+        listed = await self.kube.list_services(
+            namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
+        )
+        items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
+        mine = [item for item in items if owned(item, uid)]
+        return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))
+
+    async def read_service(self, namespace: str, name: str, deadline: float | None) -> Json | None:
+        """The Service as the API server has it now, or None when there is none."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await self.kube.read_service(namespace, name, timeout=remaining(loop, deadline))
+        except KubeNotFound:
+            return None
+
+    async def in_span(self, index: int, job: Awaitable[R]) -> R:
+        """job, run inside a rule span of its own (the API calls it makes are its children),
+        which ends with what became of it as attributes."""
+        with self.tracer.start_as_current_span(RULE_SPAN) as span:
+            result = await job
+            describe_rule_span(
+                span, index, result.result if isinstance(result, ApplyResult) else result
+            )
+        return result
