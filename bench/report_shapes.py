@@ -215,7 +215,10 @@ def before_after(shapes: dict[str, Any]) -> list[dict[str, Any]]:
             which: median_of([r for r in runs if r.path == name], "rate")
             for which, name in (("before", before_path(path)), ("after", path))
         }
-        medians = {which: statistics.median(v) if v else None for which, v in cpu.items()}
+        medians = {
+            which: statistics.median(by_round.values()) if by_round else None
+            for which, by_round in cpu.items()
+        }
         paired = [cpu["after"][k] / cpu["before"][k] for k in cpu["after"] if cpu["before"].get(k)]
         of_medians = (
             medians["after"] / medians["before"]

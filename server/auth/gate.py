@@ -38,11 +38,12 @@ from server.auth.rights import Grant, Grants
 from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
 
-# Until the lifecycle flows read server.domain.rights.Rights (helper dlife): they still get
-# server.domain.grants.Grants. Then grants() returns server.auth.rights.Grants, _ask raises
+# Until server.domain.lifecycle reads server.domain.rights.Rights (helper dlife): the lifecycle
+# RPCs still get its own Grants. Then grants() returns server.auth.rights.Grants, _ask raises
 # server.auth.rights.RightsUnknown, and this import goes (auth must not import the domain).
-from server.domain import grants as _lifecycle
+from server.domain import grants as _lifecycle_grants
 from server.kube import Kube
+from server.kube.fairness import Shares
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
@@ -53,7 +54,8 @@ MAX_FORWARDED_BYTES = 16384
 
 
 class AccessControl:
-    def __init__(self, kube: Kube, settings: AuthSettings) -> None:
+    def __init__(self, kube: Kube, settings: AuthSettings, *, shares: Shares | None = None) -> None:
+        """shares: the callers' turns for API call slots, the edge's too (one per caller)."""
         self._required = settings.mode is Authorization.RBAC
         self._tls = settings.tls
         self._mutual = settings.client_ca_file is not None
@@ -62,7 +64,7 @@ class AccessControl:
         self._audiences = settings.token_audiences
         self.tokens = TokenReviewer(kube, settings.token_audiences, max_ttl=settings.token_ttl)
         self.access = AccessReviewer(
-            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl
+            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl, shares=shares
         )
 
     @property
@@ -185,7 +187,7 @@ class AccessControl:
 
     async def grants(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
-    ) -> _lifecycle.Grants | None:
+    ) -> _lifecycle_grants.Grants | None:
         """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
         manage what create made); None when authorization is off. The answer can ask more
         pairs later (Grants.ask), through the same cache.
@@ -207,7 +209,7 @@ class AccessControl:
                 + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return _lifecycle.Grants(
+        return _lifecycle_grants.Grants(
             denied=denied,
             decided=frozenset(wanted),
             ask=functools.partial(self._ask, caller, namespace, deployment),
@@ -219,7 +221,7 @@ class AccessControl:
         try:
             return await self._denials(caller, namespace, deployment, wanted)
         except AuthError as error:
-            raise _lifecycle.RightsUnknown(str(error)) from error
+            raise _lifecycle_grants.RightsUnknown(str(error)) from error
 
     async def _denials(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]

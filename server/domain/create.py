@@ -28,7 +28,8 @@ from server.domain.rights import Rights
 from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
-from server.manifests import iter_services, owned_by, same_service
+from server.kube.ownership import owned_by, same_service
+from server.manifests import iter_services
 from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from server.domain.cooperative import in_slices
 from server.domain.errors import BadRequest
 from server.domain.settings import Settings
-from server.observability.logs import BRIEF_KEEP, STRING_LIMIT, length_marker
 from server.rules import (
     RuleError,
     ServiceRule,
@@ -17,6 +16,7 @@ from server.rules import (
     dns1123_subdomain_problem,
     parse_any,
 )
+from server.rules.brief import BRIEF_KEEP, STRING_LIMIT, length_marker
 
 EMPTY: str = "no rules: send at least one rule"
 

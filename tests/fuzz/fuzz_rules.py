@@ -25,7 +25,7 @@ from k8sailor.v1 import exposure_pb2 as pb
 # Coverage is what guides the search: count it in our code only (server.api.exposure imports
 # grpc, OpenTelemetry and the Kubernetes client, which would only slow every run down).
 with atheris.instrument_imports(include=["server"]):
-    from server.api.exposure import rule_from_proto
+    from server.api.convert import rule_from_proto
     from server.manifests import ContainerPort, Deployment, build_service
     from server.rules import MAX_PORTS, MAX_RULE_LENGTH, Protocol, RuleError, check_rule, parse_rule
 

@@ -1,0 +1,80 @@
+"""The gRPC status for a request-level failure: the one table from our errors to status codes.
+
+The domain raises its own RequestErrors (it has read every Kubernetes answer already) and auth
+its AuthErrors; server.api.edge.auth_status is the table for the caller's identity and rights,
+which the edge also uses before a request is decoded. Anything else is a bug of ours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import grpc
+
+from server.api import edge
+from server.auth.errors import AuthError
+from server.domain.errors import (
+    BadRequest,
+    ClusterFailed,
+    ClusterForbidden,
+    ClusterUnavailable,
+    DeploymentNotFound,
+    DeploymentUnusable,
+    NotPermitted,
+    RequestError,
+    request_error,
+)
+from server.domain.lifecycle_requests import NotPermitted as ListingNotPermitted
+from server.kube.errors import KubeError
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """How a call ended, as the caller sees it."""
+
+    code: grpc.StatusCode
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is grpc.StatusCode.OK
+
+
+OK: Final = Status(grpc.StatusCode.OK)
+CANCELLED: Final = Status(grpc.StatusCode.CANCELLED, "the caller went away")
+
+# First match wins: a subclass before its base.
+_CODES: Final[tuple[tuple[type[RequestError], grpc.StatusCode], ...]] = (
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (DeploymentNotFound, grpc.StatusCode.NOT_FOUND),
+    (DeploymentUnusable, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotPermitted, grpc.StatusCode.PERMISSION_DENIED),  # the caller may not (lifecycle RPCs)
+    # The same refusal, from the copy server.domain.listing still raises until it imports
+    # server.domain.errors' (then this line and its import go).
+    (ListingNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
+    (ClusterForbidden, grpc.StatusCode.PERMISSION_DENIED),  # k8sailor itself may not
+    (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ClusterFailed, grpc.StatusCode.INTERNAL),
+)
+
+#: What status_for can map; any other exception is a bug (internal_error).
+EXPECTED: Final = (RequestError, AuthError, KubeError)
+
+
+def status_for(error: RequestError | AuthError | KubeError) -> Status:
+    """The status for a request-level failure, its message the error's own sentence."""
+    if isinstance(error, AuthError):
+        return Status(*edge.auth_status(error))
+    if isinstance(error, KubeError):
+        # Transitional: server.domain.lifecycle still lets the adapter's typed errors through
+        # as they came; the domain's own reading of them (request_error) is the one we use.
+        error = request_error(error)
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return Status(code, str(error))
+    return Status(grpc.StatusCode.INTERNAL, str(error))
+
+
+def internal_error(error: BaseException) -> Status:
+    """A bug of ours, in one sentence (the log has the traceback)."""
+    return Status(grpc.StatusCode.INTERNAL, f"internal error: {error}")
