@@ -25,12 +25,13 @@ from server.domain.fanout import fan_out, give_up_before, remaining
 from server.domain.outcomes import Outcome, RuleResult
 from server.domain.requests import check_count, check_target, parse_rules, rule_texts
 from server.domain.rights import Rights
+from server.domain.service_view import rule_result
 from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
 from server.kube.ownership import owned_by, same_service
 from server.manifests import iter_services
-from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
+from server.rules import RuleError, ServiceRule, ServiceType
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class Exposer:
                     dry_run=request.dry_run,
                     timeout=remaining(loop, deadline),
                 )
-                return _from_service(index, text, Outcome.CREATED, created)
+                return rule_result(index, text, Outcome.CREATED, created, None)
             except (KubeAlreadyExists, KubeInvalid) as refused:
                 # The name may be taken. Allocation is checked before names, so sending a
                 # NodePort rule again is refused as "port already allocated" (by our own
@@ -242,7 +243,7 @@ class Exposer:
                     raise refused from None
             uid = manifest["metadata"]["ownerReferences"][0]["uid"]
             if same_service(existing, manifest):
-                return _from_service(index, text, Outcome.UNCHANGED, existing)
+                return rule_result(index, text, Outcome.UNCHANGED, existing, None)
             if owned_by(existing, uid):
                 problem = (
                     f'Service "{name}" already exists for this Deployment with a different '
@@ -305,28 +306,3 @@ def _denied(
 
 def _type_of(rule: ServiceRule | RuleError) -> ServiceType | None:
     return rule.type if isinstance(rule, ServiceRule) else None
-
-
-def _from_service(
-    index: int, text: str, outcome: Outcome, service: Mapping[str, Any]
-) -> RuleResult:
-    spec = service.get("spec") or {}
-    ports = tuple(
-        PortRule(
-            port=int(port["port"]),
-            target_port=port.get("targetPort", port["port"]),
-            protocol=Protocol(port.get("protocol", "TCP")),
-            node_port=port.get("nodePort"),
-            app_protocol=port.get("appProtocol"),
-            name=port.get("name"),
-        )
-        for port in spec.get("ports") or ()
-    )
-    return RuleResult(
-        index=index,
-        rule=text,
-        outcome=outcome,
-        service_name=str(service.get("metadata", {}).get("name", "")),
-        cluster_ip=str(spec.get("clusterIP") or ""),
-        ports=ports,
-    )
