@@ -163,7 +163,8 @@ async def measure(source: Path, rounds: int) -> dict[str, list[Cost]]:
 
 def largest_request() -> bytes:
     """For scale: the costliest request the server accepts and parses (256 rules of 256 ports
-    each, none of which the fast path takes; tests/e2e/test_hostile.py's worst request)."""
+    each, spaces, names and protocols in every port; tests/e2e/test_hostile.py's worst
+    request)."""
 
     def rule(i: int) -> str:
         return "web=" + ",".join(

@@ -11,19 +11,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import grpc
-
-# grpc_health.v1.health re-exports this as `aio`, but not in a way mypy --strict accepts.
-from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from kubernetes_asyncio import client
 
 from k8sailor.v1 import exposure_pb2, exposure_pb2_grpc
-from server.api.edge import Edge, max_request_bytes
+from server.api.edge import Edge
 from server.api.exposure import ExposureServicer
-from server.api.health import start_health_server
+from server.api.health import HealthServicer, health_servicer, start_health_server
 from server.api.lifecycle import LifecycleServicer
 from server.api.service import ExposureService
+from server.api.wire import max_request_bytes
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
@@ -31,6 +29,7 @@ from server.domain.exposer import Exposer
 from server.domain.lifecycle import Lifecycle
 from server.kube import CallObserver, Kube, RetryPolicy
 from server.kube.deployments import DeploymentCache
+from server.kube.fairness import Shares
 from server.listening import ListenError, bind, bind_socket
 from server.observability.cache_metrics import DeploymentCacheMetrics
 from server.observability.metrics import KUBE_CONCURRENCY_LIMIT
@@ -87,7 +86,7 @@ GRPC_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
 )
 
 #: The most gRPC receives in one message: what the largest request of --max-rules rules can
-#: need (server.api.edge), and never more than 4 MiB (gRPC's own default). Anything bigger is
+#: need (server.api.wire), and never more than 4 MiB (gRPC's own default). Anything bigger is
 #: refused by gRPC itself with RESOURCE_EXHAUSTED, before it is decoded or authenticated.
 MAX_RECEIVE_BYTES: Final = 4 * MiB
 #: The health port receives HealthCheckRequests only: a service name.
@@ -103,10 +102,11 @@ def grpc_options(max_rules: int) -> tuple[tuple[str, int], ...]:
 @dataclass(frozen=True)
 class RunningServer:
     server: grpc.aio.Server
-    health: health_aio.HealthServicer
+    health: HealthServicer
     port: int
     telemetry: ServerTelemetry = field(default_factory=ServerTelemetry)
     deployments: DeploymentCache | None = None
+    kube: Kube | None = None  # closed at stop: its session to the API server
     # The plaintext health port (--health-listen), when there is one.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
@@ -119,6 +119,8 @@ class RunningServer:
         finally:
             if self.deployments is not None:
                 await self.deployments.stop()
+            if self.kube is not None:
+                await self.kube.close()
             self.telemetry.close()
             # Last, so that probes see NOT_SERVING for the whole drain, not a closed port.
             if self.health_server is not None:
@@ -141,7 +143,7 @@ async def start_server(
     # config was checked when it was made (ServerConfig is frozen and validated), auth too.
     for warning in config.auth.warnings(config.listen):
         log.warning("%s", warning)
-    telemetry = server_telemetry(api, config.metrics_listen, tracer_provider)
+    telemetry = server_telemetry(config.metrics_listen, tracer_provider)
     try:
         return await _start(api, config, telemetry, observer)
     except BaseException:
@@ -161,6 +163,7 @@ async def _start(
         adaptive=config.concurrency_limit == "adaptive",
         observer=observer if observer is not None else telemetry.kube_observer,
         retry=RetryPolicy(max_retry_seconds=config.max_retry_seconds),
+        trace_configs=telemetry.kube_trace_configs,
     )
     metrics = telemetry.kube_observer is not None
     if metrics:
@@ -172,10 +175,14 @@ async def _start(
             config.watch_namespaces,
             observer=DeploymentCacheMetrics() if metrics else None,
         )
-    access = AccessControl(kube, config.auth)
+    # Whose turn each caller's API calls take (server.kube.fairness): one Shares for the edge,
+    # which sets it for every RPC, and for the access reviews made for a caller, so that a caller
+    # has one turn, whichever of them calls.
+    shares = Shares()
+    access = AccessControl(kube, config.auth, shares=shares)
     server = grpc.aio.server(
         # The edge last (innermost): metrics and traces count what it refuses.
-        interceptors=(*telemetry.interceptors, Edge(access, config.max_rules)),
+        interceptors=(*telemetry.interceptors, Edge(access, config.max_rules, shares)),
         options=grpc_options(config.max_rules),
         # Beyond it a call is refused at once with RESOURCE_EXHAUSTED, health checks too.
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
@@ -189,8 +196,8 @@ async def _start(
         ),
         server,
     )
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health = health_servicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME],
@@ -212,7 +219,7 @@ async def _start(
         try:
             health_server, health_port = await start_health_server(
                 config.health_listen,
-                health_servicer,
+                health,
                 (*GRPC_OPTIONS, ("grpc.max_receive_message_length", HEALTH_RECEIVE_BYTES)),
             )
         except ListenError:
@@ -222,13 +229,14 @@ async def _start(
         await deployments.start()
     await server.start()
     for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
         server=server,
-        health=health_servicer,
+        health=health,
         port=port,
         telemetry=telemetry,
         deployments=deployments,
+        kube=kube,
         health_server=health_server,
         health_port=health_port,
     )

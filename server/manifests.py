@@ -41,8 +41,6 @@ __all__ = [
     "build_service",
     "build_services",
     "iter_services",
-    "owned_by",
-    "same_service",
     "service_name",
 ]
 
@@ -55,8 +53,6 @@ RULE_ANNOTATION: Final = "k8sailor.io/rule"
 MAX_ANNOTATIONS_BYTES: Final = 256 * 1024
 _MAX_RULE_CHARS: Final = MAX_ANNOTATIONS_BYTES - len(RULE_ANNOTATION)  # rules are ASCII
 
-_EXTERNAL_NAME: Final = ServiceType.EXTERNAL_NAME
-_HEADLESS: Final = ServiceType.HEADLESS
 # Plain str values for the manifests: Protocol members are str subclasses, but the manifests
 # should hold exactly what json.loads of the apiserver's answer would.
 _PROTOCOL_TEXT: Final[dict[Protocol, str]] = {p: p.value for p in Protocol}
@@ -89,26 +85,6 @@ class Deployment:
     uid: str
     selector: Mapping[str, str] = field(hash=False)
     container_ports: tuple[ContainerPort, ...] = ()
-    # Per rule type: the derived Service name and, if it is not a valid DNS-1035 label, why.
-    # Depends on the name alone, so it is worked out once here rather than for every rule.
-    _derived_names: Mapping[ServiceType, tuple[str, str | None]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
-
-    # The (name, protocol) pairs a named target port can resolve to: looked up once per named
-    # port, where scanning container_ports made a rule cost ports x container ports.
-    _named_ports: frozenset[tuple[str, Protocol]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
-
-    def __post_init__(self) -> None:
-        derived = {}
-        for rtype, suffix in NAME_SUFFIX.items():
-            name = self.name + suffix
-            derived[rtype] = (name, dns1035_label_problem(name))
-        object.__setattr__(self, "_derived_names", derived)
-        named = frozenset((cp.name, cp.protocol) for cp in self.container_ports if cp.name)
-        object.__setattr__(self, "_named_ports", named)
 
     @classmethod
     def from_manifest(cls, obj: Mapping[str, Any]) -> Deployment:
@@ -238,10 +214,26 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
     Raises :class:`RuleError` naming a field path of the rule (never a column: this layer does
     not see the caller's text; see server.domain.pointing).
     """
+    return _build(rule, deployment, _named_ports(deployment), index)
+
+
+def _named_ports(deployment: Deployment) -> frozenset[tuple[str, Protocol]]:
+    """The (name, protocol) pairs a named target port can resolve to: worked out once per
+    request, so that a rule costs one lookup per named port, not ports x container ports."""
+    return frozenset((cp.name, cp.protocol) for cp in deployment.container_ports if cp.name)
+
+
+def _build(
+    rule: ServiceRule,
+    deployment: Deployment,
+    named_ports: frozenset[tuple[str, Protocol]],
+    index: int,
+) -> dict[str, Any]:
     rtype = rule.type
     name = rule.name
     if name is None:
-        name, problem = deployment._derived_names[rtype]
+        name = service_name(rule, deployment.name)
+        problem = dns1035_label_problem(name)
         if problem is not None:
             raise _error(
                 rule,
@@ -261,19 +253,16 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
             f"(the apiserver allows {MAX_ANNOTATIONS_BYTES} bytes); split it into several rules",
         )
 
-    if rtype is _EXTERNAL_NAME:
+    if rtype is ServiceType.EXTERNAL_NAME:
         spec: dict[str, Any] = {"type": "ExternalName", "externalName": rule.external_name}
     else:
-        rule_ports = rule.ports
-        names = port_names(rule)
         ports = []
-        for i in range(len(rule_ports)):
-            p = rule_ports[i]
+        for i, (p, port_name) in enumerate(zip(rule.ports, port_names(rule), strict=True)):
             target = p.target_port
-            if target.__class__ is str:
-                _check_named_target(rule, deployment, index, i)
+            if isinstance(target, str):
+                _check_named_target(rule, deployment, named_ports, index, i)
             port: dict[str, Any] = {
-                "name": names[i],
+                "name": port_name,
                 "protocol": _PROTOCOL_TEXT[p.protocol],
                 "port": p.port,
                 "targetPort": target,
@@ -288,7 +277,7 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
             "selector": {**deployment.selector},
             "ports": ports,
         }
-        if rtype is _HEADLESS:
+        if rtype is ServiceType.HEADLESS:
             spec["clusterIP"] = "None"
 
     return {
@@ -315,12 +304,18 @@ def build_service(rule: ServiceRule, deployment: Deployment, index: int) -> dict
     }
 
 
-def _check_named_target(rule: ServiceRule, deployment: Deployment, index: int, i: int) -> None:
+def _check_named_target(
+    rule: ServiceRule,
+    deployment: Deployment,
+    named_ports: frozenset[tuple[str, Protocol]],
+    index: int,
+    i: int,
+) -> None:
     """A named target port resolves per pod, by name and protocol; one the Deployment's pods
     do not have would leave the Service without endpoints, silently. Refuse it now."""
     port = rule.ports[i]
     target, protocol = port.target_port, port.protocol
-    if (target, protocol) in deployment._named_ports:
+    if (target, protocol) in named_ports:
         return
     other_protocols = []
     for cp in deployment.container_ports:
@@ -363,12 +358,13 @@ def iter_services(
 ) -> Iterator[dict[str, Any] | RuleError]:
     """:func:`build_services` one rule at a time, for callers that build in slices."""
     taken: dict[str, int] = {}
+    named_ports = _named_ports(deployment)
     for i, rule in enumerate(rules):
         if isinstance(rule, RuleError):
             yield rule
             continue
         try:
-            manifest = build_service(rule, deployment, i)
+            manifest = _build(rule, deployment, named_ports, i)
         except RuleError as e:
             yield e
             continue
@@ -389,58 +385,3 @@ def iter_services(
             continue
         taken[name] = i
         yield manifest
-
-
-def owned_by(existing: Mapping[str, Any], deployment_uid: str) -> bool:
-    """True when the Service read from the apiserver has an owner reference to the Deployment
-    with this uid (so we may treat it as ours)."""
-    meta = existing.get("metadata") or {}
-    return any(
-        isinstance(ref, Mapping) and ref.get("uid") == deployment_uid
-        for ref in meta.get("ownerReferences") or ()
-    )
-
-
-def same_service(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """True when a Service read from the apiserver already is the one we would create.
-
-    Compares what a rule decides: type, selector, headlessness, externalName, the ports (port,
-    targetPort, protocol, name, appProtocol, and nodePort only where we asked for a specific
-    one) and the owner. Ignores what the apiserver fills in (clusterIP, allocated node ports,
-    sessionAffinity, ipFamilies, internalTrafficPolicy, ...).
-    """
-    e_spec: Mapping[str, Any] = existing.get("spec") or {}
-    d_spec: Mapping[str, Any] = desired.get("spec") or {}
-    if (e_spec.get("type") or "ClusterIP") != (d_spec.get("type") or "ClusterIP"):
-        return False
-    if (e_spec.get("selector") or {}) != (d_spec.get("selector") or {}):
-        return False
-    if (e_spec.get("clusterIP") == "None") != (d_spec.get("clusterIP") == "None"):
-        return False
-    if (e_spec.get("externalName") or None) != (d_spec.get("externalName") or None):
-        return False
-    e_ports = e_spec.get("ports") or []
-    d_ports = d_spec.get("ports") or []
-    if len(e_ports) != len(d_ports):
-        return False
-    for e, d in zip(e_ports, d_ports, strict=True):
-        if e.get("port") != d.get("port"):
-            return False
-        # The apiserver defaults an absent targetPort to the port, and the protocol to TCP.
-        if e.get("targetPort", e.get("port")) != d.get("targetPort", d.get("port")):
-            return False
-        if (e.get("protocol") or "TCP") != (d.get("protocol") or "TCP"):
-            return False
-        if (e.get("name") or "") != (d.get("name") or ""):
-            return False
-        if e.get("appProtocol") != d.get("appProtocol"):
-            return False
-        node_port = d.get("nodePort")
-        if node_port is not None and e.get("nodePort") != node_port:
-            return False
-    d_meta = desired.get("metadata") or {}
-    return all(
-        owned_by(existing, str(ref.get("uid")))
-        for ref in d_meta.get("ownerReferences") or ()
-        if isinstance(ref, Mapping)
-    )

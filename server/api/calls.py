@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from server.api.requestlog import Call, log_request
+from server.api.requestlog import Call, Details, log_request
 from server.api.status import CANCELLED, EXPECTED, OK, Status, internal_error, status_for
 from server.domain.lifecycle_fanout import give_up_at as _give_up_at
 
@@ -25,14 +25,14 @@ async def run(
     call: Call,
     context: grpc.aio.ServicerContext[Any, Any],
     work: Callable[[], Awaitable[Result]],
-    fields: Callable[[Status], Mapping[str, object]],
+    details: Callable[[Status], Details],
     *,
     finish: Callable[[], None] | None = None,
 ) -> Result:
     """work's answer; a request-level failure aborts the call with its status instead.
 
     Whatever happened, the call's log line is written once, with the RPC's own fields (what
-    fields says for the status the call ended with), and then finish runs (counting the
+    details says for the status the call ended with), and then finish runs (counting the
     rules' results): when the caller goes away (CANCELLED) too.
     """
     status = OK
@@ -47,7 +47,7 @@ async def run(
         log.exception("%s failed unexpectedly", call.event)
         status = internal_error(error)
     finally:
-        log_request(call, status, context.peer(), fields(status))
+        log_request(call, status, context.peer(), details(status))
         if finish is not None:
             finish()
     # abort raises (AbortError), which grpc.aio turns into the status: nothing is returned.

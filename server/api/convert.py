@@ -9,9 +9,10 @@ from google.protobuf import text_format
 
 from k8sailor.v1 import exposure_pb2 as pb
 from server.domain.cooperative import in_slices
-from server.domain.exposer import ExposeRequest, Outcome, RuleResult
+from server.domain.exposer import ExposeRequest
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.outcomes import Outcome, RuleResult
 from server.rules import (
     MAX_PORTS,
     MAX_RULE_LENGTH,
@@ -57,9 +58,19 @@ _OUTCOMES = {
 # ------------------------------------------------------------------------------ requests
 
 
+def namespace_of(
+    request: pb.CreateServicesRequest
+    | pb.ListServicesRequest
+    | pb.DeleteServicesRequest
+    | pb.ApplyServicesRequest,
+) -> str:
+    """The request's namespace: none given is "default", as kubectl has it."""
+    return request.namespace or "default"
+
+
 async def expose_request(request: pb.CreateServicesRequest) -> ExposeRequest:
     return ExposeRequest(
-        namespace=request.namespace or "default",
+        namespace=namespace_of(request),
         deployment=request.deployment,
         rules=await _rules(request.rules),
         dry_run=request.dry_run,
@@ -68,7 +79,7 @@ async def expose_request(request: pb.CreateServicesRequest) -> ExposeRequest:
 
 def delete_request(request: pb.DeleteServicesRequest) -> DeleteRequest:
     return DeleteRequest(
-        namespace=request.namespace or "default",
+        namespace=namespace_of(request),
         deployment=request.deployment,
         names=list(request.names),
         all=request.all,
@@ -78,7 +89,7 @@ def delete_request(request: pb.DeleteServicesRequest) -> DeleteRequest:
 
 async def apply_request(request: pb.ApplyServicesRequest) -> ApplyRequest:
     return ApplyRequest(
-        namespace=request.namespace or "default",
+        namespace=namespace_of(request),
         deployment=request.deployment,
         rules=await _rules(request.rules),
         prune=request.prune,

@@ -13,16 +13,13 @@ import grpc
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert, edge
 from server.api.calls import caller_deadline, run, write_each
-from server.api.requestlog import Call, create_fields
+from server.api.requestlog import Call, create_details
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
-from server.domain.exposer import (
-    Exposer,
-    ExposeRequest,
-    Permissions,
-    RuleResult,
-    rule_types,
-)
+from server.domain.exposer import Exposer, ExposeRequest
+from server.domain.outcomes import RuleResult
+from server.domain.requests import rule_types
+from server.domain.rights import Rights
 from server.rules import RuleError, ServiceRule
 
 if TYPE_CHECKING:
@@ -53,7 +50,7 @@ class ExposureServicer:
         request: pb.CreateServicesRequest,
         context: grpc.aio.ServicerContext[pb.CreateServicesRequest, pb.CreateServicesResponse],
     ) -> None:
-        started = time.monotonic()
+        started = time.monotonic()  # reading the rules is part of the call's time
         domain = await convert.expose_request(request)
         # Authenticated by the edge (server.api.edge) before the request was decoded; so were its
         # size and its number of rules checked.
@@ -77,13 +74,13 @@ class ExposureServicer:
             call,
             context,
             work,
-            lambda status: create_fields(len(domain.rules), domain.dry_run, status, results),
+            lambda status: create_details(len(domain.rules), domain.dry_run, status, results),
             finish=count,
         )
 
     async def _permissions(
         self, caller: Caller, request: ExposeRequest, parsed: Sequence[ServiceRule | RuleError]
-    ) -> Permissions | None:
+    ) -> Rights | None:
         """With authorization on, what the caller may create here; None: everything."""
         if self._access is None or not self._access.authorizing:
             return None

@@ -18,13 +18,13 @@ import grpc
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert, edge
 from server.api.calls import give_up_at, run, write_each
-from server.api.requestlog import Call, outcomes
+from server.api.requestlog import Call, Details, outcomes
 from server.api.status import Status
 from server.auth.gate import AccessControl
-from server.domain.exposer import check_target
 from server.domain.grants import Grant, Grants
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.requests import check_target
 from server.rules import ServiceType
 
 if TYPE_CHECKING:
@@ -60,9 +60,8 @@ class LifecycleServicer:
         request: pb.ListServicesRequest,
         context: grpc.aio.ServicerContext[pb.ListServicesRequest, pb.ListServicesResponse],
     ) -> pb.ListServicesResponse:
-        call = Call(
-            "ListServices", request.namespace or "default", request.deployment, edge.caller()
-        )
+        namespace = convert.namespace_of(request)
+        call = Call("ListServices", namespace, request.deployment, edge.caller())
         listed: list[ExposedService] = []
 
         async def work() -> None:
@@ -74,7 +73,7 @@ class LifecycleServicer:
                 )
             )
 
-        await run(call, context, work, lambda _: {"services": len(listed)})
+        await run(call, context, work, lambda _: Details(became={"services": len(listed)}))
         return convert.listed_to_proto(listed)
 
     async def delete_services(
@@ -82,9 +81,8 @@ class LifecycleServicer:
         request: pb.DeleteServicesRequest,
         context: grpc.aio.ServicerContext[pb.DeleteServicesRequest, pb.DeleteServicesResponse],
     ) -> None:
-        started = time.monotonic()
         domain = convert.delete_request(request)
-        call = Call("DeleteServices", domain.namespace, domain.deployment, edge.caller(), started)
+        call = Call("DeleteServices", domain.namespace, domain.deployment, edge.caller())
         deleted: list[DeleteResult] = []
 
         async def work() -> None:
@@ -95,17 +93,17 @@ class LifecycleServicer:
             )
             await write_each(context, results, convert.delete_result_to_proto, deleted)
 
-        def fields(_: Status) -> dict[str, object]:
-            return {"outcomes": outcomes(deleted), "dry_run": domain.dry_run}
+        def details(_: Status) -> Details:
+            return Details(became={"outcomes": outcomes(deleted), "dry_run": domain.dry_run})
 
-        await run(call, context, work, fields, finish=lambda: self._count(call, deleted))
+        await run(call, context, work, details, finish=lambda: self._count(call, deleted))
 
     async def apply_services(
         self,
         request: pb.ApplyServicesRequest,
         context: grpc.aio.ServicerContext[pb.ApplyServicesRequest, pb.ApplyServicesResponse],
     ) -> None:
-        started = time.monotonic()
+        started = time.monotonic()  # reading the rules is part of the call's time
         domain = await convert.apply_request(request)
         call = Call("ApplyServices", domain.namespace, domain.deployment, edge.caller(), started)
         applied: list[ApplyResult] = []
@@ -127,18 +125,19 @@ class LifecycleServicer:
             )
             await write_each(context, results, convert.apply_result_to_proto, applied)
 
-        def fields(_: Status) -> dict[str, object]:
-            return {
+        def details(_: Status) -> Details:
+            became = {
                 "outcomes": outcomes(each.result for each in applied),
                 "dry_run": domain.dry_run,
                 "prune": domain.prune,
                 "force": domain.force,
             }
+            return Details(became=became)
 
         def count() -> None:
             self._count(call, [each.result for each in applied])
 
-        await run(call, context, work, fields, finish=count)
+        await run(call, context, work, details, finish=count)
 
     async def _grants(self, call: Call, wanted: Collection[Grant]) -> Grants | None:
         """With authorization on, what of wanted the caller may do; None: everything."""

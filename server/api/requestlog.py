@@ -1,7 +1,7 @@
 """The request log: one structured line per RPC, who asked for what and how it ended.
 
-It is the audit record: fields are added, never renamed or removed. Every RPC's line starts
-with the same fields; each RPC adds its own (what it was asked, what became of it) after them.
+It is the audit record: fields are added, never renamed or removed. Every RPC's line has the
+same fields; each RPC adds its own (Details) in their places among them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import grpc
 
 from server.api.status import Status
 from server.auth.identity import Caller
-from server.domain.exposer import Outcome, RuleResult
+from server.domain.outcomes import Outcome, RuleResult
 from server.observability.logs import Fields, trace_fields
 
 log = logging.getLogger("k8sailor.requests")
@@ -40,22 +40,41 @@ class Call:
     started: float = field(default_factory=time.monotonic)
 
 
-def log_request(call: Call, status: Status, peer: str, fields: Mapping[str, object]) -> None:
-    """The call's line: the fields every RPC has, then the RPC's own."""
-    line = {
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What an RPC adds to the fields every line has, each group in its place in the line."""
+
+    # After the caller: whether it was refused, as a whole or for some rules (CreateServices).
+    denied: bool | None = None
+    # After the target: what the request asked for beyond it.
+    asked: Mapping[str, object] = field(default_factory=dict)
+    # After the time taken: what became of the request.
+    became: Mapping[str, object] = field(default_factory=dict)
+
+
+def log_request(call: Call, status: Status, peer: str, details: Details) -> None:
+    """The call's line: who asked what of which Deployment, how it ended, and how long it took."""
+    line: dict[str, object] = {
         "event": call.event,
         "user": call.caller.user,
         "groups": list(call.caller.groups),
         "authn": call.caller.method.value,
-        "namespace": call.namespace,
-        "deployment": call.deployment,
-        "status": status.code.name,
-        "message": status.message,
-        "ms": round((time.monotonic() - call.started) * 1000, 1),
-        **fields,
-        "peer": peer,
-        **trace_fields(),
     }
+    if details.denied is not None:
+        line["denied"] = details.denied
+    line.update(
+        {
+            "namespace": call.namespace,
+            "deployment": call.deployment,
+            **details.asked,
+            "status": status.code.name,
+            "message": status.message,
+            "ms": round((time.monotonic() - call.started) * 1000, 1),
+            **details.became,
+            "peer": peer,
+            **trace_fields(),
+        }
+    )
     log.info(Fields(line))
 
 
@@ -67,19 +86,20 @@ def outcomes(results: Iterable[_HasOutcome]) -> dict[str, int]:
     return counts
 
 
-def create_fields(
+def create_details(
     rules: int, dry_run: bool, status: Status, results: Sequence[RuleResult]
-) -> dict[str, object]:
+) -> Details:
     """What a CreateServices line adds: the request's size and each rule's fate."""
     counts = outcomes(results)
-    return {
+    return Details(
         # Denied as a whole (PERMISSION_DENIED) or for some rules (DENIED results).
-        "denied": status.code is grpc.StatusCode.PERMISSION_DENIED or _DENIED in counts,
-        "rules": rules,
-        "dry_run": dry_run,
-        "outcomes": counts,
-        "results": [_result_fields(result) for result in sorted(results, key=_index)],
-    }
+        denied=status.code is grpc.StatusCode.PERMISSION_DENIED or _DENIED in counts,
+        asked={"rules": rules, "dry_run": dry_run},
+        became={
+            "outcomes": counts,
+            "results": [_result_fields(result) for result in sorted(results, key=_index)],
+        },
+    )
 
 
 def _index(result: RuleResult) -> int:

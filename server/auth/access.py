@@ -78,7 +78,11 @@ class AccessReviewer:
         timeout: float = 10.0,
         max_entries: int = 10_000,
         clock: Callable[[], float] | None = None,
+        shares: Shares | None = None,
     ) -> None:
+        """shares: whose turn a review's API call takes, by caller: the same Shares as the
+        edge's (server.app makes one), so that a caller's reviews and its requests' calls take
+        one turn between them, not one each; None: a Shares of this reviewer's own."""
         self._kube = kube
         self._allowed_ttl = allowed_ttl
         self._denied_ttl = denied_ttl
@@ -88,7 +92,7 @@ class AccessReviewer:
             if clock is None
             else ReviewCache(max_entries=max_entries, clock=clock)
         )
-        self._shares = Shares(max_entries)
+        self._shares = shares if shares is not None else Shares(max_entries)
 
     async def decide(
         self,

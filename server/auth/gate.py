@@ -2,9 +2,10 @@
 part of server.auth that knows gRPC.
 
 The edge (server.api.edge) asks `authenticate(context)` first, before the request is decoded, and
-the servicer then `permissions(...)` with the Service types the request uses; the answer goes
-to the exposer as plain data (server.domain.exposer.Permissions). A caller allowed none of those
-types is refused here (Forbidden), before anything in the cluster is read.
+the servicer then `permissions(...)` with the Service types the request uses (or `grants(...)`
+with the verbs and types of a lifecycle RPC); the answer goes to the domain as a plain value
+(server.auth.rights.Grants, which the domain reads as server.domain.rights.Rights). A caller
+allowed none of it is refused here (Forbidden), before anything in the cluster is read.
 
 Identity, the first that applies (see the README):
   1. a client certificate verified against --client-ca-file: its SPIFFE ID if it has one,
@@ -33,11 +34,16 @@ from server.auth.identity import (
     from_certificate,
     from_spiffe_id,
 )
+from server.auth.rights import Grant, Grants
 from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
-from server.domain.exposer import Permissions
-from server.domain.grants import Grant, Grants, RightsUnknown
+
+# Until server.domain.lifecycle reads server.domain.rights.Rights (helper dlife): the lifecycle
+# RPCs still get its own Grants. Then grants() returns server.auth.rights.Grants, _ask raises
+# server.auth.rights.RightsUnknown, and this import goes (auth must not import the domain).
+from server.domain import grants as _lifecycle_grants
 from server.kube import Kube
+from server.kube.fairness import Shares
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
 from server.rules import ServiceType
 
@@ -48,7 +54,8 @@ MAX_FORWARDED_BYTES = 16384
 
 
 class AccessControl:
-    def __init__(self, kube: Kube, settings: AuthSettings) -> None:
+    def __init__(self, kube: Kube, settings: AuthSettings, *, shares: Shares | None = None) -> None:
+        """shares: the callers' turns for API call slots, the edge's too (one per caller)."""
         self._required = settings.mode is Authorization.RBAC
         self._tls = settings.tls
         self._mutual = settings.client_ca_file is not None
@@ -57,7 +64,7 @@ class AccessControl:
         self._audiences = settings.token_audiences
         self.tokens = TokenReviewer(kube, settings.token_audiences, max_ttl=settings.token_ttl)
         self.access = AccessReviewer(
-            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl
+            kube, allowed_ttl=settings.allowed_ttl, denied_ttl=settings.denied_ttl, shares=shares
         )
 
     @property
@@ -147,8 +154,9 @@ class AccessControl:
 
     async def permissions(
         self, caller: Caller, namespace: str, deployment: str, types: Collection[ServiceType]
-    ) -> Permissions | None:
-        """What the caller may create here; None when authorization is off.
+    ) -> Grants | None:
+        """What the caller may create here (the create verb on each of types); None when
+        authorization is off.
 
         Raises Forbidden when the request uses Service types and the caller may create none of
         them, and AuthUnavailable when the API server could not be asked.
@@ -156,14 +164,14 @@ class AccessControl:
         if not self._required:
             return None
         if not types:
-            return Permissions(denied={})
+            return Grants(denied={}, decided=frozenset())
         try:
             decisions = await self.access.decide(caller, namespace, deployment, types)
         except AuthError:
             AUTHORIZATIONS.labels("error").inc()
             raise
         denied = {
-            type_: f"{caller.user} may not {permission(type_, namespace, deployment)}"
+            ("create", type_): f"{caller.user} may not {permission(type_, namespace, deployment)}"
             for type_, decision in decisions.items()
             if not decision.allowed
         }
@@ -175,11 +183,11 @@ class AccessControl:
                 f"it needs {needed}"
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return Permissions(denied=denied)
+        return Grants(denied=denied, decided=frozenset(("create", type_) for type_ in decisions))
 
     async def grants(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
-    ) -> Grants | None:
+    ) -> _lifecycle_grants.Grants | None:
         """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
         manage what create made); None when authorization is off. The answer can ask more
         pairs later (Grants.ask), through the same cache.
@@ -201,7 +209,7 @@ class AccessControl:
                 + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return Grants(
+        return _lifecycle_grants.Grants(
             denied=denied,
             decided=frozenset(wanted),
             ask=functools.partial(self._ask, caller, namespace, deployment),
@@ -213,7 +221,7 @@ class AccessControl:
         try:
             return await self._denials(caller, namespace, deployment, wanted)
         except AuthError as error:
-            raise RightsUnknown(str(error)) from error
+            raise _lifecycle_grants.RightsUnknown(str(error)) from error
 
     async def _denials(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]

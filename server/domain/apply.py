@@ -29,7 +29,7 @@ from server.domain.lifecycle_requests import ApplyRequest, ParsedRules
 from server.domain.lifecycle_results import PRUNED_INDEX, ApplyResult
 from server.domain.service_view import headless, rule_result, service_type
 from server.kube.errors import KubeAlreadyExists, KubeConflict, KubeError, KubeInvalid
-from server.kube.ownership import owned
+from server.kube.ownership import owned_by
 from server.manifests import Deployment, iter_services
 from server.rules import RuleError, ServiceRule, ServiceType, parse_any
 
@@ -164,7 +164,7 @@ async def _apply_one(
         existing = await context.read_service(namespace, name, deadline)
         created_unseen = False  # a create of ours may have been made, its answer lost
         for _ in range(APPLY_ROUNDS):
-            if existing is None or not owned(existing, owner.uid):
+            if existing is None or not owned_by(existing, owner.uid):
                 if may_not_create is not None:
                     # The same answer whether the name is free or another's Service has
                     # it: a caller that may not create this type learns neither.

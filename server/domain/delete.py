@@ -21,7 +21,7 @@ from server.domain.lifecycle_requests import DeleteRequest
 from server.domain.lifecycle_results import PRUNED_INDEX, DeleteResult
 from server.domain.service_view import service_type
 from server.kube.errors import KubeConflict, KubeError, KubeNotFound
-from server.kube.ownership import owned
+from server.kube.ownership import owned_by
 from server.manifests import Deployment
 from server.rules import dns1035_label_problem
 
@@ -110,7 +110,7 @@ async def _delete_named(
             )
         except KubeNotFound:
             return _not_owned(name, owner)
-        if not owned(service, owner.uid):
+        if not owned_by(service, owner.uid):
             # The same answer as for no Service at all: the caller's rights are on the
             # Deployment's Services, and whether the namespace holds another's Service of
             # this name is not theirs to learn.
@@ -143,7 +143,7 @@ async def delete_owned(
             fresh = await context.read_service(namespace, name, deadline)
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
-        if fresh is None or not owned(fresh, owner.uid):
+        if fresh is None or not owned_by(fresh, owner.uid):
             return _not_owned(name, owner)
         service = fresh
     return DeleteResult(

@@ -10,142 +10,53 @@ deadline passes first.
 from __future__ import annotations
 
 import asyncio
-import enum
+import contextlib
 import logging
-import typing
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 
 from server.domain import pointing
 from server.domain.cooperative import in_slices
+from server.domain.errors import (
+    BadRequest,
+    DeploymentNotFound,
+    DeploymentUnusable,
+    RequestError,
+    request_error,
+)
+from server.domain.fanout import fan_out, give_up_before, remaining
+from server.domain.outcomes import Outcome, RuleResult
+from server.domain.requests import check_count, check_target, parse_rules, rule_texts
+from server.domain.rights import Rights
+from server.domain.settings import Settings
+from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
 from server.kube import Kube
 from server.kube.deployments import DeploymentSource, DirectReads
-from server.kube.errors import (
-    KubeAlreadyExists,
-    KubeError,
-    KubeForbidden,
-    KubeInvalid,
-    KubeNotFound,
-    KubeUnavailable,
-)
-from server.manifests import Deployment, DeploymentError, iter_services, owned_by, same_service
-from server.observability.logs import BRIEF_KEEP, STRING_LIMIT, length_marker
-from server.rules import (
-    DEFAULT_EXTERNAL_NAMES,
-    DEFAULT_NODE_PORTS,
-    ExternalNamePolicy,
-    NodePortRange,
-    PortRule,
-    Protocol,
-    RuleError,
-    ServiceRule,
-    ServiceType,
-    dns1123_label_problem,
-    dns1123_subdomain_problem,
-    parse_any,
-)
+from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
+from server.kube.ownership import owned_by, same_service
+from server.manifests import Deployment, DeploymentError, iter_services
+from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
 
 log = logging.getLogger(__name__)
 
-
-def _deadline_margin(budget: float) -> float:
-    """How long before the caller's deadline to stop waiting and write the unfinished rules'
-    results, so they reach the caller before its deadline closes the stream: a tenth of the
-    time the request was given, at least 50 ms (a busy host) and at most half a second."""
-    return min(max(budget * 0.1, 0.05), 0.5)
-
-
-class Outcome(enum.Enum):
-    CREATED = "CREATED"
-    UNCHANGED = "UNCHANGED"
-    INVALID = "INVALID"
-    CONFLICT = "CONFLICT"
-    FAILED = "FAILED"
-    DENIED = "DENIED"  # the caller may not create a Service of this rule's type here
-    # What server.domain.lifecycle reports for apply and delete.
-    UPDATED = "UPDATED"
-    DELETED = "DELETED"
-    NOT_FOUND = "NOT_FOUND"
-
-
-@dataclass(frozen=True, slots=True)
-class RuleResult:
-    """What became of one rule; ports are as the cluster has them, node ports filled in."""
-
-    index: int
-    rule: str
-    outcome: Outcome
-    service_name: str = ""
-    cluster_ip: str = ""
-    ports: tuple[PortRule, ...] = ()
-    error: str = ""
-    reason: str = ""
-    service_type: ServiceType | None = None  # None: refused before its type was known
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in (Outcome.CREATED, Outcome.UNCHANGED)
-
-
-class RequestError(Exception):
-    """The request as a whole cannot be served; no rule was attempted."""
-
-
-class BadRequest(RequestError):
-    """Empty, oversized, or naming an impossible namespace or Deployment."""
-
-
-class DeploymentNotFound(RequestError):
-    pass
-
-
-class DeploymentUnusable(RequestError):
-    """The Deployment exists but cannot be exposed (e.g. a selector without matchLabels)."""
-
-
-class ClusterForbidden(RequestError):
-    """The API server (403) does not let k8sailor itself do what the request needs."""
-
-
-class ClusterUnavailable(RequestError):
-    """The API server could not be reached, kept throttling, or refused k8sailor's own
-    credentials, for as long as the caller's deadline allowed retrying."""
-
-
-class ClusterFailed(RequestError):
-    """The API server failed in any other way."""
-
-
-def request_error(error: KubeError, doing: str = "") -> RequestError:
-    """A request-level Kubernetes failure as the exposer's own error, so that the layers above
-    never need to know Kubernetes' error kinds. doing says what was being done, if known."""
-    if isinstance(error, KubeForbidden):
-        during = f" {doing}" if doing else ""
-        return ClusterForbidden(f"the API server refused k8sailor{during}: {error.message}")
-    if isinstance(error, KubeUnavailable):
-        return ClusterUnavailable(f"{doing}: {error.message}" if doing else error.message)
-    during = f" {doing}" if doing else ""
-    return ClusterFailed(f"the API server failed{during}: {error.message}")
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    max_rules: int = 256
-    node_ports: NodePortRange = DEFAULT_NODE_PORTS
-    # Where ExternalName Services may point (--cluster-domain, --allow-external-name).
-    external_names: ExternalNamePolicy = DEFAULT_EXTERNAL_NAMES
-
-
-@dataclass(frozen=True, slots=True)
-class Permissions:
-    """What the caller may create, decided before the request reaches the exposer (by
-    server.auth): each Service type it may not create, with the permission it lacks, in words
-    for the rule's error. Types not listed are allowed."""
-
-    denied: Mapping[ServiceType, str]
+# What server.domain.lifecycle still imports from here, until it imports the modules they
+# moved to (server.domain.errors, outcomes, requests, settings, spans).
+__all__ = [
+    "BadRequest",
+    "DeploymentNotFound",
+    "DeploymentUnusable",
+    "ExposeRequest",
+    "Exposer",
+    "Outcome",
+    "RequestError",
+    "RuleResult",
+    "Settings",
+    "check_target",
+    "describe_rule_span",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,45 +68,12 @@ class ExposeRequest:
     deployment: str
     rules: Sequence[str | ServiceRule | RuleError]
     dry_run: bool = False
-    # None: no authorization (every type allowed). See Permissions.
-    permissions: Permissions | None = None
+    # What the caller may create (the create verb, by type); None: no authorization (every
+    # type allowed). See server.domain.rights.
+    permissions: Rights | None = None
     # Every rule parsed (Exposer.parse), one for one with rules, so that expose does not parse
     # them again; None: expose parses them.
     parsed: Sequence[ServiceRule | RuleError] | None = None
-
-
-def check_target(namespace: str, deployment: str) -> None:
-    """Refuse a namespace or Deployment name that no object can have (BadRequest)."""
-    problem = dns1123_label_problem(namespace)
-    if problem is not None:
-        raise BadRequest(
-            f"namespace {_quoted(namespace)} is not a valid namespace name (a lowercase "
-            f"DNS-1123 label): it {problem}"
-        )
-    if not deployment:
-        raise BadRequest("deployment is required")
-    problem = dns1123_subdomain_problem(deployment)
-    if problem is not None:
-        raise BadRequest(
-            f"deployment {_quoted(deployment)} is not a valid Deployment name (a lowercase "
-            f"DNS-1123 subdomain): it {problem}"
-        )
-
-
-async def parse_rules(
-    rules: Sequence[str | ServiceRule | RuleError], settings: Settings
-) -> list[ServiceRule | RuleError]:
-    """Every rule parsed, in slices (server.domain.cooperative): the largest request takes a few
-    hundred milliseconds of CPU, which must not keep other calls waiting."""
-    node_ports, external_names = settings.node_ports, settings.external_names
-    return await in_slices(
-        parse_any(rule, index, node_ports, external_names) for index, rule in enumerate(rules)
-    )
-
-
-def rule_types(parsed: Iterable[ServiceRule | RuleError]) -> frozenset[ServiceType]:
-    """The Service types the valid rules ask for: what authorization decides on."""
-    return frozenset(rule.type for rule in parsed if isinstance(rule, ServiceRule))
 
 
 class Exposer:
@@ -218,20 +96,12 @@ class Exposer:
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
         check_target(request.namespace, request.deployment)
-        count = len(request.rules)
-        if count == 0:
-            raise BadRequest("no rules: send at least one rule")
-        if count > self._settings.max_rules:
-            raise BadRequest(
-                f"{count} rules is more than this server accepts in one request "
-                f"({self._settings.max_rules}); split them over several requests"
-            )
+        check_count(len(request.rules), self._settings)
 
     async def parse(self, request: ExposeRequest) -> list[ServiceRule | RuleError]:
         """Every rule of the request parsed, once: hand them on as ExposeRequest.parsed (after
         authorization has looked at their types, see rule_types). Checks the request first
-        (BadRequest); the edge (server.api.edge) has refused an oversized one before it was decoded,
-        this is the same bound for callers that build an ExposeRequest themselves."""
+        (BadRequest)."""
         self.check(request)
         return await parse_rules(request.rules, self._settings)
 
@@ -246,8 +116,8 @@ class Exposer:
         self.check(request)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # Parsing and building run in slices (server.domain.cooperative): the largest request takes
-        # a few hundred milliseconds of CPU, which must not keep other calls waiting.
+        # Parsing and building run in slices (server.domain.cooperative): the largest request
+        # takes a few hundred milliseconds of CPU, which must not keep other calls waiting.
         parsed: Sequence[ServiceRule | RuleError]
         if request.parsed is None:
             parsed = await parse_rules(request.rules, self._settings)
@@ -255,18 +125,17 @@ class Exposer:
             parsed = request.parsed
         else:
             raise ValueError("ExposeRequest.parsed must have one entry per rule")
-        texts = await in_slices(
-            item.text if isinstance(item, RuleError) else item.canonical() for item in parsed
-        )
+        texts = await rule_texts(parsed)
         types = [_type_of(item) for item in parsed]
         # Rules of a type the caller may not create: index -> the permission it lacks.
         denied: dict[int, str] = {}
         if request.permissions is not None:
-            lacking = request.permissions.denied
+            rights = request.permissions
             denied = {
-                index: lacking[rule.type]
+                index: refusal
                 for index, rule in enumerate(parsed)
-                if isinstance(rule, ServiceRule) and rule.type in lacking
+                if isinstance(rule, ServiceRule)
+                and (refusal := rights.refusal("create", rule.type)) is not None
             }
             # Under authorization the caller learns nothing of the Deployment (not even
             # whether it exists) unless some rule of its may go ahead.
@@ -287,7 +156,7 @@ class Exposer:
                 else rule
                 for index, rule in enumerate(parsed)
             ]
-        deployment = await self._read_deployment(request, _remaining(loop, deadline))
+        deployment = await self._read_deployment(request, remaining(loop, deadline))
         # Errors found while building name field paths; those of rules written as text point
         # at the caller's own columns instead.
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
@@ -295,68 +164,40 @@ class Exposer:
             pointing.at_column(built, written[index]) if isinstance(built, RuleError) else built
             for index, built in enumerate(iter_services(parsed, deployment))
         )
+        # The rules settled without an API call first, in order; then the others as each is
+        # known.
+        creating: list[tuple[int, Mapping[str, Any]]] = []
+        for index, manifest in enumerate(manifests):
+            if index in denied:
+                yield self._settled(_denied(index, texts[index], denied[index], types[index]))
+            elif isinstance(manifest, RuleError):
+                yield self._settled(_invalid(manifest, types[index]))
+            else:
+                creating.append((index, manifest))
 
-        give_up = None if deadline is None else deadline - _deadline_margin(deadline - started)
-        tasks: dict[asyncio.Task[RuleResult], tuple[int, str, str]] = {}
-        # Each task puts itself here when done: one callback per task, where asyncio.wait()
-        # on the pending set after every result costs O(N) per result, O(N^2) per request.
-        finished: asyncio.Queue[asyncio.Task[RuleResult]] = asyncio.Queue()
-        try:
-            for index, manifest in enumerate(manifests):
-                if index in denied:
-                    yield self._settled(_denied(index, texts[index], denied[index], types[index]))
-                    continue
-                if isinstance(manifest, RuleError):
-                    yield self._settled(_invalid(manifest, types[index]))
-                    continue
-                coroutine = self._rule(
-                    request, index, texts[index], written[index], manifest, types[index], deadline
-                )
-                task = asyncio.create_task(coroutine)
-                task.add_done_callback(finished.put_nowait)
-                tasks[task] = (index, texts[index], manifest["metadata"]["name"])
-            pending = set(tasks)
-            while pending:
-                if not finished.empty():
-                    task = finished.get_nowait()
-                elif give_up is None:
-                    task = await finished.get()
-                else:
-                    timeout = give_up - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(timeout):
-                            task = await finished.get()
-                    except TimeoutError:
-                        break
-                pending.discard(task)
-                yield task.result()
-            # Rules that finished while we stopped waiting still get their real result.
-            while not finished.empty():
-                task = finished.get_nowait()
-                if task in pending:
-                    pending.discard(task)
-                    yield task.result()
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                index, text, name = tasks[task]
-                yield RuleResult(
-                    index=index,
-                    rule=text,
-                    outcome=Outcome.FAILED,
-                    service_name=name,
-                    error="deadline exceeded before the API server answered; the Service may "
-                    "or may not exist: send the request again to find out (it is idempotent)",
-                    reason="DeadlineExceeded",
-                    service_type=types[index],
-                )
-        finally:
-            # No task outlives the request, whether it ended, failed or was cancelled.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        def late(job: int) -> RuleResult:
+            index, manifest = creating[job]
+            return RuleResult(
+                index=index,
+                rule=texts[index],
+                outcome=Outcome.FAILED,
+                service_name=manifest["metadata"]["name"],
+                error="deadline exceeded before the API server answered; the Service may "
+                "or may not exist: send the request again to find out (it is idempotent)",
+                reason="DeadlineExceeded",
+                service_type=types[index],
+            )
+
+        jobs = [
+            self._rule(request, index, texts[index], written[index], manifest, types[index],
+                       deadline)
+            for index, manifest in creating
+        ]  # fmt: skip
+        async with contextlib.aclosing(
+            fan_out(jobs, give_up=give_up_before(deadline, started), late=late)
+        ) as results:
+            async for result in results:
+                yield result
 
     async def _read_deployment(self, request: ExposeRequest, timeout: float | None) -> Deployment:
         try:
@@ -375,9 +216,8 @@ class Exposer:
             raise DeploymentUnusable(str(error)) from error
 
     def _settled(self, result: RuleResult) -> RuleResult:
-        """A rule settled without an API call (invalid, denied): its span, started and ended."""
-        if self._tracer is not None:
-            _end_rule_span(self._tracer.start_span(_RULE_SPAN), result)
+        """A rule settled without an API call (invalid, denied), with its span."""
+        settled_span(self._tracer, result.index, result)
         return result
 
     async def _rule(
@@ -395,10 +235,10 @@ class Exposer:
         if self._tracer is None:
             result = await self._create(request, index, text, written, manifest, deadline=deadline)
             return replace(result, service_type=service_type)
-        with self._tracer.start_as_current_span(_RULE_SPAN) as span:
+        with self._tracer.start_as_current_span(RULE_SPAN) as span:
             result = await self._create(request, index, text, written, manifest, deadline=deadline)
             result = replace(result, service_type=service_type)
-            _end_rule_span(span, result, end=False)
+            describe_rule_span(span, index, result)
         return result
 
     async def _create(
@@ -421,7 +261,7 @@ class Exposer:
                     request.namespace,
                     manifest,
                     dry_run=request.dry_run,
-                    timeout=_remaining(loop, deadline),
+                    timeout=remaining(loop, deadline),
                 )
                 return _from_service(index, text, Outcome.CREATED, created)
             except (KubeAlreadyExists, KubeInvalid) as refused:
@@ -430,7 +270,7 @@ class Exposer:
                 # Service) rather than AlreadyExists: either way, look at that Service.
                 try:
                     existing = await self._kube.read_service(
-                        request.namespace, name, timeout=_remaining(loop, deadline)
+                        request.namespace, name, timeout=remaining(loop, deadline)
                     )
                 except KubeNotFound:
                     raise refused from None
@@ -473,21 +313,6 @@ class Exposer:
             )
 
 
-def _quoted(name: str) -> str:
-    """A name for a request-level error, bounded: the status message is sent back in a
-    trailer, and a hostile request may send a name of megabytes."""
-    # The log lines' rule (server.observability.logs.brief), so an error and its line agree.
-    if len(name) <= STRING_LIMIT:
-        return repr(name)
-    return repr(name[:BRIEF_KEEP]) + length_marker(len(name))
-
-
-def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    return max(deadline - loop.time(), 0.001)
-
-
 def _invalid(error: RuleError, service_type: ServiceType | None = None) -> RuleResult:
     return RuleResult(
         index=error.index,
@@ -514,47 +339,6 @@ def _denied(
 
 def _type_of(rule: ServiceRule | RuleError) -> ServiceType | None:
     return rule.type if isinstance(rule, ServiceRule) else None
-
-
-_RULE_SPAN = "k8sailor.rule"
-
-
-class RuleOutcome(typing.Protocol):  # (rules has a Protocol of its own: TCP, UDP)
-    """What became of a rule, or of a Service named in a request: what its span says."""
-
-    @property
-    def outcome(self) -> Outcome: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def service_name(self) -> str: ...
-    @property
-    def service_type(self) -> ServiceType | None: ...
-
-
-def describe_rule_span(span: Span, index: int, result: RuleOutcome) -> None:
-    """What became of the rule, as the rule span's attributes (names, not the caller's text:
-    a rule can be long, and the result in the log has it). Every RPC's rule spans say it the
-    same way."""
-    if not span.is_recording():
-        return
-    span.set_attributes(
-        {
-            "k8sailor.rule.index": index,
-            "k8sailor.rule.outcome": result.outcome.value,
-            "k8sailor.rule.reason": result.reason,
-            "k8sailor.service.name": result.service_name,
-            "k8sailor.service.type": result.service_type.value if result.service_type else "",
-        }
-    )
-    if result.outcome is Outcome.FAILED:
-        span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
-
-
-def _end_rule_span(span: Span, result: RuleResult, *, end: bool = True) -> None:
-    describe_rule_span(span, result.index, result)
-    if end:
-        span.end()
 
 
 def _from_service(

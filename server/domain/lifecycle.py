@@ -22,16 +22,18 @@ from opentelemetry.trace import Tracer
 from server.domain import apply, delete, listing
 from server.domain.exposer import Settings
 from server.domain.grants import Grants
-from server.domain.lifecycle_context import LifecycleContext
+from server.domain.lifecycle_context import LifecycleCluster, LifecycleContext
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, ParsedRules
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
-from server.kube import Kube
 
 
 class Lifecycle:
-    def __init__(self, kube: Kube, settings: Settings, *, tracer: Tracer | None = None) -> None:
-        """tracer: where each rule's (or Service's) span goes; the OpenTelemetry API's own (a
-        no-op until an SDK provider is installed) when not given."""
+    def __init__(
+        self, kube: LifecycleCluster, settings: Settings, *, tracer: Tracer | None = None
+    ) -> None:
+        """kube: the cluster (server.kube.Kube, or a fake in tests). tracer: where each rule's
+        (or Service's) span goes; the OpenTelemetry API's own (a no-op until an SDK provider
+        is installed) when not given."""
         self._context = LifecycleContext(kube, settings, tracer or trace.get_tracer(__name__))
 
     async def list_owned(

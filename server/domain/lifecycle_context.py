@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 
@@ -20,9 +20,8 @@ from server.domain.exposer import (
 from server.domain.lifecycle_fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
 from server.domain.service_view import rule_of
-from server.kube import Kube
 from server.kube.errors import KubeNotFound
-from server.kube.ownership import owned
+from server.kube.ownership import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment, DeploymentError
 
 Json = dict[str, Any]
@@ -35,9 +34,59 @@ RULE_SPAN = "k8sailor.rule"
 APPLY_ROUNDS = 3
 
 
+class LifecycleCluster(Protocol):
+    """What the list, delete and apply flows ask of the cluster: server.kube.Kube is one (each
+    call raising its KubeError on a refusal); tests give a fake in memory."""
+
+    async def read_deployment(
+        self, namespace: str, name: str, *, timeout: float | None
+    ) -> Json: ...
+
+    async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json: ...
+
+    async def list_services(
+        self, namespace: str, *, label_selector: str, timeout: float | None
+    ) -> Json: ...
+
+    async def create_service(
+        self, namespace: str, manifest: Mapping[str, Any], *, dry_run: bool, timeout: float | None
+    ) -> Json: ...
+
+    async def apply_service(
+        self,
+        namespace: str,
+        manifest: Mapping[str, Any],
+        *,
+        force: bool,
+        dry_run: bool,
+        timeout: float | None,
+    ) -> Json: ...
+
+    async def replace_managed_fields(
+        self,
+        namespace: str,
+        name: str,
+        managed_fields: list[Json],
+        *,
+        resource_version: str,
+        timeout: float | None,
+    ) -> Json: ...
+
+    async def delete_service(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str,
+        resource_version: str = "",
+        dry_run: bool,
+        timeout: float | None,
+    ) -> Json: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleContext:
-    kube: Kube
+    kube: LifecycleCluster
     # settings.max_rules also bounds the names of one DeleteServices request.
     settings: Settings
     tracer: Tracer
@@ -72,7 +121,7 @@ class LifecycleContext:
             namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
         )
         items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
-        mine = [item for item in items if owned(item, uid)]
+        mine = [item for item in items if owned_by(item, uid)]
         return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))
 
     async def read_service(self, namespace: str, name: str, deadline: float | None) -> Json | None:

@@ -2,20 +2,28 @@
 
 The rest of the server never sees kubernetes_asyncio's ApiException or aiohttp's errors: they
 are translated here, in one place, into a small hierarchy keyed by what the caller should do
-about them. The API server's whole metav1.Status is kept (reason, message, the causes with
-their field paths, retryAfterSeconds), as kopf's client errors keep it, so that a person
-reading a result sees what the cluster said, the retry logic sees when it may ask again, and
-the exposer can point a refused field at the rule's own text.
+about them. Everything else read from an answer is read here too, once, into the errors'
+attributes: whether a failed call may have taken effect (`may_have_applied`), which field
+managers a server-side apply conflict names (`KubeConflict.managers`), whether validation
+refused a change to an immutable field (`KubeInvalid.immutable`), a watch's 410 (`KubeGone`),
+and what an answer's status says of the API server's load (`load_signal`).
+
+The API server's whole metav1.Status is kept (reason, message, the causes with their field
+paths, retryAfterSeconds), as kopf's client errors keep it, so that a person reading a result
+sees what the cluster said, the retry logic sees when it may ask again, and the exposer can
+point a refused field at the rule's own text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import enum
 import json
+import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +83,9 @@ class KubeError(Exception):
         # dropped or timed out after the request was sent), so it may have taken effect: a
         # 404 on a delete, or a 409 on a create, may then be the call's own doing.
         self.unanswered_before = False
+        # This attempt got no answer, yet its request may have reached the API server (see
+        # from_transport): set only for failures of the way there.
+        self.may_have_applied = False
 
     @property
     def causes(self) -> tuple[Cause, ...]:
@@ -98,11 +109,45 @@ class KubeAlreadyExists(KubeError):
 
 
 class KubeConflict(KubeError):
-    """409 for any other reason, such as a stale resourceVersion."""
+    """409 for any other reason, such as a stale resourceVersion, or a server-side apply
+    whose fields other field managers own: `managers` names them (empty for any other
+    conflict), read from the message unless given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        api_status: ApiStatus | None = None,
+        managers: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(message, status=status, reason=reason, api_status=api_status)
+        self.managers: tuple[str, ...] = (
+            tuple(managers) if managers is not None else tuple(conflicting_managers(message))
+        )
 
 
 class KubeInvalid(KubeError):
-    """400 or 422: the API server's validation refused the object."""
+    """400 or 422: the API server's validation refused the object. `immutable` when what it
+    refused is a change to a field that cannot change once set (read from the message unless
+    given): only deleting the object and making it anew can make that change."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        api_status: ApiStatus | None = None,
+        immutable: bool | None = None,
+    ) -> None:
+        super().__init__(message, status=status, reason=reason, api_status=api_status)
+        self.immutable: bool = immutable if immutable is not None else _is_immutable(message)
+
+
+class KubeGone(KubeError):
+    """410: the resourceVersion a list or watch asked to resume from is too old; list again."""
 
 
 class KubeUnavailable(KubeError):
@@ -126,6 +171,7 @@ _BY_STATUS: dict[int, type[KubeError]] = {
     401: KubeUnauthorized,
     403: KubeForbidden,
     404: KubeNotFound,
+    410: KubeGone,
     422: KubeInvalid,
     429: KubeUnavailable,
     503: KubeUnavailable,
@@ -243,7 +289,20 @@ def from_api_exception(error: ApiException) -> KubeError:
 
 
 def from_transport(error: BaseException) -> KubeUnavailable:
-    """A connection that failed, dropped or timed out before an answer arrived."""
+    """A connection that failed, dropped or timed out before an answer arrived.
+
+    may_have_applied is decided here, once: any such failure but one to connect at all may
+    have come after the request reached the API server (the connection dropped, or the answer
+    was late), so the call may have done its work though no answer says so.
+    """
+    failure = _transport_failure(error)
+    failure.may_have_applied = not isinstance(
+        error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+    )
+    return failure
+
+
+def _transport_failure(error: BaseException) -> KubeUnavailable:
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return KubeUnavailable("API server did not answer in time", reason="Timeout")
     detail = str(error) or type(error).__name__
@@ -251,6 +310,48 @@ def from_transport(error: BaseException) -> KubeUnavailable:
         # A certificate problem does not go away by asking again.
         return KubeUnavailable(f"TLS with the API server failed: {detail}", reason="TLSFailed")
     return KubeUnavailable(f"API server unreachable: {detail}", reason="Unreachable")
+
+
+def from_watch_error(status: Mapping[str, Any]) -> KubeError:
+    """The error for a watch's ERROR event, whose object is a metav1.Status: KubeGone for a
+    410 (the watch cannot resume from where it was), else what the Status says."""
+    message = status.get("message") or status
+    if status.get("code") == 410:
+        return KubeGone(f"the watch expired: {message}", status=410, reason="Gone")
+    return KubeError(f"the watch ended with an error: {message}")
+
+
+class LoadSignal(enum.Enum):
+    """What an answer says about how loaded the API server is, for the adaptive limit."""
+
+    THROTTLED = "throttled"  # 429, 503: it had too much
+    MEASURED = "measured"  # it worked on the call: the latency measures its load
+    NONE = "none"  # no answer, or a 5xx: says nothing about load
+
+
+def load_signal(status: int | None) -> LoadSignal:
+    """Only answers the API server worked on measure its load (a 429 or 503 says it had too
+    much; failed connections, timeouts and other 5xx say nothing about load)."""
+    if status in (429, 503):
+        return LoadSignal.THROTTLED
+    if status is not None and 200 <= status < 500:
+        return LoadSignal.MEASURED
+    return LoadSignal.NONE
+
+
+def _is_immutable(message: str) -> bool:
+    return "immutable" in message or "may not change once set" in message
+
+
+_CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
+
+
+def conflicting_managers(message: str) -> list[str]:
+    """The field managers a server-side apply conflict names, in order, each once.
+
+    The API server lists them only in its message, as 'conflict with "kubectl-edit" using v1'.
+    """
+    return list(dict.fromkeys(_CONFLICT_MANAGER.findall(message)))
 
 
 def failure_reason(error: KubeError) -> str:

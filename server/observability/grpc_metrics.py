@@ -16,11 +16,11 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 from google.protobuf import descriptor_pool
-from prometheus_client import Counter
 
 from server.observability.metrics import (
     GRPC_HANDLED,
@@ -78,24 +78,24 @@ def grpc_type(handler: Handler, method: str = "") -> str:
     return "unary"
 
 
+@dataclass(frozen=True, slots=True)
 class _MethodMetrics:
-    """The label children of one method, looked up once rather than on every RPC."""
+    """The metrics of one method, under its labels (grpc_type, grpc_service, grpc_method)."""
 
-    __slots__ = ("_handled", "_labels", "received", "seconds", "sent", "started")
+    labels: tuple[str, str, str]
 
-    def __init__(self, labels: tuple[str, str, str]) -> None:
-        self._labels = labels
-        self.started = GRPC_STARTED.labels(*labels)
-        self.received = GRPC_MSG_RECEIVED.labels(*labels)
-        self.sent = GRPC_MSG_SENT.labels(*labels)
-        self.seconds = GRPC_HANDLING_SECONDS.labels(*labels)
-        self._handled: dict[str, Counter] = {}
+    def started(self) -> None:
+        GRPC_STARTED.labels(*self.labels).inc()
 
-    def handled(self, code: str) -> Counter:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled[code] = GRPC_HANDLED.labels(*self._labels, code)
-        return child
+    def received(self) -> None:
+        GRPC_MSG_RECEIVED.labels(*self.labels).inc()
+
+    def sent(self) -> None:
+        GRPC_MSG_SENT.labels(*self.labels).inc()
+
+    def handled(self, code: str, seconds: float) -> None:
+        GRPC_HANDLED.labels(*self.labels, code).inc()
+        GRPC_HANDLING_SECONDS.labels(*self.labels).observe(seconds)
 
 
 class _Context:
@@ -112,12 +112,12 @@ class _Context:
 
     async def write(self, message: Any) -> None:
         await self._context.write(message)
-        self._metrics.sent.inc()
+        self._metrics.sent()
 
     async def read(self) -> Any:
         message = await self._context.read()
         if message is not grpc.aio.EOF:  # type: ignore[attr-defined]  # missing in grpc-stubs
-            self._metrics.received.inc()
+            self._metrics.received()
         return message
 
 
@@ -167,27 +167,26 @@ def _wrap_unary(behavior: Behavior | None, metrics: _MethodMetrics) -> Behavior:
     assert behavior is not None
 
     async def unary(request: Any, context: Context) -> Any:
-        metrics.started.inc()
-        metrics.received.inc()
+        metrics.started()
+        metrics.received()
         started = time.perf_counter()
         error: BaseException | None = None
         try:
             response = await behavior(request, context)
-            metrics.sent.inc()
+            metrics.sent()
             return response
         except BaseException as raised:
             error = raised
             raise
         finally:
-            metrics.handled(_code(context, error)).inc()
-            metrics.seconds.observe(time.perf_counter() - started)
+            metrics.handled(_code(context, error), time.perf_counter() - started)
 
     return unary
 
 
 async def _counted(requests: AsyncIterator[Any], metrics: _MethodMetrics) -> AsyncIterator[Any]:
     async for request in requests:
-        metrics.received.inc()
+        metrics.received()
         yield request
 
 
@@ -202,16 +201,15 @@ def _wrap(
     assert behavior is not None
 
     def begin(request: Any, context: Context) -> tuple[Any, _Context]:
-        metrics.started.inc()
+        metrics.started()
         if request_streaming:
             request = _counted(request, metrics)
         else:
-            metrics.received.inc()
+            metrics.received()
         return request, _Context(context, metrics)
 
     def end(context: Context, error: BaseException | None, t0: float) -> None:
-        metrics.handled(_code(context, error)).inc()
-        metrics.seconds.observe(time.perf_counter() - t0)
+        metrics.handled(_code(context, error), time.perf_counter() - t0)
 
     if inspect.isasyncgenfunction(behavior):
 
@@ -221,7 +219,7 @@ def _wrap(
             error: BaseException | None = None
             try:
                 async for response in behavior(request, counting):
-                    metrics.sent.inc()
+                    metrics.sent()
                     yield response
             except BaseException as raised:
                 error = raised
@@ -238,7 +236,7 @@ def _wrap(
         try:
             response = await behavior(request, counting)
             if one_response:  # a unary response is returned, not written
-                metrics.sent.inc()
+                metrics.sent()
             return response
         except BaseException as raised:
             error = raised

@@ -22,16 +22,30 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from typing import Any, Final, TextIO
 
 from opentelemetry import trace
 
+from server.rules.brief import BRIEF_KEEP, STRING_LIMIT, brief, length_marker
+
+__all__ = [
+    "BRIEF_KEEP",
+    "FORMATS",
+    "LINE_LIMIT",
+    "STRING_LIMIT",
+    "TEXT_FORMAT",
+    "Fields",
+    "JsonFormatter",
+    "TextFormatter",
+    "brief",
+    "configure",
+    "default_format",
+    "length_marker",
+    "trace_fields",
+]
+
 FORMATS: Final = ("json", "text")
-#: A string longer than this, in a structured line or a request error, is shown in brief.
-STRING_LIMIT: Final = 256
-#: How much of a string shown in brief is kept.
-BRIEF_KEEP: Final = 64
 #: The longest encoded line (ASCII, so bytes): the parts below add up to less.
 LINE_LIMIT: Final = 64 * 1024
 #: A structured line's fields, or a plain line's message, encoded.
@@ -45,18 +59,13 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class Fields(Mapping[str, Any]):
-    """A structured log line: JSON object keys in the JSON format, compact JSON in text.
+    """A structured log line: JSON object keys in the JSON format, compact JSON in text
+    (bounded in both, as every line is)."""
 
-    The fields are encoded once, when the line is first formatted: both formats use that one
-    encoding, and the JSON format joins it to the line's header as text instead of copying
-    the fields into a new dict to encode them again.
-    """
-
-    __slots__ = ("_encoded", "_fields")
+    __slots__ = ("_fields",)
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         self._fields = fields
-        self._encoded: str | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self._fields[key]
@@ -70,24 +79,16 @@ class Fields(Mapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self._fields
 
+    def items(self) -> ItemsView[str, Any]:
+        return self._fields.items()
+
     def __str__(self) -> str:
-        if self._encoded is None:
-            self._encoded = _encode_fields(self._fields)
-        return self._encoded
+        return _encode(_bounded_fields(self._fields))
 
 
-# One encoder for every line: json.dumps with arguments builds a new JSONEncoder per call.
-_encode: Final = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-def length_marker(length: int) -> str:
-    """What stands for the rest of a string shown in brief."""
-    return f"…({length} characters)"
-
-
-def brief(text: str, limit: int = STRING_LIMIT, keep: int = BRIEF_KEEP) -> str:
-    """text if it has at most limit characters, else its first keep and how long it was."""
-    return text if len(text) <= limit else text[:keep] + length_marker(len(text))
+def _encode(value: Any) -> str:
+    """Compact JSON, anything that is not JSON as its str()."""
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def _fitted(text: str, budget: int, *, end: bool = False) -> str:
@@ -113,17 +114,17 @@ def _bounded(value: Any, items: int | None) -> Any:
         return brief(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, Mapping):
-        return {
-            brief(key) if isinstance(key, str) else key: _bounded(item, items)
-            for key, item in value.items()
-        }
     if isinstance(value, (list, tuple)):
         kept = value if items is None or len(value) <= items else value[:items]
         cut = [_bounded(item, items) for item in kept]
         if len(kept) < len(value):
             cut.append(f"…({len(value)} items)")
         return cut
+    if isinstance(value, Mapping):
+        return {
+            brief(key) if isinstance(key, str) else key: _bounded(item, items)
+            for key, item in value.items()
+        }
     return brief(str(value))
 
 
@@ -146,28 +147,6 @@ def _bounded_fields(fields: Mapping[str, Any], budget: int = _BODY_LIMIT) -> dic
     return {"fields": f"…({len(fields)} fields)"}  # no line of ours has that many
 
 
-def _encode_fields(fields: Mapping[str, Any]) -> str:
-    """The fields encoded, bounded. The common line needs nothing cut, and copying it to
-    bound it costs four times its encoding: it is encoded as it is (a look at its text adds
-    less than its encoding did), and copied only if its encoding is too long or holds a
-    string that may be. A caller's names are at the top: looked at first, so that megabytes
-    are never encoded whole."""
-    if not any(isinstance(value, str) and len(value) > STRING_LIMIT for value in fields.values()):
-        encoded = _encode(fields)
-        if len(encoded) <= _BODY_LIMIT and not _may_hold_a_long_string(encoded):
-            return encoded
-    return _encode(_bounded_fields(fields))
-
-
-def _may_hold_a_long_string(encoded: str) -> bool:
-    """Whether a JSON text may hold a string of more than STRING_LIMIT characters: every
-    character of a string is at least one of its encoding, so without an escaped quote the
-    text between two quotes is a string or what lies between two, and none may be longer."""
-    if len(encoded) <= STRING_LIMIT:
-        return False
-    return '\\"' in encoded or max(map(len, encoded.split('"'))) > STRING_LIMIT
-
-
 def trace_fields() -> dict[str, str]:
     """trace_id and span_id of the current span, as W3C traceparent spells them; {} when no
     trace is going on."""
@@ -181,32 +160,23 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, then the message or the line's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        head: dict[str, Any] = {
+        line: dict[str, Any] = {
             "time": _utc(record.created),
             "level": record.levelname,
             "logger": record.name,
         }
-        fields = record.msg if isinstance(record.msg, Fields) and not record.args else None
-        if fields is not None and not _HEAD.isdisjoint(fields):
-            # A line whose own fields name the header's: theirs take the header's place.
-            head.update(_bounded_fields(fields))
-            fields = None
-        elif fields is None:
-            head["message"] = _fitted(record.getMessage(), _BODY_LIMIT)
-        tail: dict[str, Any] = {}
+        if isinstance(record.msg, Fields) and not record.args:
+            # A line's own fields named like the header's take the header's place.
+            line.update(_bounded_fields(record.msg))
+        else:
+            line["message"] = _fitted(record.getMessage(), _BODY_LIMIT)
         for key, value in trace_fields().items():
-            if key not in head and (fields is None or key not in fields):
-                tail[key] = value
+            line.setdefault(key, value)  # the line's own trace_id, if it has one, stays
         if record.exc_info:
-            tail["error"] = _fitted(self.formatException(record.exc_info), _ERROR_LIMIT, end=True)
+            line["error"] = _fitted(self.formatException(record.exc_info), _ERROR_LIMIT, end=True)
         if record.stack_info:
-            tail["stack"] = _fitted(self.formatStack(record.stack_info), _STACK_LIMIT, end=True)
-        return _joined(
-            _encode(head), None if fields is None else str(fields), _encode(tail) if tail else None
-        )
-
-
-_HEAD: Final = frozenset({"time", "level", "logger"})
+            line["stack"] = _fitted(self.formatStack(record.stack_info), _STACK_LIMIT, end=True)
+        return _encode(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -225,13 +195,6 @@ class TextFormatter(logging.Formatter):
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802
         return _fitted(super().formatStack(stack_info), _STACK_LIMIT, end=True)
-
-
-def _joined(*objects: str | None) -> str:
-    """Encoded JSON objects (None: absent) as one object with all their keys in order; no key
-    is in two of them."""
-    members = [encoded[1:-1] for encoded in objects if encoded is not None and encoded != "{}"]
-    return "{" + ",".join(members) + "}"
 
 
 def _utc(created: float) -> str:

@@ -33,7 +33,7 @@ from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
     # Only a type: the Deployment cache (below the exposer) imports this module.
-    from server.domain.exposer import Outcome
+    from server.domain.outcomes import Outcome
     from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.metrics")

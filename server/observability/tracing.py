@@ -2,7 +2,8 @@
 
 The spans come from the instrumentations made for these libraries: the gRPC one's grpc.aio
 server interceptor (it honours the caller's traceparent) and the aiohttp-client one's trace
-config on kubernetes_asyncio's session; the exposer starts the rule spans itself.
+config, given to server.kube's own session when server.app makes it (api_call_trace_config);
+the exposer starts the rule spans itself.
 
 Tracing is configured by the standard OTEL_* environment, read by the SDK and the OTLP
 exporter themselves (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER,
@@ -14,12 +15,12 @@ nothing.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import aiohttp
 import grpc
-from kubernetes_asyncio import client
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
@@ -167,41 +168,72 @@ def _traced(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith(_UNTRACED_PREFIXES)
 
 
-class _WhileSampled(list[aiohttp.TraceConfig]):
-    """A session's trace configs, as aiohttp reads them for each request: the
-    instrumentation's only while a sampled span is current.
+# The signals of a TraceConfig, by the name of the property that holds each (aiohttp's public
+# API); those with callbacks in the instrumentation's trace config are copied, guarded.
+_SIGNALS: Final = (
+    "on_request_start",
+    "on_request_chunk_sent",
+    "on_response_chunk_received",
+    "on_request_end",
+    "on_request_exception",
+    "on_request_redirect",
+    "on_connection_queued_start",
+    "on_connection_queued_end",
+    "on_connection_create_start",
+    "on_connection_create_end",
+    "on_connection_reuseconn",
+    "on_dns_resolvehost_start",
+    "on_dns_resolvehost_end",
+    "on_dns_cache_hit",
+    "on_dns_cache_miss",
+    "on_request_headers_sent",
+)
 
-    aiohttp runs every trace config's signals for every request (a context object, a params
-    object and a signal send per event, eight events a request), and the instrumentation starts
-    a span and injects traceparent even when nothing will be recorded: the span is then a
+
+class _Traced(SimpleNamespace):
+    """One request's trace context: whether it is traced (decided once, as it starts), and
+    the instrumentation's own context for it when it is."""
+
+    recording: bool
+    inner: SimpleNamespace | None
+
+
+Callback = Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Awaitable[None]]
+
+
+def _while_recording(callback: Callback) -> Callback:
+    async def guarded(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
+    ) -> None:
+        if context.recording:
+            await callback(session, context.inner, params)
+
+    return guarded
+
+
+def api_call_trace_config(provider: TracerProvider) -> aiohttp.TraceConfig:
+    """A trace config for server.kube's session: a CLIENT span per API server call made
+    while a sampled span is current (a request's rule, or the request).
+
+    The aiohttp-client instrumentation's own trace config starts a span and injects
+    traceparent for every request, even when nothing will be recorded: the span is then a
     non-recording one, or, with no span current (the Deployment cache's list and watch), the
-    root of a trace of its own. Left out of unsampled requests, an API call of a request that
-    is not traced costs what it costs with tracing off, and it carries no traceparent (the
-    API server decides for itself, as for any untraced client).
+    root of a trace of its own. Its callbacks here act only for a request that starts while
+    the current span is recording: a call of a request that is not traced makes no span and
+    carries no traceparent (the API server decides for itself, as for any untraced client).
     """
+    inner = create_trace_config(tracer_provider=provider)
 
-    def __init__(self, configs: list[aiohttp.TraceConfig], ours: aiohttp.TraceConfig) -> None:
-        super().__init__(configs)
-        self._ours = ours
-        self._others = [config for config in configs if config is not ours]
+    def context(trace_request_ctx: Any = None) -> SimpleNamespace:
+        if not trace.get_current_span().is_recording():
+            return _Traced(recording=False, inner=None)
+        return _Traced(recording=True, inner=inner.trace_config_ctx(trace_request_ctx))
 
-    def __iter__(self) -> Iterator[aiohttp.TraceConfig]:
-        if trace.get_current_span().is_recording():
-            return super().__iter__()
-        return iter(self._others)
-
-
-def trace_api_calls(api: client.ApiClient, provider: TracerProvider) -> Callable[[], None]:
-    """A CLIENT span per API server call made through api while a sampled span is current
-    (a request's rule, or the request); returns what undoes it.
-
-    kubernetes_asyncio opens its aiohttp session when the ApiClient is made, before any
-    server exists, so the instrumentation's trace config joins that session's list rather than
-    being passed to a session of ours.
-    """
-    config = create_trace_config(tracer_provider=provider)
+    config = aiohttp.TraceConfig(trace_config_ctx_factory=cast(type[SimpleNamespace], context))
+    for name in _SIGNALS:
+        theirs = getattr(inner, name)
+        ours = getattr(config, name)
+        for callback in theirs:
+            ours.append(_while_recording(callback))
     config.freeze()
-    session = api.rest_client.pool_manager
-    before: list[aiohttp.TraceConfig] = session._trace_configs
-    session._trace_configs = _WhileSampled([*before, config], config)
-    return lambda: setattr(session, "_trace_configs", before)
+    return config

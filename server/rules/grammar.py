@@ -14,18 +14,17 @@ import re
 from typing import Final
 
 from server.rules.model import (
-    _CLUSTER_IP,
-    _EXTERNAL_NAME,
     _PREFIX_TYPE,
-    _TCP,
     _TRANSPORTS,
     DEFAULT_NODE_PORTS,
     MAX_PORTS,
     MAX_RULE_LENGTH,
     NodePortRange,
     PortRule,
+    Protocol,
     RuleError,
     ServiceRule,
+    ServiceType,
     _near_transport,
     _show,
 )
@@ -64,7 +63,7 @@ def parse_rule(
     its operator allows (the defaults: Kubernetes' own, nothing extra).
     """
     _check_size(text, index)
-    return _parse_general(text, index, node_ports, external_names)
+    return _parse_unbounded(text, index, node_ports, external_names)
 
 
 # How much of a refused over-long rule its result quotes back.
@@ -120,10 +119,10 @@ def _number(token: str) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The parser proper, without the size check: every spelling the grammar allows.
+# The parser proper, after the size check: every spelling the grammar allows.
 
 
-def _parse_general(
+def _parse_unbounded(
     text: str,
     index: int,
     node_ports: NodePortRange,
@@ -145,7 +144,7 @@ def _parse_general(
         raise _text_error(index, text, eq, "nothing follows '='; expected ports or '@host'")
     rtype = _PREFIX_TYPE.get(text[pos])
     if rtype is None:
-        rtype = _CLUSTER_IP
+        rtype = ServiceType.CLUSTER_IP
     else:
         prefix_at = pos
         pos = _skip_ws(text, pos + 1)
@@ -157,7 +156,7 @@ def _parse_general(
                 f"two type prefixes '{text[prefix_at]}' and '{text[pos]}'; "
                 "a rule has one type, so at most one prefix",
             )
-        if rtype is _EXTERNAL_NAME:
+        if rtype is ServiceType.EXTERNAL_NAME:
             return _parse_external_name(text, pos, prefix_at, index, name, external_names)
         if pos == n:
             raise _text_error(
@@ -202,7 +201,7 @@ def _parse_general(
         if target is None:
             target = target_token
 
-        protocol = _TCP
+        protocol = Protocol.TCP
         app: str | None = None
         if proto is not None:
             transport = _TRANSPORTS.get(proto.lower())
@@ -332,4 +331,4 @@ def _parse_external_name(
     problem = _external_name_problem(host)
     if problem is not None:
         raise _text_error(index, text, pos, problem)
-    return ServiceRule(_EXTERNAL_NAME, (), name, host)
+    return ServiceRule(ServiceType.EXTERNAL_NAME, (), name, host)

@@ -40,38 +40,31 @@ class Protocol(enum.StrEnum):
     SCTP = "SCTP"
 
 
-_CLUSTER_IP: Final = ServiceType.CLUSTER_IP
-_HEADLESS: Final = ServiceType.HEADLESS
-_NODE_PORT: Final = ServiceType.NODE_PORT
-_LOAD_BALANCER: Final = ServiceType.LOAD_BALANCER
-_EXTERNAL_NAME: Final = ServiceType.EXTERNAL_NAME
-_TCP: Final = Protocol.TCP
-
 #: ``spec.type`` of the Service built for each rule type.
 KUBE_SERVICE_TYPE: Final[dict[ServiceType, str]] = {
-    _CLUSTER_IP: "ClusterIP",
-    _HEADLESS: "ClusterIP",
-    _NODE_PORT: "NodePort",
-    _LOAD_BALANCER: "LoadBalancer",
-    _EXTERNAL_NAME: "ExternalName",
+    ServiceType.CLUSTER_IP: "ClusterIP",
+    ServiceType.HEADLESS: "ClusterIP",
+    ServiceType.NODE_PORT: "NodePort",
+    ServiceType.LOAD_BALANCER: "LoadBalancer",
+    ServiceType.EXTERNAL_NAME: "ExternalName",
 }
 
 #: The one-character prefix that selects each rule type in text ('' for ClusterIP).
 TYPE_PREFIX: Final[dict[ServiceType, str]] = {
-    _CLUSTER_IP: "",
-    _HEADLESS: "#",
-    _NODE_PORT: "!",
-    _LOAD_BALANCER: "^",
-    _EXTERNAL_NAME: "@",
+    ServiceType.CLUSTER_IP: "",
+    ServiceType.HEADLESS: "#",
+    ServiceType.NODE_PORT: "!",
+    ServiceType.LOAD_BALANCER: "^",
+    ServiceType.EXTERNAL_NAME: "@",
 }
 
 #: Appended to the Deployment's name to derive a Service name when the rule gives none.
 NAME_SUFFIX: Final[dict[ServiceType, str]] = {
-    _CLUSTER_IP: "",
-    _HEADLESS: "-headless",
-    _NODE_PORT: "-nodeport",
-    _LOAD_BALANCER: "-lb",
-    _EXTERNAL_NAME: "-external",
+    ServiceType.CLUSTER_IP: "",
+    ServiceType.HEADLESS: "-headless",
+    ServiceType.NODE_PORT: "-nodeport",
+    ServiceType.LOAD_BALANCER: "-lb",
+    ServiceType.EXTERNAL_NAME: "-external",
 }
 
 _PREFIX_TYPE: Final[dict[str, ServiceType]] = {v: k for k, v in TYPE_PREFIX.items() if v}
@@ -85,11 +78,11 @@ MAX_PORTS: Final = 256
 
 # How a person reads each type in an error sentence.
 _TYPE_WORDS: Final[dict[ServiceType, str]] = {
-    _CLUSTER_IP: "a ClusterIP rule",
-    _HEADLESS: "a headless (#) rule",
-    _NODE_PORT: "a NodePort (!) rule",
-    _LOAD_BALANCER: "a LoadBalancer (^) rule",
-    _EXTERNAL_NAME: "an ExternalName (@) rule",
+    ServiceType.CLUSTER_IP: "a ClusterIP rule",
+    ServiceType.HEADLESS: "a headless (#) rule",
+    ServiceType.NODE_PORT: "a NodePort (!) rule",
+    ServiceType.LOAD_BALANCER: "a LoadBalancer (^) rule",
+    ServiceType.EXTERNAL_NAME: "an ExternalName (@) rule",
 }
 
 _TRANSPORTS: Final[dict[str, Protocol]] = {
@@ -177,7 +170,7 @@ class PortRule:
             text = str(self.port)
         else:
             text = f"{self.port}:{target}"
-        if self.protocol is not _TCP or self.app_protocol is not None:
+        if self.protocol is not Protocol.TCP or self.app_protocol is not None:
             text += _render_protocol(self.protocol, self.app_protocol)
         if self.name is not None:
             text += f"({self.name})"
@@ -201,7 +194,7 @@ class ServiceRule:
         raises, even for an invalid rule (errors about structured specs quote it).
         """
         head = f"{self.name}=" if self.name is not None else ""
-        if self.type is _EXTERNAL_NAME:
+        if self.type is ServiceType.EXTERNAL_NAME:
             text = f"{head}@{self.external_name or ''}"
         else:
             prefix = TYPE_PREFIX.get(self.type, "?")
@@ -289,7 +282,7 @@ def _render_protocol(protocol: Protocol, app: str | None) -> str:
         return _TRANSPORT_SUFFIX.get(protocol, f"/{str(protocol).lower()}")
     shown = _K8S_APP_SHORT.get(app, app)
     first = shown.partition("/")[0].lower()
-    if protocol is _TCP and first not in _TRANSPORTS and _near_transport(first) is None:
+    if protocol is Protocol.TCP and first not in _TRANSPORTS and _near_transport(first) is None:
         return f"/{shown}"
     # Spell the transport out when the app protocol alone would read as (a typo of) one.
     return f"/{str(protocol).lower()}/{shown}"

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections import Counter
 
 from server.rules.model import (
-    _LOAD_BALANCER,
-    _NODE_PORT,
     _TYPE_WORDS,
     NodePortRange,
     PortRule,
@@ -34,7 +32,7 @@ def _port_problem(rtype: ServiceType, p: PortRule, node_ports: NodePortRange) ->
     """Problems of one port on its own, in the order its fields appear in text."""
     node = p.node_port
     if node is not None:
-        if rtype is not _NODE_PORT and rtype is not _LOAD_BALANCER:
+        if rtype is not ServiceType.NODE_PORT and rtype is not ServiceType.LOAD_BALANCER:
             return (
                 "node_port",
                 f"node port {node} is not allowed on {_TYPE_WORDS[rtype]}; "

@@ -13,7 +13,6 @@ from typing import Any
 
 from server.rules.grammar import parse_rule
 from server.rules.model import (
-    _EXTERNAL_NAME,
     _TYPE_WORDS,
     DEFAULT_NODE_PORTS,
     MAX_PORTS,
@@ -67,7 +66,7 @@ def check_rule(
                 "name",
                 f"Service name {_show(rule.name)} is not a valid DNS-1035 label: it {problem}",
             )
-    if rtype is _EXTERNAL_NAME:
+    if rtype is ServiceType.EXTERNAL_NAME:
         if rule.ports:
             raise fail("ports", "an ExternalName rule has no ports; it only names a host")
         if not rule.external_name:

@@ -62,9 +62,6 @@ def _field_offset(m: re.Match[str], field: str) -> int:
     return start if start >= 0 else m.start(1)
 
 
-# Stands in for numbers too long to convert; out of every range, and replaced by the token
-
-
 def _syntax_error(text: str, pos: int, index: int) -> RuleError:
     """Explain why no port could be read at ``pos``: find the first character that does not
     fit and say what was expected there instead."""

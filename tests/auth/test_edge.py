@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import server.api.convert
-import server.api.edge
+import server.api.reading
 from k8sailor.v1 import exposure_pb2 as pb
-from server.api.edge import ENVELOPE_BYTES
+from server.api.wire import ENVELOPE_BYTES
 from server.app import ServerConfig, serving
 from tests.auth.conftest import Pki, Serve, Teams, mtls, tls
 from tests.servers import never_sending
@@ -413,7 +413,7 @@ async def test_an_unauthenticated_call_is_refused_before_its_request_is_read(
 async def test_a_request_that_does_not_arrive_in_time_is_refused(
     api_client: client.ApiClient, monkeypatch: pytest.MonkeyPatch, method: str, seconds: str
 ) -> None:
-    monkeypatch.setattr(server.api.edge, "RECEIVE_SECONDS", 0.5)
+    monkeypatch.setattr(server.api.reading, "RECEIVE_SECONDS", 0.5)
     async with serving(api_client, ServerConfig(listen="127.0.0.1:0"), grace=0.5) as running:
         refused = await never_sent(f"127.0.0.1:{running.port}", method, None)
 

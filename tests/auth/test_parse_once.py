@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-import server.domain.exposer
+import server.domain.requests
 from client import Outcome
 from server.rules import parse_any
 from tests.auth.conftest import Pki, Serve, Teams, grant_role, mtls
@@ -31,7 +31,7 @@ async def test_each_rule_is_parsed_once_with_rbac_on(
         parsed.append(rule)
         return parse_any(rule, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(server.domain.exposer, "parse_any", counting)
+    monkeypatch.setattr(server.domain.requests, "parse_any", counting)
     rules = ["80:8080", "!80:8080", "80:99999"]
 
     async with serve(mtls(pki)) as target:

@@ -21,7 +21,7 @@ from client import Outcome, RequestFailed, connect
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from server.app import ServerConfig, serving
-from server.auth.tokens import ReviewBounds
+from server.auth.review_bounds import ReviewBounds
 from tests.auth.conftest import (
     Pki,
     Serve,

@@ -17,12 +17,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes_asyncio import client
 
-import server.api.edge
+import server.api.identity_free
 import server.observability.endpoint
 from k8sailor.v1 import exposure_pb2 as pb
 from k8sailor.v1 import exposure_pb2_grpc
-from server.api.edge import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS
 from server.api.health import MAX_HEALTH_RPCS
+from server.api.identity_free import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS
 from server.app import ServerConfig, serving
 from server.observability.endpoint import WAITING, WORKERS
 from tests.metrics import scrape
@@ -104,7 +104,7 @@ async def test_silent_health_checks_cannot_take_every_call_slot(
     api_client: client.ApiClient, monkeypatch: pytest.MonkeyPatch, port: str
 ) -> None:
     # Long enough for the calls below on a busy machine; the default is 1 s.
-    monkeypatch.setattr(server.api.edge, "IDENTITY_FREE_RECEIVE_SECONDS", 5.0)
+    monkeypatch.setattr(server.api.identity_free, "IDENTITY_FREE_RECEIVE_SECONDS", 5.0)
     # As many silent calls as either port serves at once.
     slots = MAX_HEALTH_RPCS
     config = ServerConfig(

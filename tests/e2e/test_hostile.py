@@ -96,9 +96,9 @@ async def test_huge_names_are_refused_in_a_short_message(target: str) -> None:
 
 
 def _worst_rule(i: int) -> str:
-    """A rule the fast path cannot take: spaces, port names, protocols; MAX_PORTS ports, all
-    valid, so every port is read, checked and built. Every rule is named "web", so that all
-    but the first are refused after being built (dry run: the first creates nothing)."""
+    """A rule with every part the grammar allows: spaces, port names, protocols; MAX_PORTS
+    ports, all valid, so every port is read, checked and built. Every rule is named "web", so
+    that all but the first are refused after being built (dry run: the first creates nothing)."""
     ports = ",".join(f" {1000 + p} : {2000 + p} / udp ( p{i % 10}-{p} ) " for p in range(MAX_PORTS))
     return f"web={ports}"
 

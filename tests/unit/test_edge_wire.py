@@ -1,4 +1,4 @@
-"""server.api.edge.count_field: the rules of a request counted on the wire, as protobuf would
+"""server.api.wire.count_field: the rules of a request counted on the wire, as protobuf would
 decode them, without decoding them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from k8sailor.v1 import exposure_pb2 as pb
-from server.api.edge import SHAPES, Refused, RuleShape, count_field, rule_shapes
+from server.api.wire import SHAPES, Refused, RuleShape, count_field, rule_shapes
 
 rules = st.lists(
     st.one_of(

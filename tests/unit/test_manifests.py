@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.domain import pointing
+from server.kube.ownership import owned_by, same_service
 from server.manifests import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -19,8 +20,6 @@ from server.manifests import (
     DeploymentError,
     build_service,
     build_services,
-    owned_by,
-    same_service,
     service_name,
 )
 from server.rules import (

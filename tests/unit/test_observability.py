@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
-from server.domain.exposer import Outcome, RuleResult
+from server.domain.outcomes import Outcome, RuleResult
 from server.observability.logs import Fields, JsonFormatter, configure, default_format
 from server.observability.metrics import KubeCallMetrics, rule_labels, split_address
 from server.observability.tracing import TracingConfigError, provider_from_env

@@ -23,7 +23,8 @@ from kubernetes_asyncio import client
 from server.auth.access import AccessReviewer
 from server.auth.errors import AuthUnavailable, Unauthenticated
 from server.auth.identity import Method
-from server.auth.tokens import ReviewBounds, TokenReviewer, peer_address
+from server.auth.review_bounds import ReviewBounds, peer_address
+from server.auth.tokens import TokenReviewer
 from server.kube import Kube
 from server.kube.fairness import Share
 from server.rules import ServiceType
