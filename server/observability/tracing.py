@@ -223,18 +223,14 @@ def _end(span: trace.Span, context: Context, error: BaseException | None) -> Non
     failures, and the exception a handler failed with."""
     code = _final_code(context, error)
     span.set_attribute("rpc.grpc.status_code", code.value[0])
+    # An abort is a status, not a failure; a stopped call is the caller's doing.
+    failed = None if isinstance(error, (grpc.aio.AbortError, *_STOPPED)) else error
     if code in _SERVER_ERRORS:
-        details = context.details() or _described(error) or code.value[1]
+        uncaught = f"{type(failed).__name__}: {failed}" if failed is not None else ""
+        details = context.details() or uncaught or code.value[1]
         span.set_status(Status(StatusCode.ERROR, f"{code}:{details}"))
-    if error is not None and not isinstance(error, (grpc.aio.AbortError, *_STOPPED)):
-        span.record_exception(error)
-
-
-def _described(error: BaseException | None) -> str:
-    """What an uncaught exception says, as gRPC tells the caller; "" for none."""
-    if error is None or isinstance(error, (grpc.aio.AbortError, *_STOPPED)):
-        return ""
-    return f"{type(error).__name__}: {error}"
+    if failed is not None:
+        span.record_exception(failed)
 
 
 def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
