@@ -1,6 +1,6 @@
 """The rest of a Service's life after CreateServices: list, delete, and declarative apply.
 
-No gRPC in sight, like domain.exposer. A Service is the Deployment's (ours to list, change and
+No gRPC in sight, like domain.create. A Service is the Deployment's (ours to list, change and
 delete) when it carries k8sailor's managed-by label and an ownerReference to the Deployment's
 current uid (server.kube.ownership); anything else of the same name is left untouched and
 reported as a CONFLICT.
