@@ -11,7 +11,8 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 
-from server.domain.errors import DeploymentNotFound, DeploymentUnusable, request_error
+from server.domain.cluster import Reads, Services, read_deployment
+from server.domain.errors import request_error
 from server.domain.fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
 from server.domain.service_view import rule_of
@@ -19,7 +20,7 @@ from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span
 from server.kube.errors import KubeError, KubeNotFound
 from server.kube.ownership import owned_by
-from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment, DeploymentError
+from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment
 
 Json = dict[str, Any]
 R = TypeVar("R", ApplyResult, DeleteResult)
@@ -30,22 +31,14 @@ MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 APPLY_ROUNDS = 3
 
 
-class LifecycleCluster(Protocol):
-    """What the list, delete and apply flows ask of the cluster: server.kube.Kube is one (each
-    call raising its KubeError on a refusal); tests give a fake in memory."""
-
-    async def read_deployment(
-        self, namespace: str, name: str, *, timeout: float | None
-    ) -> Json: ...
-
-    async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json: ...
+class LifecycleCluster(Services, Protocol):
+    """What the list, delete and apply flows ask of the cluster: what the create flow does
+    (server.domain.cluster.Services: the Deployment, a Service, a create), and to list, apply
+    to and delete Services. server.kube.Kube is one (each call raising its KubeError on a
+    refusal); tests give a fake in memory."""
 
     async def list_services(
         self, namespace: str, *, label_selector: str, timeout: float | None
-    ) -> Json: ...
-
-    async def create_service(
-        self, namespace: str, manifest: Mapping[str, Any], *, dry_run: bool, timeout: float | None
     ) -> Json: ...
 
     async def apply_service(
@@ -97,22 +90,9 @@ class LifecycleContext:
         """The Deployment; with to_expose, all of it that Services are built from (else
         DeploymentUnusable), without it only its name and uid: listing or deleting what a
         Deployment owns must work even for one whose selector no Service could express.
-        Raises RequestError."""
-        try:
-            raw = await self.kube.read_deployment(namespace, name, timeout=timeout)
-        except KubeNotFound as error:
-            raise DeploymentNotFound(
-                f'Deployment "{name}" not found in namespace "{namespace}" ({error.message})'
-            ) from error
-        except KubeError as error:
-            raise request_error(error) from error
-        if to_expose:
-            try:
-                return Deployment.from_manifest(raw)
-            except DeploymentError as error:
-                raise DeploymentUnusable(str(error)) from error
-        meta = raw.get("metadata") or {}
-        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})
+        Raises RequestError, as the create flow's read does (server.domain.cluster)."""
+        source = Reads(self.kube) if to_expose else _Owner(self.kube)
+        return await read_deployment(source, namespace, name, timeout=timeout)
 
     async def owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
         """The Services the Deployment of this uid owns, sorted by name. Raises RequestError:
@@ -144,3 +124,15 @@ class LifecycleContext:
                 span, index, result.result if isinstance(result, ApplyResult) else result
             )
         return result
+
+
+class _Owner:
+    """The Deployment as an owner: its name and uid, whatever its selector says."""
+
+    def __init__(self, cluster: Services) -> None:
+        self._cluster = cluster
+
+    async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
+        raw = await self._cluster.read_deployment(namespace, name, timeout=timeout)
+        meta = raw.get("metadata") or {}
+        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})

@@ -15,6 +15,7 @@ from server.domain.errors import (
     ClusterForbidden,
     ClusterUnavailable,
     DeploymentNotFound,
+    DeploymentUnusable,
     NotPermitted,
 )
 from server.domain.lifecycle import Lifecycle
@@ -142,10 +143,28 @@ async def test_what_the_api_server_refuses_the_request_is_the_domains_own_error(
     cluster.fail["read_deployment"] = [KubeUnavailable("API server unreachable", reason="x")]
     lifecycle = Lifecycle(cluster, Settings())
 
-    with pytest.raises(ClusterUnavailable, match="API server unreachable"):
+    with pytest.raises(
+        ClusterUnavailable, match='reading Deployment "web": API server unreachable'
+    ):
         await lifecycle.list_owned(NS, "web")
     with pytest.raises(ClusterForbidden, match="refused k8sailor: services is forbidden"):
         await lifecycle.list_owned(NS, "web")
+
+
+async def test_what_a_deployment_owns_is_listed_and_deleted_whatever_its_selector(
+    cluster: FakeCluster,
+) -> None:
+    await made(cluster, "80:8088")
+    unusable = deployment()
+    unusable["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "Exists"}]}
+    cluster.add_deployment(unusable)
+
+    assert [s.name for s in await Lifecycle(cluster, Settings()).list_owned(NS, "web")] == ["web"]
+    [result] = await delete(cluster, ["web"])
+    assert result.outcome is Outcome.DELETED
+    request = ApplyRequest(namespace=NS, deployment="web", rules=["80:8088"])
+    with pytest.raises(DeploymentUnusable):
+        _ = [r async for r in Lifecycle(cluster, Settings()).apply(request)]
 
 
 async def test_a_missing_deployment_is_a_request_error(cluster: FakeCluster) -> None:
