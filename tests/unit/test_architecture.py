@@ -30,8 +30,6 @@ IO_LIBRARIES = ("grpc", "aiohttp", "kubernetes_asyncio")
 NOT_YET: set[tuple[str, str]] = {
     # auth must not import the flows
     ("server.auth.gate", "server.domain.grants"),
-    # observability must not import api, domain or kube
-    ("server.observability.metrics", "server.domain.outcomes"),
 }
 
 
