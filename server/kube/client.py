@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -35,7 +36,7 @@ from server.kube.errors import (
     from_transport,
     load_signal,
 )
-from server.kube.fairness import FairSlots, Ticket
+from server.kube.fairness import FairSlots
 from server.kube.limits import AdaptiveLimit, ConcurrencyLimit, FixedLimit
 from server.kube.observers import CallObserver, NoObserver
 from server.kube.retries import DEFAULT_RETRIES, RetryClock, Retrying, RetryPolicy
@@ -95,6 +96,12 @@ class Kube:
     async def close(self) -> None:
         """Close the session (its pooled connections); no call may be made after."""
         await self._transport.close()
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     @property
     def concurrency_limit(self) -> int:
@@ -331,27 +338,14 @@ class Kube:
         timeout: float | None,
     ) -> Json:
         """One API call, with its retries (server.kube.retries)."""
+        call = _Call(verb, resource, method, path, tuple(query), body, content_type, dry_run)
 
         async def attempt(deadline: float | None, clock: RetryClock) -> Json:
-            return await self._attempt(
-                verb, resource, method, path, query, body, content_type, dry_run, deadline, clock
-            )
+            return await self._attempt(call, deadline, clock)
 
         return await self._retrying.run(verb, resource, attempt, timeout)
 
-    async def _attempt(
-        self,
-        verb: str,
-        resource: str,
-        method: str,
-        path: str,
-        query: Query,
-        body: Any,
-        content_type: str,
-        dry_run: bool,
-        deadline: float | None,
-        clock: RetryClock,
-    ) -> Json:
+    async def _attempt(self, call: _Call, deadline: float | None, clock: RetryClock) -> Json:
         loop = asyncio.get_running_loop()
         queued = loop.time()
         async with self._slots.slot() as ticket:
@@ -361,14 +355,14 @@ class Kube:
             timeout = self._retry.attempt_timeout
             if deadline is not None:
                 timeout = min(timeout, max(deadline - now, 0.001))
-            self._observer.call_started(verb, resource)
+            self._observer.call_started(call.verb, call.resource)
             started = time.monotonic()
             code = "error"
             heard: int | None = None  # the status of a whole answer, for the limit
             try:
                 response = await self._transport.request(
-                    method, path, query=query, body=body, content_type=content_type,
-                    timeout=timeout,
+                    call.method, call.path, query=call.query, body=call.body,
+                    content_type=call.content_type, timeout=timeout,
                 )  # fmt: skip
                 async with response:
                     status = response.status
@@ -383,27 +377,33 @@ class Kube:
                 raise from_transport(error) from error
             finally:
                 seconds = time.monotonic() - started
-                self._observer.call_finished(verb, resource, code, seconds)
-                self._tell_limit(ticket, verb, resource, dry_run, heard, seconds)
+                self._observer.call_finished(call.verb, call.resource, code, seconds)
+                # For the adaptive limit: what the answer says of the API server's load.
+                signal = load_signal(heard)
+                if signal is LoadSignal.THROTTLED:
+                    self._slots.throttled(ticket)
+                elif signal is LoadSignal.MEASURED:
+                    self._slots.answered(ticket, call.kind, seconds)
         if not 200 <= status < 300:
             raise from_response(status, answer, headers)
         return json_object(answer, "answer from the API server")
 
-    def _tell_limit(
-        self,
-        ticket: Ticket,
-        verb: str,
-        resource: str,
-        dry_run: bool,
-        status: int | None,
-        seconds: float,
-    ) -> None:
-        """How the call went, for the adaptive limit (errors.load_signal: what the answer
-        says about the API server's load)."""
-        signal = load_signal(status)
-        if signal is LoadSignal.THROTTLED:
-            self._slots.throttled(ticket)
-        elif signal is LoadSignal.MEASURED:
-            # A dry run skips etcd, so it is its own kind of call.
-            kind = f"{verb} {resource}" + (" dry run" if dry_run else "")
-            self._slots.answered(ticket, kind, seconds)
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One API call as it is sent, attempt after attempt."""
+
+    verb: str  # the Kubernetes verb, for the observer
+    resource: str
+    method: str  # the HTTP method
+    path: str
+    query: Query
+    body: Any
+    content_type: str
+    dry_run: bool
+
+    @property
+    def kind(self) -> str:
+        """What the adaptive limit keeps a baseline for: a dry run skips etcd, so it is a kind
+        of call of its own."""
+        return f"{self.verb} {self.resource}" + (" dry run" if self.dry_run else "")

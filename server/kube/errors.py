@@ -1,7 +1,7 @@
 """k8sailor's own errors for what the Kubernetes API server (or the way to it) said.
 
-The rest of the server never sees kubernetes_asyncio's ApiException or aiohttp's errors: they
-are translated here, in one place, into a small hierarchy keyed by what the caller should do
+The rest of the server never sees aiohttp's errors or an answer's raw status: they are
+translated here, in one place, into a small hierarchy keyed by what the caller should do
 about them. Everything else read from an answer is read here too, once, into the errors'
 attributes: whether a failed call may have taken effect (`may_have_applied`), which field
 managers a server-side apply conflict names (`KubeConflict.managers`), whether validation
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
 
 # A Retry-After beyond this is not a hint to wait but a refusal: no caller waits an hour.
 _MAX_RETRY_AFTER_S = 600.0
@@ -278,14 +277,6 @@ def _retry_after(seconds: Any, headers: Mapping[str, str] | None) -> float | Non
     if value != value:  # NaN
         return None
     return min(max(value, 0.0), _MAX_RETRY_AFTER_S)
-
-
-def from_api_exception(error: ApiException) -> KubeError:
-    """kubernetes_asyncio raises ApiException with status 0 for requests it could not send."""
-    status = int(error.status or 0)
-    if status == 0:
-        return KubeUnavailable(f"API server unreachable: {error.reason}", reason="Unreachable")
-    return from_response(status, error.body, error.headers)
 
 
 def from_transport(error: BaseException) -> KubeUnavailable:
