@@ -20,13 +20,15 @@ from server.domain.apply_writes import Stale, apply_to, create
 from server.domain.cooperative import in_slices
 from server.domain.delete import delete_owned
 from server.domain.diff import diff_service
-from server.domain.exposer import BadRequest, Outcome, RuleResult, check_target
+from server.domain.errors import BadRequest
 from server.domain.field_managers import conflicting_managers, is_immutable
 from server.domain.grants import Grants, RightsUnknown, refusal
 from server.domain.lifecycle_context import APPLY_ROUNDS, LifecycleContext
 from server.domain.lifecycle_fanout import as_completed, ready, remaining
 from server.domain.lifecycle_requests import ApplyRequest, ParsedRules
 from server.domain.lifecycle_results import PRUNED_INDEX, ApplyResult
+from server.domain.outcomes import Outcome, RuleResult
+from server.domain.requests import check_target
 from server.domain.service_view import headless, rule_result, service_type
 from server.kube.errors import KubeAlreadyExists, KubeConflict, KubeError, KubeInvalid
 from server.kube.ownership import owned_by

@@ -13,12 +13,14 @@ from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from server.domain.exposer import BadRequest, Outcome, check_target
+from server.domain.errors import BadRequest
 from server.domain.grants import Grants, refusal
 from server.domain.lifecycle_context import APPLY_ROUNDS, LifecycleContext
 from server.domain.lifecycle_fanout import as_completed, remaining
 from server.domain.lifecycle_requests import DeleteRequest
 from server.domain.lifecycle_results import PRUNED_INDEX, DeleteResult
+from server.domain.outcomes import Outcome
+from server.domain.requests import check_target
 from server.domain.service_view import service_type
 from server.kube.errors import KubeConflict, KubeError, KubeNotFound
 from server.kube.ownership import owned_by

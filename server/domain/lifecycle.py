@@ -20,11 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from server.domain import apply, delete, listing
-from server.domain.exposer import Settings
 from server.domain.grants import Grants
 from server.domain.lifecycle_context import LifecycleCluster, LifecycleContext
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, ParsedRules
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.settings import Settings
 
 
 class Lifecycle:

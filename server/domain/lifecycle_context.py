@@ -11,15 +11,12 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 
-from server.domain.exposer import (
-    DeploymentNotFound,
-    DeploymentUnusable,
-    Settings,
-    describe_rule_span,
-)
+from server.domain.errors import DeploymentNotFound, DeploymentUnusable
 from server.domain.lifecycle_fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
 from server.domain.service_view import rule_of
+from server.domain.settings import Settings
+from server.domain.spans import describe_rule_span
 from server.kube.errors import KubeNotFound
 from server.kube.ownership import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment, DeploymentError

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.domain.exposer import RequestError
+from server.domain.errors import RequestError
 from server.domain.grants import Grants
 from server.rules import RuleError, ServiceRule, ServiceType
 

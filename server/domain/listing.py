@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from server.domain.exposer import check_target
 from server.domain.grants import Grants, refusal
 from server.domain.lifecycle_context import LifecycleContext
 from server.domain.lifecycle_fanout import remaining
 from server.domain.lifecycle_requests import NotPermitted
 from server.domain.lifecycle_results import ExposedService
+from server.domain.requests import check_target
 from server.domain.service_view import exposed
 
 

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from server.domain.exposer import DeploymentNotFound, Outcome, Settings
+from server.domain.errors import DeploymentNotFound
 from server.domain.grants import Grant, Grants
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, NotPermitted
 from server.domain.lifecycle_results import DeleteResult
+from server.domain.outcomes import Outcome
+from server.domain.settings import Settings
 from server.kube.errors import KubeConflict, KubeNotFound
 from server.kube.ownership import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE
