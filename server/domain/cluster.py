@@ -1,5 +1,6 @@
-"""What the create flow needs of the cluster, as narrow protocols: server.kube's Kube and its
-Deployment cache fit them (app.py passes the real ones), and unit tests pass a small fake.
+"""What the create flow needs of the cluster, as a narrow protocol (Services) that server.kube's
+Kube fits (app.py passes it, with its Deployment cache) and unit tests fake; and the Deployment
+read once per request, its failures turned into request errors.
 
 Every method raises server.kube.errors' KubeError kinds for what the API server answered."""
 
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from server.domain.errors import DeploymentNotFound, DeploymentUnusable, request_error
+from server.kube.deployments import DeploymentSource
 from server.kube.errors import KubeError, KubeNotFound
 from server.manifests import Deployment, DeploymentError
 
@@ -33,18 +35,10 @@ class Services(typing.Protocol):
         ...
 
 
-class Deployments(typing.Protocol):
-    """Where the Deployment's facts come from: server.kube.deployments.DeploymentCache, or a
-    read per request (Reads)."""
-
-    async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
-        """Raises KubeNotFound when there is no such Deployment, DeploymentError when it
-        cannot be exposed, and KubeError when the read failed."""
-        ...
-
-
 class Reads:
-    """A read of the Deployment for every request (`--deployment-cache=off`)."""
+    """A read of the Deployment for every request (`--deployment-cache=off`): the
+    DeploymentSource (server.kube.deployments, whose DeploymentCache is the other) of a cluster
+    that is only Services."""
 
     def __init__(self, cluster: Services) -> None:
         self._cluster = cluster
@@ -55,7 +49,7 @@ class Reads:
 
 
 async def read_deployment(
-    deployments: Deployments, namespace: str, name: str, *, timeout: float | None
+    deployments: DeploymentSource, namespace: str, name: str, *, timeout: float | None
 ) -> Deployment:
     """The Deployment to expose, once per request, with its failures as request errors:
     DeploymentNotFound, DeploymentUnusable, or the cluster's failure (request_error)."""

@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from server.domain import pointing
-from server.domain.cluster import Deployments, Reads, Services, read_deployment
+from server.domain.cluster import Reads, Services, read_deployment
 from server.domain.cooperative import in_slices
 from server.domain.fanout import fan_out, give_up_before, remaining
 from server.domain.outcomes import Outcome, RuleResult
@@ -28,6 +28,7 @@ from server.domain.rights import Rights
 from server.domain.service_view import rule_result
 from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
+from server.kube.deployments import DeploymentSource
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
 from server.kube.ownership import owned_by, same_service
 from server.manifests import iter_services
@@ -60,7 +61,7 @@ class Exposer:
         settings: Settings,
         *,
         tracer: Tracer | None = None,
-        deployments: Deployments | None = None,
+        deployments: DeploymentSource | None = None,
     ) -> None:
         """cluster: where Services are created (server.kube.Kube, or a fake). tracer: where
         the span of each rule goes; None: no spans (tracing is off, and costs nothing).

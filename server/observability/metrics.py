@@ -154,13 +154,6 @@ def rule_labels(result: RuleFate, method: str = "CreateServices") -> tuple[str, 
     return type_, result.outcome.value, reason, method if method in RULE_METHODS else OTHER
 
 
-# Label children by the values they are looked up with (service type, outcome, reason,
-# method): .labels() validates, joins and locks on every call, which costs more than the count
-# itself on the request path. Every part of the key is bounded (enums, and reasons folded
-# into RULE_REASONS before they are kept), so the dict is too.
-_RULE_COUNTERS: dict[tuple[ServiceType | None, str, str, str], Counter] = {}
-
-
 class RuleCounter(Protocol):
     """What counts a request's rule results: count_rules, when metrics are on."""
 
@@ -170,14 +163,7 @@ class RuleCounter(Protocol):
 def count_rules(results: Iterable[RuleFate], method: str = "CreateServices") -> None:
     """Count a request's rule results (the servicers call this once per request)."""
     for result in results:
-        key = (result.service_type, result.outcome.value, result.reason, method)
-        counter = _RULE_COUNTERS.get(key)
-        if counter is None:
-            labels = rule_labels(result, method)
-            counter = RULES.labels(*labels)
-            if labels[2] != OTHER and labels[3] != OTHER:  # keep the key set bounded
-                _RULE_COUNTERS[key] = counter
-        counter.inc()
+        RULES.labels(*rule_labels(result, method)).inc()
 
 
 # --- the API server, as k8sailor sees it --------------------------------------------------------
@@ -232,7 +218,7 @@ class KubeCallMetrics:
     """server.kube's CallObserver, in Prometheus terms: one started/finished per attempt."""
 
     def __init__(self) -> None:
-        # As for _RULE_COUNTERS: keyed by the values Kube passes, bounded before use.
+        # Label children keyed by the values Kube passes, bounded before use.
         self._calls: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     def call_started(self, verb: str, resource: str) -> None:

@@ -71,6 +71,10 @@ async def test_no_job_outlives_a_closed_generator() -> None:
 
 
 async def test_give_up_needs_a_stand_in() -> None:
+    job = after(0.0, "never started")
     with pytest.raises(ValueError, match="give_up needs late"):
-        async for _ in fan_out([], give_up=0.0):
+        async for _ in fan_out([job], give_up=0.0):
             pass
+    # Closed, not left to warn that it was never awaited: a closed coroutine cannot start.
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await job
