@@ -311,26 +311,25 @@ class Shapes:
         """Bytes per cached Deployment, and how long after a Deployment is created again the
         cache still answers with the old uid (the window of the issue's correctness case)."""
         apps = kube.AppsV1Api(api)
-        adapter = Kube(api, max_in_flight=4)  # owns an aiohttp session: closed below
-        cache = DeploymentCache(adapter, [self.namespace])
-        await cache.start()
         windows: list[float] = []
-        try:
-            await cache.wait_synced()
-            body = objects.deployment("again", {"app": "again"}, [("http", TARGET, "TCP")])
-            for _ in range(20):
-                created = await apps.create_namespaced_deployment(self.namespace, body)
-                await _until(lambda uid=created.metadata.uid: _sees(cache, self.namespace, uid))
-                await apps.delete_namespaced_deployment("again", self.namespace)
-                again = await apps.create_namespaced_deployment(self.namespace, body)
-                answered = time.perf_counter()
-                await _until(lambda uid=again.metadata.uid: _sees(cache, self.namespace, uid))
-                windows.append(time.perf_counter() - answered)
-                await apps.delete_namespaced_deployment("again", self.namespace)
-                await _until(lambda: cache.peek(self.namespace, "again") is None)
-        finally:
-            await cache.stop()
-            await adapter.close()
+        async with Kube(api, max_in_flight=4) as adapter:  # it closes its own aiohttp session
+            cache = DeploymentCache(adapter, [self.namespace])
+            await cache.start()
+            try:
+                await cache.wait_synced()
+                body = objects.deployment("again", {"app": "again"}, [("http", TARGET, "TCP")])
+                for _ in range(20):
+                    created = await apps.create_namespaced_deployment(self.namespace, body)
+                    await _until(lambda uid=created.metadata.uid: _sees(cache, self.namespace, uid))
+                    await apps.delete_namespaced_deployment("again", self.namespace)
+                    again = await apps.create_namespaced_deployment(self.namespace, body)
+                    answered = time.perf_counter()
+                    await _until(lambda uid=again.metadata.uid: _sees(cache, self.namespace, uid))
+                    windows.append(time.perf_counter() - answered)
+                    await apps.delete_namespaced_deployment("again", self.namespace)
+                    await _until(lambda: cache.peek(self.namespace, "again") is None)
+            finally:
+                await cache.stop()
         return {
             "bytes_per_deployment": bytes_per_deployment(api),
             "stale_after_recreate": _latencies(windows),

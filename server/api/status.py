@@ -24,7 +24,6 @@ from server.domain.errors import (
     RequestError,
     request_error,
 )
-from server.domain.lifecycle_requests import NotPermitted as ListingNotPermitted
 from server.kube.errors import KubeError
 
 
@@ -49,9 +48,6 @@ _CODES: Final[tuple[tuple[type[RequestError], grpc.StatusCode], ...]] = (
     (DeploymentNotFound, grpc.StatusCode.NOT_FOUND),
     (DeploymentUnusable, grpc.StatusCode.FAILED_PRECONDITION),
     (NotPermitted, grpc.StatusCode.PERMISSION_DENIED),  # the caller may not (lifecycle RPCs)
-    # The same refusal, from the copy server.domain.listing still raises until it imports
-    # server.domain.errors' (then this line and its import go).
-    (ListingNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (ClusterForbidden, grpc.StatusCode.PERMISSION_DENIED),  # k8sailor itself may not
     (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ClusterFailed, grpc.StatusCode.INTERNAL),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from server.domain.grants import Grant, Grants, RightsUnknown
+from server.auth.rights import Grant, Grants, RightsUnknown
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest
 from server.domain.lifecycle_results import ApplyResult, DeleteResult

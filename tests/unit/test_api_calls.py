@@ -25,7 +25,6 @@ from server.domain.errors import (
     DeploymentUnusable,
     NotPermitted,
 )
-from server.domain.lifecycle_requests import NotPermitted as ListingNotPermitted
 from server.domain.outcomes import Outcome, RuleResult
 from server.kube.errors import KubeError, KubeForbidden, KubeUnavailable
 
@@ -106,7 +105,6 @@ async def test_a_call_that_succeeds_returns_its_answer_and_logs_one_ok_line(
         (DeploymentNotFound('Deployment "web" not found'), grpc.StatusCode.NOT_FOUND),
         (DeploymentUnusable("no matchLabels"), grpc.StatusCode.FAILED_PRECONDITION),
         (NotPermitted("may not list NodePort"), grpc.StatusCode.PERMISSION_DENIED),
-        (ListingNotPermitted("may not list NodePort"), grpc.StatusCode.PERMISSION_DENIED),
         (ClusterForbidden("the API server refused k8sailor"), grpc.StatusCode.PERMISSION_DENIED),
         (ClusterUnavailable("connection refused"), grpc.StatusCode.UNAVAILABLE),
         (ClusterFailed("the API server failed"), grpc.StatusCode.INTERNAL),

@@ -10,8 +10,8 @@ from collections.abc import Collection, Mapping
 
 import pytest
 
+from server.auth.rights import Grant, Grants, RightsUnknown
 from server.domain.diff import FieldChange
-from server.domain.grants import Grant, Grants, RightsUnknown
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_requests import ApplyRequest
 from server.domain.lifecycle_results import PRUNED_INDEX, ApplyResult
