@@ -32,15 +32,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.wrapping import ServerInterceptor, WrappingInterceptor
+from server.wrapping import Behavior, ServerInterceptor, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:
     from server.wrapping import Handler
 
     Context = grpc.aio.ServicerContext[Any, Any]
-
-# A handler's behaviour: a coroutine function, or an async generator function for a stream.
-Behavior = Callable[..., Any]
 
 # Probes and tooling, not requests: a trace per kubelet health check would bury the real ones.
 UNTRACED_SERVICES: Final = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
@@ -154,19 +151,7 @@ class _ServerInterceptor(WrappingInterceptor):
         spans = _Spans(
             self._tracer, method, {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
         )
-        codec: dict[str, Any] = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                spans.around(handler.stream_stream), **codec
-            )
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(spans.around(handler.stream_unary), **codec)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(spans.around(handler.unary_stream), **codec)
-        return grpc.unary_unary_rpc_method_handler(spans.around(handler.unary_unary), **codec)
+        return rebuilt(handler, spans.around)
 
 
 @dataclass(frozen=True)
@@ -177,9 +162,8 @@ class _Spans:
     method: str  # "/k8sailor.v1.ExposureService/CreateServices", the span's name
     attributes: Mapping[str, str]
 
-    def around(self, behavior: Behavior | None) -> Behavior:
+    def around(self, behavior: Behavior) -> Behavior:
         """behavior, each call of it in a span; of the same form."""
-        assert behavior is not None
         if inspect.isasyncgenfunction(behavior):
 
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
