@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from server.api.wire import Refused
-from server.wrapping import Behavior as Behavior  # edge and identity_free take it from here
-from server.wrapping import rebuilt
+from server.wrapping import Behavior, rebuilt
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
