@@ -5,27 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert, edge
+from server.api.authorize import rights
 from server.api.calls import caller_deadline, run, write_each
 from server.api.requestlog import Call, create_details
 from server.auth.gate import AccessControl
-from server.auth.identity import Caller
-from server.domain.create import Exposer, ExposeRequest
+from server.domain.create import Exposer
 from server.domain.outcomes import RuleResult
 from server.domain.requests import rule_types
-from server.domain.rights import Rights
-from server.rules import RuleError, ServiceRule
 
 if TYPE_CHECKING:
     from server.observability.metrics import RuleCounter
 
 _EVENT = "CreateServices"
+# How a caller allowed none of the request's Service types is told so (Forbidden).
+_NONE_ALLOWED = "create none of the Service types this request asks for"
 
 
 class ExposureServicer:
@@ -61,8 +60,11 @@ class ExposureServicer:
             # Parsed once, here: authorization decides on the rules' types, and the exposer
             # builds from the same parsed rules.
             parsed = await self._exposer.parse(domain)
-            permissions = await self._permissions(call.caller, domain, parsed)
-            ready = dataclasses.replace(domain, parsed=parsed, permissions=permissions)
+            # With no rule that parses, nothing is asked, and nothing is read either: the
+            # exposer answers such a request from the rules alone.
+            wanted = {("create", type_) for type_ in rule_types(parsed)}
+            granted = await rights(self._access, call, wanted, none_allowed=_NONE_ALLOWED)
+            ready = dataclasses.replace(domain, parsed=parsed, rights=granted)
             expose = self._exposer.expose(ready, caller_deadline=caller_deadline(context))
             await write_each(context, expose, convert.result_to_proto, results)
 
@@ -76,16 +78,4 @@ class ExposureServicer:
             work,
             lambda status: create_details(len(domain.rules), domain.dry_run, status, results),
             finish=count,
-        )
-
-    async def _permissions(
-        self, caller: Caller, request: ExposeRequest, parsed: Sequence[ServiceRule | RuleError]
-    ) -> Rights | None:
-        """With authorization on, what the caller may create here; None: everything."""
-        if self._access is None or not self._access.authorizing:
-            return None
-        # With no rule that parses, nothing is asked, and nothing is read either: the exposer
-        # answers such a request from the rules alone.
-        return await self._access.permissions(
-            caller, request.namespace, request.deployment, rule_types(parsed)
         )

@@ -17,11 +17,12 @@ import grpc
 
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert, edge
+from server.api.authorize import rights
 from server.api.calls import caller_deadline, run, write_each
 from server.api.requestlog import Call, Details, outcomes
 from server.api.status import Status
 from server.auth.gate import AccessControl
-from server.auth.rights import Grant, Grants
+from server.auth.rights import Grant
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.domain.requests import check_target
@@ -66,12 +67,12 @@ class LifecycleServicer:
 
         async def work() -> None:
             check_target(call.namespace, call.deployment)
-            grants = await self._grants(call, _every("list"))
+            granted = await rights(self._access, call, _every("list"))
             listed.extend(
                 await self._lifecycle.list_owned(
                     call.namespace,
                     call.deployment,
-                    grants=grants,
+                    rights=granted,
                     caller_deadline=caller_deadline(context),
                 )
             )
@@ -90,9 +91,10 @@ class LifecycleServicer:
 
         async def work() -> None:
             self._lifecycle.check_delete(domain)
-            grants = await self._grants(call, _every("delete"))
+            granted = await rights(self._access, call, _every("delete"))
             results = self._lifecycle.delete(
-                dataclasses.replace(domain, grants=grants), caller_deadline=caller_deadline(context)
+                dataclasses.replace(domain, rights=granted),
+                caller_deadline=caller_deadline(context),
             )
             await write_each(context, results, convert.delete_result_to_proto, deleted)
 
@@ -122,9 +124,9 @@ class LifecycleServicer:
             wanted = {(verb, t) for verb in ("create", "update") for t in types}
             if domain.prune:
                 wanted |= _every("delete")
-            grants = await self._grants(call, wanted)
+            granted = await rights(self._access, call, wanted)
             results = self._lifecycle.apply(
-                dataclasses.replace(domain, grants=grants),
+                dataclasses.replace(domain, rights=granted),
                 parsed,
                 caller_deadline=caller_deadline(context),
             )
@@ -143,12 +145,6 @@ class LifecycleServicer:
             self._count(call, [each.result for each in applied])
 
         await run(call, context, work, details, finish=count)
-
-    async def _grants(self, call: Call, wanted: Collection[Grant]) -> Grants | None:
-        """With authorization on, what of wanted the caller may do; None: everything."""
-        if self._access is None or not self._access.authorizing:
-            return None
-        return await self._access.grants(call.caller, call.namespace, call.deployment, wanted)
 
     def _count(self, call: Call, fates: Collection[RuleFate]) -> None:
         if self._count_rules is not None:

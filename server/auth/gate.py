@@ -2,10 +2,10 @@
 part of server.auth that knows gRPC.
 
 The edge (server.api.edge) asks `authenticate(context)` first, before the request is decoded, and
-the servicer then `permissions(...)` with the Service types the request uses (or `grants(...)`
-with the verbs and types of a lifecycle RPC); the answer goes to the domain as a plain value
-(server.auth.rights.Grants, which the domain reads as server.domain.rights.Rights). A caller
-allowed none of it is refused here (Forbidden), before anything in the cluster is read.
+the servicer then `rights(...)` with the verbs and Service types the request needs (create on
+each type its rules use, or the verbs of a lifecycle RPC); the answer goes to the domain as a
+plain value (server.auth.rights.Grants, which the domain reads as server.domain.rights.Rights).
+A caller allowed none of it is refused here (Forbidden), before anything in the cluster is read.
 
 Identity, the first that applies (see the README):
   1. a client certificate verified against --client-ca-file: its SPIFFE ID if it has one,
@@ -40,12 +40,13 @@ from server.auth.tokens import TokenReviewer
 from server.kube import Kube
 from server.kube.fairness import Shares
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
-from server.rules import ServiceType
 
 FORWARDED_CLIENT_CERT = "x-forwarded-client-cert"
 # Forwarded headers longer than this are refused before they are parsed (Envoy's element for
 # one client is a few hundred bytes, more with Cert= or Chain= which we do not use).
 MAX_FORWARDED_BYTES = 16384
+# What a caller allowed none of a request is refused with, after its name and "may".
+NONE_ALLOWED = "do none of what this request asks"
 
 
 class AccessControl:
@@ -147,68 +148,45 @@ class AccessControl:
             message += "; a bearer token was sent over plaintext and ignored (TLS only)"
         return message
 
-    async def permissions(
-        self, caller: Caller, namespace: str, deployment: str, types: Collection[ServiceType]
+    async def rights(
+        self,
+        caller: Caller,
+        namespace: str,
+        deployment: str,
+        wanted: Collection[Grant],
+        *,
+        none_allowed: str = NONE_ALLOWED,
     ) -> Grants | None:
-        """What the caller may create here (the create verb on each of types); None when
-        authorization is off.
+        """What the caller may do of wanted (verb and Service type pairs: create's are
+        ("create", type) for each type its rules use); None when authorization is off. The
+        answer can ask more pairs later (Grants.ask), through the same cache.
 
-        Raises Forbidden when the request uses Service types and the caller may create none of
-        them, and AuthUnavailable when the API server could not be asked.
+        Raises Forbidden when the caller may do none of it (its message: the caller "may",
+        none_allowed, then what it needs), and AuthUnavailable when the API server could not
+        be asked. Nothing wanted (a request with no rule that parses) asks nothing and counts
+        no decision.
         """
         if not self._required:
             return None
-        if not types:
-            return Grants(denied={}, decided=frozenset())
-        try:
-            decisions = await self.access.decide(caller, namespace, deployment, types)
-        except AuthError:
-            AUTHORIZATIONS.labels("error").inc()
-            raise
-        denied = {
-            ("create", type_): f"{caller.user} may not {permission(type_, namespace, deployment)}"
-            for type_, decision in decisions.items()
-            if not decision.allowed
-        }
-        if len(denied) == len(decisions):
-            AUTHORIZATIONS.labels("denied").inc()
-            needed = "; ".join(permission(type_, namespace, deployment) for type_ in decisions)
-            raise Forbidden(
-                f"{caller.user} may create none of the Service types this request asks for: "
-                f"it needs {needed}"
-            )
-        AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return Grants(denied=denied, decided=frozenset(("create", type_) for type_ in decisions))
-
-    async def grants(
-        self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
-    ) -> Grants | None:
-        """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
-        manage what create made); None when authorization is off. The answer can ask more
-        pairs later (Grants.ask), through the same cache.
-
-        Raises Forbidden when the caller may do none of it, and AuthUnavailable when the API
-        server could not be asked.
-        """
-        if not self._required:
-            return None
+        ask = functools.partial(self._ask, caller, namespace, deployment)
+        if not wanted:
+            return Grants(denied={}, decided=frozenset(), ask=ask)
         try:
             denied = await self._denials(caller, namespace, deployment, wanted)
         except AuthError:
             AUTHORIZATIONS.labels("error").inc()
             raise
-        if wanted and len(denied) == len(set(wanted)):
+        pairs = set(wanted)
+        if len(denied) == len(pairs):
             AUTHORIZATIONS.labels("denied").inc()
+            needed = sorted(permission(t, namespace, deployment, v) for v, t in pairs)
             raise Forbidden(
-                f"{caller.user} may do none of what this request asks: it needs one of "
-                + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
+                f"{caller.user} may {none_allowed}: it needs "
+                + ("one of " if len(needed) > 1 else "")
+                + "; ".join(needed)
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return Grants(
-            denied=denied,
-            decided=frozenset(wanted),
-            ask=functools.partial(self._ask, caller, namespace, deployment),
-        )
+        return Grants(denied=denied, decided=frozenset(pairs), ask=ask)
 
     async def _ask(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]

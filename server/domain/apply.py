@@ -143,7 +143,7 @@ async def _apply_one(
         )  # fmt: skip
 
     wanted = service_type(manifest)
-    rights = request.grants
+    rights = request.rights
     may_not_create = None if rights is None else rights.refusal("create", wanted)
     may_not_update = None if rights is None else rights.refusal("update", wanted)
     if may_not_create is not None and may_not_update is not None:
@@ -242,7 +242,7 @@ async def _prune(
     give_up_at: float | None,
 ) -> ApplyResult:
     deleted = await delete_owned(
-        context, request.namespace, owner, service, request.dry_run, request.grants, give_up_at
+        context, request.namespace, owner, service, request.dry_run, request.rights, give_up_at
     )
     result = RuleResult(
         PRUNED_INDEX,

@@ -48,7 +48,7 @@ class ExposeRequest:
     dry_run: bool = False
     # What the caller may create (the create verb, by type); None: no authorization (every
     # type allowed). See server.domain.rights.
-    permissions: Rights | None = None
+    rights: Rights | None = None
     # Every rule parsed (Exposer.parse), one for one with rules, so that expose does not parse
     # them again; None: expose parses them.
     parsed: Sequence[ServiceRule | RuleError] | None = None
@@ -109,8 +109,8 @@ class Exposer:
         types = [_type_of(item) for item in parsed]
         # Rules of a type the caller may not create: index -> the permission it lacks.
         denied: dict[int, str] = {}
-        if request.permissions is not None:
-            rights = request.permissions
+        if request.rights is not None:
+            rights = request.rights
             denied = {
                 index: refusal
                 for index, rule in enumerate(parsed)

@@ -77,7 +77,7 @@ async def delete(
                     owner,
                     service,
                     request.dry_run,
-                    request.grants,
+                    request.rights,
                     give_up_at,
                 ),
             )
@@ -117,7 +117,7 @@ async def _delete_named(
     except KubeError as error:
         return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
     return await delete_owned(
-        context, request.namespace, owner, service, request.dry_run, request.grants, give_up_at
+        context, request.namespace, owner, service, request.dry_run, request.rights, give_up_at
     )
 
 
@@ -127,7 +127,7 @@ async def delete_owned(
     owner: Deployment,
     service: Mapping[str, Any],
     dry_run: bool,
-    grants: Rights | None,
+    rights: Rights | None,
     give_up_at: float | None,
 ) -> DeleteResult:
     """Delete one of the Deployment's Services, as it was read: what it is (its type, that
@@ -135,7 +135,7 @@ async def delete_owned(
     read again and decided anew."""
     name = str(service["metadata"]["name"])
     for _ in range(APPLY_ROUNDS):
-        result = await _delete(context, namespace, service, dry_run, grants, give_up_at)
+        result = await _delete(context, namespace, service, dry_run, rights, give_up_at)
         if result is not None:
             return replace(result, service_type=service_type(service))
         try:
@@ -159,14 +159,14 @@ async def _delete(
     namespace: str,
     service: Mapping[str, Any],
     dry_run: bool,
-    grants: Rights | None,
+    rights: Rights | None,
     give_up_at: float | None,
 ) -> DeleteResult | None:
     """The delete's result, or None when the Service changed since it was read."""
     meta = service.get("metadata") or {}
     name = str(meta.get("name", ""))
     loop = asyncio.get_running_loop()
-    refused = None if grants is None else grants.refusal("delete", service_type(service))
+    refused = None if rights is None else rights.refusal("delete", service_type(service))
     if refused is not None:
         return DeleteResult(name, Outcome.DENIED, refused, "Forbidden")
     try:

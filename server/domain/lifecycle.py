@@ -43,7 +43,7 @@ class Lifecycle:
         namespace: str,
         deployment: str,
         *,
-        grants: Rights | None = None,
+        rights: Rights | None = None,
         caller_deadline: float | None = None,
     ) -> list[ExposedService]:
         """See server.domain.listing.list_owned."""
@@ -51,7 +51,7 @@ class Lifecycle:
             self._context,
             namespace,
             deployment,
-            grants=grants,
+            rights=rights,
             give_up_at=_give_up(caller_deadline),
         )
 

@@ -17,7 +17,7 @@ class DeleteRequest:
     all: bool = False
     dry_run: bool = False
     # What the caller may do (server.auth decided); None: authorization is off.
-    grants: Rights | None = None
+    rights: Rights | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class ApplyRequest:
     force: bool = False
     dry_run: bool = False
     # What the caller may do (server.auth decided); None: authorization is off.
-    grants: Rights | None = None
+    rights: Rights | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ async def list_owned(
     namespace: str,
     deployment: str,
     *,
-    grants: Rights | None = None,
+    rights: Rights | None = None,
     give_up_at: float | None = None,
 ) -> list[ExposedService]:
     """The Services the Deployment owns, sorted by name. Raises RequestError: NotPermitted
@@ -33,9 +33,9 @@ async def list_owned(
         )
     ]
     # Refused whole rather than answered in part: a partial list would read as the truth.
-    if grants is None:
+    if rights is None:
         return owned
-    refusals = sorted({r for s in owned if (r := grants.refusal("list", s.type))})
+    refusals = sorted({r for s in owned if (r := rights.refusal("list", s.type))})
     if refusals:
         raise NotPermitted("; ".join(refusals))
     return owned

@@ -174,7 +174,7 @@ async def delete_once(
     api_client: client.ApiClient, namespace: str, meddle: Meddle, grants: Grants
 ) -> tuple[DeleteResult, MeddledKube]:
     kube = MeddledKube(api_client, meddle)
-    request = DeleteRequest(namespace=namespace, deployment="web", names=["web"], grants=grants)
+    request = DeleteRequest(namespace=namespace, deployment="web", names=["web"], rights=grants)
     results = [r async for r in Lifecycle(kube, Settings()).delete(request)]
     assert len(results) == 1, results
     return results[0], kube
@@ -246,7 +246,7 @@ async def test_a_type_change_whose_rights_cannot_be_asked_fails_and_changes_noth
         ask=unreachable,
     )
     kube = MeddledKube(api_client, nothing)
-    request = ApplyRequest(namespace=namespace, deployment="web", rules=["80:8088"], grants=grants)
+    request = ApplyRequest(namespace=namespace, deployment="web", rules=["80:8088"], rights=grants)
     (result,) = [r async for r in Lifecycle(kube, Settings()).apply(request)]
 
     assert (result.result.outcome, result.result.reason) == (Outcome.FAILED, "AuthUnavailable")

@@ -108,7 +108,7 @@ async def expose(
     cluster: FakeCluster, *rules: str, deadline: float | None = None, rights: Rights | None = None
 ) -> list[RuleResult]:
     exposer = Exposer(cluster, Settings())
-    request = ExposeRequest("team", "web", list(rules), permissions=rights)
+    request = ExposeRequest("team", "web", list(rules), rights=rights)
     return [result async for result in exposer.expose(request, caller_deadline=deadline)]
 
 

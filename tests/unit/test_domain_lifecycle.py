@@ -63,9 +63,9 @@ async def delete(
     names: Sequence[str] = (),
     *,
     all: bool = False,
-    grants: Grants | None = None,
+    rights: Grants | None = None,
 ) -> list[DeleteResult]:
-    request = DeleteRequest(NS, "web", names, all=all, grants=grants)
+    request = DeleteRequest(NS, "web", names, all=all, rights=rights)
     results = [r async for r in Lifecycle(cluster, Settings()).delete(request)]
     return sorted(results, key=lambda r: r.service_name)
 
@@ -181,7 +181,7 @@ async def test_a_type_the_caller_may_not_delete_is_denied_and_left(cluster: Fake
     refusal = "alice may not delete nodeport services"
     rights = rights_to({("delete", ServiceType.NODE_PORT): refusal}, "delete")
 
-    results = await delete(cluster, all=True, grants=rights)
+    results = await delete(cluster, all=True, rights=rights)
 
     assert [(r.service_name, r.outcome, r.error, r.reason) for r in results] == [
         ("web", Outcome.DELETED, "", ""),
@@ -195,7 +195,7 @@ async def test_a_pair_nobody_decided_is_refused_not_allowed(cluster: FakeCluster
     await made(cluster, "80:8088")
     rights = rights_to({}, "list")  # delete was never asked: a bug of ours, failing closed
 
-    [result] = await delete(cluster, ["web"], grants=rights)
+    [result] = await delete(cluster, ["web"], rights=rights)
 
     assert (result.outcome, result.reason) == (Outcome.DENIED, "Forbidden")
     assert "was not authorized for this request" in result.error
@@ -209,7 +209,7 @@ async def test_a_list_with_a_type_the_caller_may_not_list_is_refused_whole(
     rights = rights_to({("list", ServiceType.NODE_PORT): "alice may not list nodeports"}, "list")
 
     with pytest.raises(NotPermitted, match="alice may not list nodeports"):
-        await Lifecycle(cluster, Settings()).list_owned(NS, "web", grants=rights)
+        await Lifecycle(cluster, Settings()).list_owned(NS, "web", rights=rights)
 
 
 # ------------------------------------------------------------------- changed and gone

@@ -39,11 +39,11 @@ def cluster() -> FakeCluster:
 async def apply(
     cluster: FakeCluster,
     *rules: str,
-    grants: Grants | None = None,
+    rights: Grants | None = None,
     deadline: float | None = None,
     **options: bool,
 ) -> list[ApplyResult]:
-    request = ApplyRequest(NS, "web", list(rules), grants=grants, **options)
+    request = ApplyRequest(NS, "web", list(rules), rights=rights, **options)
     results = [
         r async for r in Lifecycle(cluster, Settings()).apply(request, caller_deadline=deadline)
     ]
@@ -158,7 +158,7 @@ async def test_a_rule_the_caller_may_neither_create_nor_update_reads_nothing(
         ("update", ServiceType.NODE_PORT): "may not update",
     }
 
-    [result] = await apply(cluster, "!80:8088", grants=rights(denied))
+    [result] = await apply(cluster, "!80:8088", rights=rights(denied))
 
     assert outcomes([result]) == [(0, "web-nodeport", Outcome.DENIED, "Forbidden")]
     assert result.result.error == "may not create; may not update"
@@ -168,7 +168,7 @@ async def test_a_rule_the_caller_may_neither_create_nor_update_reads_nothing(
 async def test_a_caller_that_may_only_update_cannot_create(cluster: FakeCluster) -> None:
     denied = {("create", ServiceType.CLUSTER_IP): "alice may not create clusterip services"}
 
-    [result] = await apply(cluster, "80:8088", grants=rights(denied))
+    [result] = await apply(cluster, "80:8088", rights=rights(denied))
 
     assert outcomes([result]) == [(0, "web", Outcome.DENIED, "Forbidden")]
     assert cluster.service(NS, "web") is None
@@ -186,7 +186,7 @@ async def test_a_change_of_type_needs_delete_of_the_old_and_create_of_the_new(
 
     undecided = frozenset({("update", ServiceType.NODE_PORT), ("create", ServiceType.NODE_PORT)})
     grants = Grants(denied={}, decided=undecided, ask=ask)
-    request = ApplyRequest(NS, "web", ["web=!80:8088"], grants=grants)
+    request = ApplyRequest(NS, "web", ["web=!80:8088"], rights=grants)
 
     [result] = [r async for r in Lifecycle(cluster, Settings()).apply(request)]
 
@@ -205,7 +205,7 @@ async def test_rights_that_cannot_be_asked_fail_the_rule(cluster: FakeCluster) -
 
     decided = frozenset({("update", ServiceType.NODE_PORT), ("create", ServiceType.NODE_PORT)})
     request = ApplyRequest(
-        NS, "web", ["web=!80:8088"], grants=Grants(denied={}, decided=decided, ask=unavailable)
+        NS, "web", ["web=!80:8088"], rights=Grants(denied={}, decided=decided, ask=unavailable)
     )
 
     [result] = [r async for r in Lifecycle(cluster, Settings()).apply(request)]
