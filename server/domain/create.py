@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from server.domain.requests import check_count, check_target, parse_rules, rule_
 from server.domain.rights import Rights
 from server.domain.service_view import rule_result
 from server.domain.settings import Settings
-from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
+from server.domain.spans import NO_TRACING, in_rule_span, settled_span
 from server.kube.deployments import DeploymentSource
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
 from server.kube.ownership import owned_by, same_service
@@ -64,12 +64,12 @@ class Exposer:
         deployments: DeploymentSource | None = None,
     ) -> None:
         """cluster: where Services are created (server.kube.Kube, or a fake). tracer: where
-        the span of each rule goes; None: no spans (tracing is off, and costs nothing).
+        the span of each rule goes; None: the no-op tracer (tracing is off: spans.NO_TRACING).
         deployments: where Deployments come from; a read per request unless a watch cache is
         given."""
         self._cluster = cluster
         self._settings = settings
-        self._tracer = tracer
+        self._tracer = tracer or NO_TRACING
         self._deployments = deployments or Reads(cluster)
 
     def check(self, request: ExposeRequest) -> None:
@@ -201,18 +201,21 @@ class Exposer:
     ) -> RuleResult:
         """One rule's task: its Service created (or found) inside a span of its own, so the
         API calls it makes are that span's children."""
-        if self._tracer is None:
-            result = await self._create(
-                request, index, text, written, manifest, caller_deadline=caller_deadline
-            )
-            return replace(result, service_type=service_type)
-        with self._tracer.start_as_current_span(RULE_SPAN) as span:
-            result = await self._create(
-                request, index, text, written, manifest, caller_deadline=caller_deadline
-            )
-            result = replace(result, service_type=service_type)
-            describe_rule_span(span, index, result)
-        return result
+        return await in_rule_span(
+            self._tracer,
+            index,
+            self._typed(
+                self._create(
+                    request, index, text, written, manifest, caller_deadline=caller_deadline
+                ),
+                service_type,
+            ),
+        )
+
+    @staticmethod
+    async def _typed(created: Awaitable[RuleResult], type_: ServiceType | None) -> RuleResult:
+        """The rule's result with its Service type, which the span and the metrics read."""
+        return replace(await created, service_type=type_)
 
     async def _create(
         self,

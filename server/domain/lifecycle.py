@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from server.domain import apply, delete, listing
@@ -27,6 +26,7 @@ from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, Parsed
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.domain.rights import Rights
 from server.domain.settings import Settings
+from server.domain.spans import NO_TRACING
 
 
 class Lifecycle:
@@ -34,9 +34,9 @@ class Lifecycle:
         self, kube: LifecycleCluster, settings: Settings, *, tracer: Tracer | None = None
     ) -> None:
         """kube: the cluster (server.kube.Kube, or a fake in tests). tracer: where each rule's
-        (or Service's) span goes; the OpenTelemetry API's own (a no-op until an SDK provider
-        is installed) when not given."""
-        self._context = LifecycleContext(kube, settings, tracer or trace.get_tracer(__name__))
+        (or Service's) span goes; None: the no-op tracer (tracing is off: spans.NO_TRACING),
+        as for the create flow."""
+        self._context = LifecycleContext(kube, settings, tracer or NO_TRACING)
 
     async def list_owned(
         self,

@@ -15,9 +15,10 @@ from server.domain.cluster import Reads, Services, read_deployment
 from server.domain.errors import request_error
 from server.domain.fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
+from server.domain.outcomes import RuleOutcome
 from server.domain.service_view import rule_of
 from server.domain.settings import Settings
-from server.domain.spans import RULE_SPAN, describe_rule_span
+from server.domain.spans import in_rule_span
 from server.kube.errors import KubeError, KubeNotFound
 from server.kube.ownership import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment
@@ -120,14 +121,12 @@ class LifecycleContext:
             return None
 
     async def in_span(self, index: int, job: Awaitable[R]) -> R:
-        """job, run inside a rule span of its own (the API calls it makes are its children),
-        which ends with what became of it as attributes."""
-        with self.tracer.start_as_current_span(RULE_SPAN) as span:
-            result = await job
-            describe_rule_span(
-                span, index, result.result if isinstance(result, ApplyResult) else result
-            )
-        return result
+        """job, run inside a rule span of its own (server.domain.spans.in_rule_span)."""
+        return await in_rule_span(self.tracer, index, job, _outcome)
+
+
+def _outcome(result: ApplyResult | DeleteResult) -> RuleOutcome:
+    return result.result if isinstance(result, ApplyResult) else result
 
 
 class _Owner:

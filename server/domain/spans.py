@@ -3,13 +3,20 @@ attributes say, the same for every RPC."""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar, overload
 
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import NoOpTracer, Span, Status, StatusCode, Tracer
 
 from server.domain.outcomes import Outcome, RuleOutcome
 
 RULE_SPAN: Final = "k8sailor.rule"
+# The tracer of a flow given none: tracing is off. Its spans record nothing (describe_rule_span
+# then sets nothing), so the flows have one code path whether tracing is on or off.
+NO_TRACING: Final[Tracer] = NoOpTracer()
+
+OutcomeT = TypeVar("OutcomeT", bound=RuleOutcome)
+T = TypeVar("T")
 
 
 def describe_rule_span(span: Span, index: int, result: RuleOutcome) -> None:
@@ -30,10 +37,34 @@ def describe_rule_span(span: Span, index: int, result: RuleOutcome) -> None:
         span.set_status(Status(StatusCode.ERROR, result.reason or "failed"))
 
 
-def settled_span(tracer: Tracer | None, index: int, result: RuleOutcome) -> None:
+@overload
+async def in_rule_span(tracer: Tracer, index: int, job: Awaitable[OutcomeT]) -> OutcomeT: ...
+
+
+@overload
+async def in_rule_span(
+    tracer: Tracer, index: int, job: Awaitable[T], outcome: Callable[[T], RuleOutcome]
+) -> T: ...
+
+
+async def in_rule_span(
+    tracer: Tracer,
+    index: int,
+    job: Awaitable[Any],
+    outcome: Callable[[Any], RuleOutcome] | None = None,
+) -> Any:
+    """job, run inside a rule span of its own (the API calls it makes are its children), which
+    ends with what became of the rule as attributes: the job's result, or what outcome reads of
+    it (a result that carries more than the rule's outcome)."""
+    with tracer.start_as_current_span(RULE_SPAN) as span:
+        result = await job
+        describe_rule_span(span, index, result if outcome is None else outcome(result))
+    return result
+
+
+def settled_span(tracer: Tracer, index: int, result: RuleOutcome) -> None:
     """The span of a rule settled without an API call (invalid, denied): started and ended at
-    once, so that every rule has one. No tracer: tracing is off, and this costs nothing."""
-    if tracer is not None:
-        span = tracer.start_span(RULE_SPAN)
-        describe_rule_span(span, index, result)
-        span.end()
+    once, so that every rule has one."""
+    span = tracer.start_span(RULE_SPAN)
+    describe_rule_span(span, index, result)
+    span.end()
