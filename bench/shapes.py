@@ -313,7 +313,8 @@ class Shapes:
         """Bytes per cached Deployment, and how long after a Deployment is created again the
         cache still answers with the old uid (the window of the issue's correctness case)."""
         apps = kube.AppsV1Api(api)
-        cache = DeploymentCache(Kube(api, max_in_flight=4), [self.namespace])
+        adapter = Kube(api, max_in_flight=4)
+        cache = DeploymentCache(adapter, [self.namespace])
         await cache.start()
         windows: list[float] = []
         try:
@@ -331,6 +332,7 @@ class Shapes:
                 await _until(lambda: cache.peek(self.namespace, "again") is None)
         finally:
             await cache.stop()
+            await adapter.close()
         return {
             "bytes_per_deployment": bytes_per_deployment(api),
             "stale_after_recreate": _latencies(windows),
