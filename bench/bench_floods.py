@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -54,24 +53,22 @@ import grpc
 from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 
+from bench import flooder
 from bench.callers import dry_run, grant_expose
+from bench.flooder import flooding
 from bench.measure import percentile
 from bench.paths import create_workload
 from bench.runner import checkout, on_cluster
 from bench.tables import ratio, table
 from client import Client, connect
-from k8sailor.v1 import exposure_pb2 as pb
-from k8sailor.v1 import exposure_pb2_grpc as pb_grpc
 from tests.controlplane import free_port
 from tests.pki import CertificateAuthority
 from tests.servers import wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
 CALLER = "legit"
-CONDITIONS = ("quiet", "no token", "1 connection", "reconnecting")
+CONDITIONS = ("quiet", *flooder.CONDITIONS)
 CALLERS = ("new token", "known token")
-FLOOD_CONCURRENCY = 64
-TOKENS_PER_CONNECTION = 8  # when reconnecting
 # Requests with a new token per server, condition and round, at most: tokens are minted before
 # the run (TokenRequest), and a server must never have seen one.
 MAX_NEW_TOKENS = 40
@@ -87,89 +84,6 @@ class Figures:
     reviews: float = 0.0
     seconds: float = 0.0
     flood_codes: Counter[str] = field(default_factory=Counter)
-
-
-# ------------------------------------------------------------------------- the flooder
-
-
-async def _flood(target: str, ca_pem: bytes, namespace: str, condition: str) -> None:
-    """Until SIGTERM: requests with random tokens (or none); then one JSON line of the codes
-    seen."""
-    credentials = grpc.ssl_channel_credentials(ca_pem)
-    reconnect = condition == "reconnecting"
-    request = pb.CreateServicesRequest(
-        namespace=namespace, deployment="web", rules=[pb.Rule(raw="80:8080")], dry_run=True
-    )
-    codes: Counter[str] = Counter()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-
-    async def one(stub: pb_grpc.ExposureServiceStub) -> None:
-        metadata: tuple[tuple[str, str], ...] = ()
-        if condition != "no token":
-            metadata = (("authorization", f"Bearer flood-{uuid.uuid4().hex}"),)
-        call: Any = stub.CreateServices(request, metadata=metadata, timeout=10)
-        try:
-            async for _ in call:
-                pass
-            codes["OK"] += 1
-        except grpc.aio.AioRpcError as error:
-            codes[error.code().name] += 1
-
-    async def on_its_own_connections() -> None:
-        while True:
-            async with grpc.aio.secure_channel(target, credentials) as channel:
-                stub = pb_grpc.ExposureServiceStub(channel)
-                for _ in range(TOKENS_PER_CONNECTION):
-                    await one(stub)
-
-    async def on(stub: pb_grpc.ExposureServiceStub) -> None:
-        while True:
-            await one(stub)
-
-    async with grpc.aio.secure_channel(target, credentials) as shared:
-        stub = pb_grpc.ExposureServiceStub(shared)
-        workers = [
-            asyncio.create_task(on_its_own_connections() if reconnect else on(stub))
-            for _ in range(FLOOD_CONCURRENCY)
-        ]
-        started = time.monotonic()
-        print("flooding", flush=True)
-        await stop.wait()
-        seconds = time.monotonic() - started
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-    print(json.dumps({"codes": codes, "seconds": seconds}), flush=True)
-
-
-@contextlib.asynccontextmanager
-async def flooding(
-    condition: str, target: str, ca_file: Path, namespace: str, log: Path
-) -> AsyncIterator[dict[str, Any]]:
-    """A flooder process for the block (none when quiet); the dict gets its counts after."""
-    outcome: dict[str, Any] = {"codes": {}, "seconds": 0.0}
-    if condition == "quiet":
-        yield outcome
-        return
-    command = [
-        sys.executable, "-m", "bench.bench_floods", "--flood", target, "--ca", str(ca_file),
-        "--namespace", namespace, "--condition", condition,
-    ]  # fmt: skip
-    with log.open("ab") as errors:
-        process = await asyncio.create_subprocess_exec(
-            *command, cwd=REPO, stdout=subprocess.PIPE, stderr=errors
-        )
-    try:
-        assert process.stdout is not None
-        await asyncio.wait_for(process.stdout.readline(), 30)  # "flooding"
-        await asyncio.sleep(1.0)  # the flood under way before anything is measured
-        yield outcome
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(process.communicate(), 30)
-        if out.strip():
-            outcome.update(json.loads(out.decode().strip().splitlines()[-1]))
 
 
 # ------------------------------------------------------------------------- the servers
@@ -386,9 +300,9 @@ def _report(
     print()
     print(
         f"legitimate callers' one-rule dry-run requests over TLS with RBAC, {args.rounds} "
-        f"rounds of {args.seconds:.0f} s per server and condition; flood: {FLOOD_CONCURRENCY} "
-        f"requests at a time, each with a new random token (none for 'no token'); load "
-        f"average now {os.getloadavg()[0]:.1f}"
+        f"rounds of {args.seconds:.0f} s per server and condition; flood: "
+        f"{flooder.FLOOD_CONCURRENCY} requests at a time, each with a new random token (none "
+        f"for 'no token'); load average now {os.getloadavg()[0]:.1f}"
     )
     latencies: list[tuple[str, ...]] = []
     for condition in CONDITIONS:
@@ -424,15 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", help="an existing cluster (default: our own)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--flood", help=argparse.SUPPRESS)  # the flooder process: its target
-    parser.add_argument("--ca", help=argparse.SUPPRESS)
-    parser.add_argument("--namespace", help=argparse.SUPPRESS)
-    parser.add_argument("--condition", choices=CONDITIONS[1:], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.flood:
-        ca_pem = Path(args.ca).read_bytes()
-        asyncio.run(_flood(args.flood, ca_pem, args.namespace, args.condition))
-        return 0
     if not args.before:
         parser.error(
             "--before DIR: a checkout to compare with (git worktree add --detach DIR main)"

@@ -24,11 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client as kube
-from kubernetes_asyncio import config as kube_config
-
 from bench.measure import Run
-from bench.paths import create_workload, delete_leftovers, run_callers, run_raw
+from bench.paths import delete_leftovers, run_callers, run_raw, workload
 from bench.processes import k8sailor_server, machine
 from bench.runner import finished, on_cluster, results_dir, say, write_json
 from bench.shapes import ADAPTIVE, CONCURRENCY, FIXED, RAW, Shapes
@@ -45,11 +42,11 @@ LIMIT_PATHS = {
 
 async def measure(shapes: Shapes) -> dict[str, Any]:
     """The adaptive limit against the fixed one, side by side (see the module doc)."""
-    admin_api = await kube_config.new_client_from_config(config_file=str(shapes.kubeconfig))
-    raw_api = await kube_config.new_client_from_config(config_file=str(shapes.kubeconfig))
-    async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
-        raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-        shapes.uid = await create_workload(admin_api, shapes.namespace)
+    async with (
+        workload(shapes.kubeconfig, shapes.namespace) as apis,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        raw_core, admin, shapes.uid = apis.raw, apis.admin, apis.uid
         servers = {
             limit: await stack.enter_async_context(
                 k8sailor_server(
@@ -81,7 +78,6 @@ async def measure(shapes: Shapes) -> dict[str, Any]:
                 fairness.append(figures)
         await delete_leftovers(admin, shapes.namespace)
         await stack.aclose()
-        await admin.delete_namespace(shapes.namespace)
     return {
         "paths": paths,
         "runs": [asdict(run) for run in shapes.runs],

@@ -47,9 +47,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client as kube
-from kubernetes_asyncio import config as kube_config
-
 from bench.measure import (
     CpuMeter,
     Plan,
@@ -62,12 +59,12 @@ from bench.measure import (
 )
 from bench.paths import (
     Names,
-    create_workload,
     delete_leftovers,
     delete_services,
     run_k8sailor,
     run_kubectl,
     run_raw,
+    workload,
 )
 from bench.processes import ServerProcess, k8sailor_server, machine
 from bench.report_matrix import report, summarise, verdicts
@@ -107,11 +104,11 @@ class Bench:
         }
 
     async def run(self) -> dict[str, Any]:
-        raw_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-        admin_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-        async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
-            raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-            self.uid = await create_workload(admin_api, self.namespace)
+        async with (
+            workload(self.kubeconfig, self.namespace) as apis,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            raw_core, admin, self.uid = apis.raw, apis.admin, apis.uid
             servers: dict[int, ServerProcess] = {}
             for c in self.plan.concurrencies:
                 servers[c] = await stack.enter_async_context(
@@ -121,9 +118,7 @@ class Bench:
                 for c in self.plan.concurrencies:
                     await self._block(n, c, raw_core, admin, servers[c])
             await stack.aclose()  # the matrix servers are done: stop them before the memory run
-            memory = await self._memory(admin)
-            await admin.delete_namespace(self.namespace)
-        return memory
+            return await self._memory(admin)
 
     async def _warm(
         self, path: str, c: int, raw_core: Any, admin: Any, server: ServerProcess

@@ -13,8 +13,9 @@ server and this checkout's each run as `python -m server` of their own directory
 of their own, and the three request shapes (200-rule requests from one caller, 5-rule and
 1-rule requests from 32 callers) take turns on both in every round. Quoted per shape: the
 server process's CPU seconds per Service created (user + system, from /proc; medians over
-rounds), and after / before. CPU per Service depends little on what else the machine runs,
-so it is the steadiest figure on a shared machine. Written to shapes_before_after.* instead.
+rounds, 5 by default), and after / before. CPU per Service depends less than rates on what else
+the machine runs, but on a busy shared machine one code measured twice still differs by 10-20%
+in a round: quote the medians of many rounds. Written to shapes_before_after.* instead.
 A benchmark, not a test: figures on a shared machine are noisy, ratios in one run less so.
 """
 
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", type=Path, help="use this cluster instead of our own")
     parser.add_argument("--out", type=Path, help="where results go (default bench/results)")
     parser.add_argument("--services", type=int, help="Services per path and round (600)")
-    parser.add_argument("--rounds", type=int, help="rounds (default 3; --quick 2)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, 5 with --before; --quick 2)")
     parser.add_argument(
         "--fairness-samples", type=int, help="one-rule requests per fairness case (30)"
     )
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     out = results_dir(args.out, "k8sailor-bench-shapes-")
     description = machine()
     services = args.services or (120 if args.quick else 600)
-    rounds = args.rounds or (2 if args.quick else 3)
+    # Beside another checkout, more rounds: its figure is a median of per-round CPU.
+    rounds = args.rounds or (2 if args.quick else 5 if args.before is not None else 3)
     samples = args.fairness_samples or (10 if args.quick else 30)
     parse = {"this_request": request_pipeline(3)}
     say(f"# shapes: {services} Services x {rounds} rounds")

@@ -7,13 +7,16 @@ owner reference, label, annotation), so that they differ only in how they get it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client as kube
+from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from bench.measure import Sample
@@ -164,6 +167,35 @@ class Names:
     def fresh(self, count: int) -> list[str]:
         self._run += 1
         return [f"s{self._run}-{i}" for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Apis:
+    """The API clients of a run: one for the measured raw path, another for the chores (the
+    workload, deleting between runs), so that chores warm no connection of a path."""
+
+    raw_api: Any
+    admin_api: Any
+    uid: str  # the Deployment's
+
+    @property
+    def raw(self) -> Any:
+        return kube.CoreV1Api(self.raw_api)
+
+    @property
+    def admin(self) -> Any:
+        return kube.CoreV1Api(self.admin_api)
+
+
+@contextlib.asynccontextmanager
+async def workload(kubeconfig: Path, namespace: str) -> AsyncIterator[Apis]:
+    """The namespace with the Deployment every path exposes, for the block (deleted after)."""
+    raw_api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
+    admin_api = await kube_config.new_client_from_config(config_file=str(kubeconfig))
+    async with raw_api, admin_api:
+        apis = Apis(raw_api, admin_api, await create_workload(admin_api, namespace))
+        yield apis
+        await apis.admin.delete_namespace(namespace)
 
 
 async def create_workload(api: Any, namespace: str) -> str:

@@ -40,17 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client as kube
-from kubernetes_asyncio import config as kube_config
 
 from bench.measure import CpuMeter, Run, percentile, to_run
 from bench.paths import (
     Names,
-    create_workload,
     delete_leftovers,
     delete_services,
     run_callers,
     run_clientgo,
     run_raw,
+    workload,
 )
 from bench.processes import ServerProcess, clientgo_binary, k8sailor_server, server_flags
 from bench.workload import DEPLOYMENT, PORT, REPO, TARGET
@@ -117,11 +116,11 @@ class Shapes:
         # Flags a checkout from before them does not know (a benchmark of an older commit).
         with_off = "--deployment-cache" in server_flags()
         with_loops = "--event-loop" in server_flags()
-        raw_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-        admin_api = await kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-        async with raw_api, admin_api, contextlib.AsyncExitStack() as stack:
-            raw_core, admin = kube.CoreV1Api(raw_api), kube.CoreV1Api(admin_api)
-            self.uid = await create_workload(admin_api, self.namespace)
+        async with (
+            workload(self.kubeconfig, self.namespace) as apis,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            raw_core, admin, self.uid = apis.raw, apis.admin, apis.uid
             # Beside another checkout, both run as `python -m server` of their directory, so
             # that they differ in their code only.
             after = REPO if self.before is not None else None
@@ -163,8 +162,7 @@ class Shapes:
                 fairness = await self._fairness_cases(stack, server, admin)
             await stack.aclose()
             if self.extras:
-                cache = await self._cache_figures(admin_api)
-            await admin.delete_namespace(self.namespace)
+                cache = await self._cache_figures(apis.admin_api)
         labels = LABELS | {before_path(path): f"{LABELS[path]} (before)" for path in SHAPES}
         return {
             "paths": paths,
@@ -313,26 +311,25 @@ class Shapes:
         """Bytes per cached Deployment, and how long after a Deployment is created again the
         cache still answers with the old uid (the window of the issue's correctness case)."""
         apps = kube.AppsV1Api(api)
-        adapter = Kube(api, max_in_flight=4)
-        cache = DeploymentCache(adapter, [self.namespace])
-        await cache.start()
         windows: list[float] = []
-        try:
-            await cache.wait_synced()
-            body = objects.deployment("again", {"app": "again"}, [("http", TARGET, "TCP")])
-            for _ in range(20):
-                created = await apps.create_namespaced_deployment(self.namespace, body)
-                await _until(lambda uid=created.metadata.uid: _sees(cache, self.namespace, uid))
-                await apps.delete_namespaced_deployment("again", self.namespace)
-                again = await apps.create_namespaced_deployment(self.namespace, body)
-                answered = time.perf_counter()
-                await _until(lambda uid=again.metadata.uid: _sees(cache, self.namespace, uid))
-                windows.append(time.perf_counter() - answered)
-                await apps.delete_namespaced_deployment("again", self.namespace)
-                await _until(lambda: cache.peek(self.namespace, "again") is None)
-        finally:
-            await cache.stop()
-            await adapter.close()
+        async with Kube(api, max_in_flight=4) as adapter:  # it closes its own aiohttp session
+            cache = DeploymentCache(adapter, [self.namespace])
+            await cache.start()
+            try:
+                await cache.wait_synced()
+                body = objects.deployment("again", {"app": "again"}, [("http", TARGET, "TCP")])
+                for _ in range(20):
+                    created = await apps.create_namespaced_deployment(self.namespace, body)
+                    await _until(lambda uid=created.metadata.uid: _sees(cache, self.namespace, uid))
+                    await apps.delete_namespaced_deployment("again", self.namespace)
+                    again = await apps.create_namespaced_deployment(self.namespace, body)
+                    answered = time.perf_counter()
+                    await _until(lambda uid=again.metadata.uid: _sees(cache, self.namespace, uid))
+                    windows.append(time.perf_counter() - answered)
+                    await apps.delete_namespaced_deployment("again", self.namespace)
+                    await _until(lambda: cache.peek(self.namespace, "again") is None)
+            finally:
+                await cache.stop()
         return {
             "bytes_per_deployment": bytes_per_deployment(api),
             "stale_after_recreate": _latencies(windows),

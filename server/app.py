@@ -25,7 +25,7 @@ from server.api.wire import max_request_bytes
 from server.auth.gate import AccessControl
 from server.auth.tls import ReloadingCertificates
 from server.config import ServerConfig
-from server.domain.exposer import Exposer
+from server.domain.create import Exposer
 from server.domain.lifecycle import Lifecycle
 from server.kube import CallObserver, Kube, RetryPolicy
 from server.kube.deployments import DeploymentCache

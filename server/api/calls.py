@@ -13,7 +13,7 @@ import grpc
 
 from server.api.requestlog import Call, Details, log_request
 from server.api.status import CANCELLED, EXPECTED, OK, Status, internal_error, status_for
-from server.domain.lifecycle_fanout import give_up_at as _give_up_at
+from server.domain.fanout import give_up_at as _give_up_at
 
 log = logging.getLogger("k8sailor.requests")
 

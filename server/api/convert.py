@@ -9,7 +9,7 @@ from google.protobuf import text_format
 
 from k8sailor.v1 import exposure_pb2 as pb
 from server.domain.cooperative import in_slices
-from server.domain.exposer import ExposeRequest
+from server.domain.create import ExposeRequest
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.domain.outcomes import Outcome, RuleResult

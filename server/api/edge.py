@@ -31,14 +31,14 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from server.api.identity_free import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS, Cap, bounded
-from server.api.reading import Behavior, Context, read_by_edge, receive
+from server.api.reading import Context, read_by_edge, receive
 from server.api.wire import EXPOSURE_SERVICE, SHAPES, Refused, Shape, check, malformed
 from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.kube.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
-from server.wrapping import WrappingInterceptor
+from server.wrapping import Behavior, WrappingInterceptor
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     from server.api.reading import Handler

@@ -16,7 +16,7 @@ from server.api.calls import caller_deadline, run, write_each
 from server.api.requestlog import Call, create_details
 from server.auth.gate import AccessControl
 from server.auth.identity import Caller
-from server.domain.exposer import Exposer, ExposeRequest
+from server.domain.create import Exposer, ExposeRequest
 from server.domain.outcomes import RuleResult
 from server.domain.requests import rule_types
 from server.domain.rights import Rights

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.api.reading import Behavior, Context, read_by_edge, receive
+from server.api.reading import Context, read_by_edge, receive
 from server.api.wire import Refused, malformed
-from server.wrapping import WrappingInterceptor
+from server.wrapping import Behavior, WrappingInterceptor
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     from server.api.reading import Handler

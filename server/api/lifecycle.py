@@ -21,7 +21,7 @@ from server.api.calls import give_up_at, run, write_each
 from server.api.requestlog import Call, Details, outcomes
 from server.api.status import Status
 from server.auth.gate import AccessControl
-from server.domain.grants import Grant, Grants
+from server.auth.rights import Grant, Grants
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
 from server.domain.requests import check_target

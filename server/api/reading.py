@@ -18,14 +18,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from server.api.wire import Refused
+from server.wrapping import Behavior, rebuilt
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# A handler's behaviour: grpc-stubs types them as synchronous, grpc.aio's are coroutines or
-# async generators.
-Behavior = Callable[..., Any]
 
 #: How long a call's one request message may take to arrive, from when the call was admitted
 #: (authenticated, for ExposureService): a caller that sends it slowly, or never, holds one of
@@ -55,34 +53,22 @@ def read_by_edge(handler: Handler, admit: Callable[[Context], Awaitable[Any]]) -
     itself: `admit(context)` authenticates, receives and checks it, before gRPC has read a byte
     of it (for a handler of a unary request, gRPC reads it whole, however slowly it comes,
     before the handler runs). On the wire nothing changes: the caller sends one message."""
-    serialize = handler.response_serializer
     if handler.request_streaming:
         raise TypeError("read_by_edge: the method's request must be one message")
-    if handler.response_streaming:
-        streaming: Behavior | None = handler.unary_stream
-        assert streaming is not None
-        if inspect.isasyncgenfunction(streaming):
+
+    def admitted(behavior: Behavior) -> Behavior:
+        if inspect.isasyncgenfunction(behavior):
 
             async def generator(_: Any, context: Context) -> AsyncIterator[Any]:
-                async for response in streaming(await admit(context), context):
+                async for response in behavior(await admit(context), context):
                     yield response
 
-            return grpc.stream_stream_rpc_method_handler(
-                generator, request_deserializer=None, response_serializer=serialize
-            )
+            return generator
 
+        # One response, or a stream of them written with context.write().
         async def coroutine(_: Any, context: Context) -> Any:
-            return await streaming(await admit(context), context)
+            return await behavior(await admit(context), context)
 
-        return grpc.stream_stream_rpc_method_handler(
-            coroutine, request_deserializer=None, response_serializer=serialize
-        )
-    unary: Behavior | None = handler.unary_unary
-    assert unary is not None
+        return coroutine
 
-    async def single(_: Any, context: Context) -> Any:
-        return await unary(await admit(context), context)
-
-    return grpc.stream_unary_rpc_method_handler(
-        single, request_deserializer=None, response_serializer=serialize
-    )
+    return rebuilt(handler, admitted, reads_request=True)

@@ -22,10 +22,7 @@ from server.domain.errors import (
     DeploymentUnusable,
     NotPermitted,
     RequestError,
-    request_error,
 )
-from server.domain.lifecycle_requests import NotPermitted as ListingNotPermitted
-from server.kube.errors import KubeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,26 +46,20 @@ _CODES: Final[tuple[tuple[type[RequestError], grpc.StatusCode], ...]] = (
     (DeploymentNotFound, grpc.StatusCode.NOT_FOUND),
     (DeploymentUnusable, grpc.StatusCode.FAILED_PRECONDITION),
     (NotPermitted, grpc.StatusCode.PERMISSION_DENIED),  # the caller may not (lifecycle RPCs)
-    # The same refusal, from the copy server.domain.listing still raises until it imports
-    # server.domain.errors' (then this line and its import go).
-    (ListingNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (ClusterForbidden, grpc.StatusCode.PERMISSION_DENIED),  # k8sailor itself may not
     (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ClusterFailed, grpc.StatusCode.INTERNAL),
 )
 
-#: What status_for can map; any other exception is a bug (internal_error).
-EXPECTED: Final = (RequestError, AuthError, KubeError)
+#: What status_for can map; any other exception is a bug (internal_error). No Kubernetes
+#: error is among them: the domain has read those already, into its RequestErrors.
+EXPECTED: Final = (RequestError, AuthError)
 
 
-def status_for(error: RequestError | AuthError | KubeError) -> Status:
+def status_for(error: RequestError | AuthError) -> Status:
     """The status for a request-level failure, its message the error's own sentence."""
     if isinstance(error, AuthError):
         return Status(*edge.auth_status(error))
-    if isinstance(error, KubeError):
-        # Transitional: server.domain.lifecycle still lets the adapter's typed errors through
-        # as they came; the domain's own reading of them (request_error) is the one we use.
-        error = request_error(error)
     for kind, code in _CODES:
         if isinstance(error, kind):
             return Status(code, str(error))

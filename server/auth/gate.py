@@ -34,14 +34,9 @@ from server.auth.identity import (
     from_certificate,
     from_spiffe_id,
 )
-from server.auth.rights import Grant, Grants
+from server.auth.rights import Grant, Grants, RightsUnknown
 from server.auth.settings import Authorization, AuthSettings
 from server.auth.tokens import TokenReviewer
-
-# Until server.domain.lifecycle reads server.domain.rights.Rights (helper dlife): the lifecycle
-# RPCs still get its own Grants. Then grants() returns server.auth.rights.Grants, _ask raises
-# server.auth.rights.RightsUnknown, and this import goes (auth must not import the domain).
-from server.domain import grants as _lifecycle_grants
 from server.kube import Kube
 from server.kube.fairness import Shares
 from server.observability.metrics import AUTHENTICATIONS, AUTHORIZATIONS
@@ -187,7 +182,7 @@ class AccessControl:
 
     async def grants(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]
-    ) -> _lifecycle_grants.Grants | None:
+    ) -> Grants | None:
         """What the caller may do of wanted (verb and Service type pairs, for the RPCs that
         manage what create made); None when authorization is off. The answer can ask more
         pairs later (Grants.ask), through the same cache.
@@ -209,7 +204,7 @@ class AccessControl:
                 + "; ".join(sorted(permission(t, namespace, deployment, v) for v, t in wanted))
             )
         AUTHORIZATIONS.labels("partly_denied" if denied else "allowed").inc()
-        return _lifecycle_grants.Grants(
+        return Grants(
             denied=denied,
             decided=frozenset(wanted),
             ask=functools.partial(self._ask, caller, namespace, deployment),
@@ -221,7 +216,7 @@ class AccessControl:
         try:
             return await self._denials(caller, namespace, deployment, wanted)
         except AuthError as error:
-            raise _lifecycle_grants.RightsUnknown(str(error)) from error
+            raise RightsUnknown(str(error)) from error
 
     async def _denials(
         self, caller: Caller, namespace: str, deployment: str, wanted: Collection[Grant]

@@ -20,36 +20,26 @@ from server.domain.apply_writes import Stale, apply_to, create
 from server.domain.cooperative import in_slices
 from server.domain.delete import delete_owned
 from server.domain.diff import diff_service
-from server.domain.exposer import BadRequest, Outcome, RuleResult, check_target
-from server.domain.field_managers import conflicting_managers, is_immutable
-from server.domain.grants import Grants, RightsUnknown, refusal
+from server.domain.fanout import fan_out, remaining
 from server.domain.lifecycle_context import APPLY_ROUNDS, LifecycleContext
-from server.domain.lifecycle_fanout import as_completed, ready, remaining
 from server.domain.lifecycle_requests import ApplyRequest, ParsedRules
 from server.domain.lifecycle_results import PRUNED_INDEX, ApplyResult
+from server.domain.outcomes import Outcome, RuleResult
+from server.domain.requests import EMPTY, check_count, check_target, parse_rules, rule_texts
+from server.domain.rights import Rights
 from server.domain.service_view import headless, rule_result, service_type
 from server.kube.errors import KubeAlreadyExists, KubeConflict, KubeError, KubeInvalid
 from server.kube.ownership import owned_by
 from server.manifests import Deployment, iter_services
-from server.rules import RuleError, ServiceRule, ServiceType, parse_any
+from server.rules import RuleError, ServiceRule, ServiceType
 
 log = logging.getLogger(__name__)
 
 
 def check_apply(context: LifecycleContext, request: ApplyRequest) -> None:
     check_target(request.namespace, request.deployment)
-    count = len(request.rules)
-    max_rules = context.settings.max_rules
-    if count == 0:
-        raise BadRequest(
-            "no rules: send at least one rule (to delete every Service, use DeleteServices "
-            "with all)"
-        )
-    if count > max_rules:
-        raise BadRequest(
-            f"{count} rules is more than this server accepts in one request "
-            f"({max_rules}); split them over several requests"
-        )
+    empty = f"{EMPTY} (to delete every Service, use DeleteServices with all)"
+    check_count(len(request.rules), context.settings, empty=empty)
 
 
 async def parse(context: LifecycleContext, request: ApplyRequest) -> ParsedRules:
@@ -57,15 +47,8 @@ async def parse(context: LifecycleContext, request: ApplyRequest) -> ParsedRules
     one costs nothing). In slices (server.domain.cooperative): the largest request is a few
     hundred milliseconds of CPU, which must not keep other calls waiting."""
     check_apply(context, request)
-    node_ports, external_names = context.settings.node_ports, context.settings.external_names
-    rules = await in_slices(
-        parse_any(rule, index, node_ports, external_names)
-        for index, rule in enumerate(request.rules)
-    )
-    texts = await in_slices(
-        rule.text if isinstance(rule, RuleError) else rule.canonical() for rule in rules
-    )
-    return ParsedRules(rules, texts)
+    rules = await parse_rules(request.rules, context.settings)
+    return ParsedRules(rules, await rule_texts(rules))
 
 
 async def apply(
@@ -78,7 +61,7 @@ async def apply(
     """One result per rule, then (with prune) one per pruned Service, as each is known.
     parsed: the request's rules as parse() returned them, when the caller has them already.
 
-    Raises RequestError or KubeError before the first result for request-level failures.
+    Raises RequestError before the first result for request-level failures.
     """
     if parsed is None:
         parsed = await parse(context, request)
@@ -111,7 +94,7 @@ async def apply(
                 manifest.index, manifest.text, Outcome.INVALID, error=message,
                 reason="RuleInvalid", service_type=type_,
             )  # fmt: skip
-            jobs.append(context.in_span(index, ready(ApplyResult(invalid))))
+            jobs.append(context.in_span(index, _ready(ApplyResult(invalid))))
             continue
         job = _apply_one(
             context, request, owner, index, parsed.texts[index], manifest, type_, deadline
@@ -129,8 +112,14 @@ async def apply(
                         PRUNED_INDEX, _prune(context, request, owner, service, deadline)
                     )
                 )
-    async for result in as_completed(jobs):
+    # No give-up of its own: each API call's timeout is the time left (fanout.remaining), so
+    # every job ends with its result by the deadline.
+    async for result in fan_out(jobs):
         yield result
+
+
+async def _ready(result: ApplyResult) -> ApplyResult:
+    return result
 
 
 async def _apply_one(
@@ -154,8 +143,9 @@ async def _apply_one(
         )  # fmt: skip
 
     wanted = service_type(manifest)
-    may_not_create = refusal(request.grants, "create", wanted)
-    may_not_update = refusal(request.grants, "update", wanted)
+    rights = request.grants
+    may_not_create = None if rights is None else rights.refusal("create", wanted)
+    may_not_update = None if rights is None else rights.refusal("update", wanted)
     if may_not_create is not None and may_not_update is not None:
         # Nothing this rule could meet would let it through: refused before anything is
         # read, so that the answer says nothing of what is there.
@@ -194,11 +184,13 @@ async def _apply_one(
                     return ApplyResult(rule_result(index, text, Outcome.CREATED, created, type_))
                 existing = await context.read_service(namespace, name, deadline)
                 continue
-            refusal_ = await _change_refusal(
-                request.grants, name, service_type(existing), wanted, may_not_update
+            refusal, unknown = await _change_refusal(
+                rights, name, service_type(existing), wanted, may_not_update
             )
-            if refusal_ is not None:
-                return refused(Outcome.DENIED, refusal_, "Forbidden")
+            if unknown:
+                return refused(Outcome.FAILED, unknown, "AuthUnavailable")
+            if refusal is not None:
+                return refused(Outcome.DENIED, refusal, "Forbidden")
             problem = _immutable_change(existing, manifest)
             if problem is not None:
                 return refused(Outcome.INVALID, problem, "FieldImmutable")
@@ -219,9 +211,8 @@ async def _apply_one(
             "Conflict",
         )
     except KubeConflict as error:
-        managers = conflicting_managers(error.message)
-        if managers:
-            named = ", ".join(f'"{manager}"' for manager in managers)
+        if error.managers:
+            named = ", ".join(f'"{manager}"' for manager in error.managers)
             return refused(
                 Outcome.CONFLICT,
                 f"fields of Service {name!r} are owned by another field manager ({named}): "
@@ -231,13 +222,11 @@ async def _apply_one(
         return refused(Outcome.CONFLICT, error.message, error.reason or "Conflict")
     except KubeInvalid as error:
         message = error.message
-        if is_immutable(message):
+        if error.immutable:
             message += f'; Service "{name}" cannot change this way: delete it and apply again'
         return refused(Outcome.INVALID, message, error.reason or "Invalid")
     except KubeError as error:
         return refused(Outcome.FAILED, error.message, error.reason)
-    except RightsUnknown as error:
-        return refused(Outcome.FAILED, str(error), "AuthUnavailable")
     except Exception as error:  # a bug of ours must still give this rule its one result
         log.exception("applying rule %d %r failed unexpectedly", index, text)
         return refused(
@@ -268,29 +257,32 @@ async def _prune(
 
 
 async def _change_refusal(
-    grants: Grants | None,
+    rights: Rights | None,
     name: str,
     was: ServiceType,
     wants: ServiceType,
     may_not_update: str | None,
-) -> str | None:
+) -> tuple[str | None, str]:
     """Why the caller may not apply a rule of type wants to its Service of type was, if it
-    may not. A change of type is a delete of the one and a create of the other, so it needs
+    may not; and why that could not be decided, if the cluster could not be asked ("" when
+    it was). A change of type is a delete of the one and a create of the other, so it needs
     both rights: update alone would let a caller allowed only ClusterIP turn a LoadBalancer
     it could not delete into a ClusterIP, or one allowed to update LoadBalancers promote a
     ClusterIP to one."""
-    if grants is None:
-        return None
+    if rights is None:
+        return None, ""
     if was is wants:
-        return may_not_update
-    refusals = await grants.refusals([("delete", was), ("create", wants)])
+        return may_not_update, ""
+    refusals, unknown = await rights.refusals([("delete", was), ("create", wants)])
+    if unknown:
+        return None, unknown
     if not refusals:
-        return None
+        return None, ""
     return (
         f'Service "{name}" is of type {was.value} and the rule makes it {wants.value}: a change '
         "of type needs the rights to delete the one and create the other; "
         + "; ".join(refusals[pair] for pair in sorted(refusals))
-    )
+    ), ""
 
 
 def _immutable_change(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> str | None:

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from server.domain.field_managers import adopt_managed_fields, conflicting_managers
+from server.domain.fanout import remaining
+from server.domain.field_managers import adopt_managed_fields
 from server.domain.lifecycle_context import LifecycleContext
-from server.domain.lifecycle_fanout import remaining
 from server.domain.lifecycle_requests import ApplyRequest
 from server.kube import FIELD_MANAGER
 from server.kube.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
@@ -85,7 +85,7 @@ async def apply_to(
     try:
         return existing, await _apply_forcing_our_own(context, request, body, deadline)
     except KubeConflict as error:
-        if conflicting_managers(error.message):
+        if error.managers:
             raise
         raise Stale from error
 
@@ -109,7 +109,7 @@ async def _apply_forcing_our_own(
             timeout=remaining(loop, deadline),
         )
     except KubeConflict as error:
-        if conflicting_managers(error.message) != [FIELD_MANAGER]:
+        if error.managers != (FIELD_MANAGER,):
             raise
     return await context.kube.apply_service(
         request.namespace,

@@ -13,12 +13,14 @@ from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from server.domain.exposer import BadRequest, Outcome, check_target
-from server.domain.grants import Grants, refusal
+from server.domain.errors import BadRequest
+from server.domain.fanout import fan_out, remaining
 from server.domain.lifecycle_context import APPLY_ROUNDS, LifecycleContext
-from server.domain.lifecycle_fanout import as_completed, remaining
 from server.domain.lifecycle_requests import DeleteRequest
 from server.domain.lifecycle_results import PRUNED_INDEX, DeleteResult
+from server.domain.outcomes import Outcome
+from server.domain.requests import check_count, check_target
+from server.domain.rights import Rights
 from server.domain.service_view import service_type
 from server.kube.errors import KubeConflict, KubeError, KubeNotFound
 from server.kube.ownership import owned_by
@@ -31,16 +33,11 @@ log = logging.getLogger(__name__)
 def check_delete(context: LifecycleContext, request: DeleteRequest) -> None:
     check_target(request.namespace, request.deployment)
     names = request.names
-    max_names = context.settings.max_rules
     if request.all and names:
         raise BadRequest("give either names or all, not both")
     if not request.all and not names:
         raise BadRequest("nothing to delete: give the Services' names, or all")
-    if len(names) > max_names:
-        raise BadRequest(
-            f"{len(names)} names is more than this server accepts in one request "
-            f"({max_names}); split them over several requests"
-        )
+    check_count(len(names), context.settings, noun="names", empty=None)
     seen: set[str] = set()
     for position, name in enumerate(names):
         problem = dns1035_label_problem(name)
@@ -59,7 +56,7 @@ async def delete(
 ) -> AsyncGenerator[DeleteResult, None]:
     """One result per name (or per owned Service with all), as each is known.
 
-    Raises RequestError or KubeError before the first result for request-level failures.
+    Raises RequestError before the first result for request-level failures.
     """
     check_delete(context, request)
     loop = asyncio.get_running_loop()
@@ -91,7 +88,9 @@ async def delete(
             context.in_span(index, _delete_named(context, request, owner, name, deadline))
             for index, name in enumerate(request.names)
         ]
-    async for result in as_completed(jobs):
+    # No give-up of its own: each API call's timeout is the time left (fanout.remaining), so
+    # every job ends with its result by the deadline.
+    async for result in fan_out(jobs):
         yield result
 
 
@@ -128,7 +127,7 @@ async def delete_owned(
     owner: Deployment,
     service: Mapping[str, Any],
     dry_run: bool,
-    grants: Grants | None,
+    grants: Rights | None,
     deadline: float | None,
 ) -> DeleteResult:
     """Delete one of the Deployment's Services, as it was read: what it is (its type, that
@@ -160,14 +159,14 @@ async def _delete(
     namespace: str,
     service: Mapping[str, Any],
     dry_run: bool,
-    grants: Grants | None,
+    grants: Rights | None,
     deadline: float | None,
 ) -> DeleteResult | None:
     """The delete's result, or None when the Service changed since it was read."""
     meta = service.get("metadata") or {}
     name = str(meta.get("name", ""))
     loop = asyncio.get_running_loop()
-    refused = refusal(grants, "delete", service_type(service))
+    refused = None if grants is None else grants.refusal("delete", service_type(service))
     if refused is not None:
         return DeleteResult(name, Outcome.DENIED, refused, "Forbidden")
     try:

@@ -58,6 +58,9 @@ async def fan_out(
     outlives the generator, whether it ended, failed or was closed.
     """
     if give_up is not None and late is None:
+        for job in jobs:  # never started: closed, so that none warns it was never awaited
+            if asyncio.iscoroutine(job):
+                job.close()
         raise ValueError("fan_out: give_up needs late, the result of a job that did not finish")
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Future[T]] = [asyncio.ensure_future(job) for job in jobs]

@@ -1,12 +1,12 @@
 """Server-side apply's field managers: folding the fields CreateServices set into k8sailor's
-apply, and who the API server says holds a field an apply conflicts on.
+apply (who holds a field an apply conflicts on is server.kube.errors' to read:
+KubeConflict.managers).
 
-Pure: managedFields entries and conflict messages in, plain data out.
+Pure: managedFields entries in, managedFields entries out.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,19 +47,3 @@ def _merge_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> Json:
         else:
             merged[key] = value
     return merged
-
-
-_CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
-
-
-def conflicting_managers(message: str) -> list[str]:
-    """The field managers a server-side apply conflict names, in order, each once.
-
-    The API server lists them only in its message, as 'conflict with "kubectl-edit" using v1'.
-    """
-    return list(dict.fromkeys(_CONFLICT_MANAGER.findall(message)))
-
-
-def is_immutable(message: str) -> bool:
-    """Whether an Invalid answer says a field cannot change once set."""
-    return "immutable" in message or "may not change once set" in message

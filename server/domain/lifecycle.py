@@ -1,6 +1,6 @@
 """The rest of a Service's life after CreateServices: list, delete, and declarative apply.
 
-No gRPC in sight, like domain.exposer. A Service is the Deployment's (ours to list, change and
+No gRPC in sight, like domain.create. A Service is the Deployment's (ours to list, change and
 delete) when it carries k8sailor's managed-by label and an ownerReference to the Deployment's
 current uid (server.kube.ownership); anything else of the same name is left untouched and
 reported as a CONFLICT.
@@ -20,11 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from server.domain import apply, delete, listing
-from server.domain.exposer import Settings
-from server.domain.grants import Grants
 from server.domain.lifecycle_context import LifecycleCluster, LifecycleContext
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, ParsedRules
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
+from server.domain.rights import Rights
+from server.domain.settings import Settings
 
 
 class Lifecycle:
@@ -41,7 +41,7 @@ class Lifecycle:
         namespace: str,
         deployment: str,
         *,
-        grants: Grants | None = None,
+        grants: Rights | None = None,
         deadline: float | None = None,
     ) -> list[ExposedService]:
         """See server.domain.listing.list_owned."""

@@ -11,45 +11,34 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 
-from server.domain.exposer import (
-    DeploymentNotFound,
-    DeploymentUnusable,
-    Settings,
-    describe_rule_span,
-)
-from server.domain.lifecycle_fanout import remaining
+from server.domain.cluster import Reads, Services, read_deployment
+from server.domain.errors import request_error
+from server.domain.fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
 from server.domain.service_view import rule_of
-from server.kube.errors import KubeNotFound
+from server.domain.settings import Settings
+from server.domain.spans import RULE_SPAN, describe_rule_span
+from server.kube.errors import KubeError, KubeNotFound
 from server.kube.ownership import owned_by
-from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment, DeploymentError
+from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment
 
 Json = dict[str, Any]
 R = TypeVar("R", ApplyResult, DeleteResult)
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-RULE_SPAN = "k8sailor.rule"
 # How often one rule reads its Service again when it changed under the write that relied on the
 # read, before it ends CONFLICT: a Service that changes faster than that is fought over.
 APPLY_ROUNDS = 3
 
 
-class LifecycleCluster(Protocol):
-    """What the list, delete and apply flows ask of the cluster: server.kube.Kube is one (each
-    call raising its KubeError on a refusal); tests give a fake in memory."""
-
-    async def read_deployment(
-        self, namespace: str, name: str, *, timeout: float | None
-    ) -> Json: ...
-
-    async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json: ...
+class LifecycleCluster(Services, Protocol):
+    """What the list, delete and apply flows ask of the cluster: what the create flow does
+    (server.domain.cluster.Services: the Deployment, a Service, a create), and to list, apply
+    to and delete Services. server.kube.Kube is one (each call raising its KubeError on a
+    refusal); tests give a fake in memory."""
 
     async def list_services(
         self, namespace: str, *, label_selector: str, timeout: float | None
-    ) -> Json: ...
-
-    async def create_service(
-        self, namespace: str, manifest: Mapping[str, Any], *, dry_run: bool, timeout: float | None
     ) -> Json: ...
 
     async def apply_service(
@@ -100,26 +89,20 @@ class LifecycleContext:
     ) -> Deployment:
         """The Deployment; with to_expose, all of it that Services are built from (else
         DeploymentUnusable), without it only its name and uid: listing or deleting what a
-        Deployment owns must work even for one whose selector no Service could express."""
-        try:
-            raw = await self.kube.read_deployment(namespace, name, timeout=timeout)
-        except KubeNotFound as error:
-            raise DeploymentNotFound(
-                f'Deployment "{name}" not found in namespace "{namespace}" ({error.message})'
-            ) from error
-        if to_expose:
-            try:
-                return Deployment.from_manifest(raw)
-            except DeploymentError as error:
-                raise DeploymentUnusable(str(error)) from error
-        meta = raw.get("metadata") or {}
-        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})
+        Deployment owns must work even for one whose selector no Service could express.
+        Raises RequestError, as the create flow's read does (server.domain.cluster)."""
+        source = Reads(self.kube) if to_expose else _Owner(self.kube)
+        return await read_deployment(source, namespace, name, timeout=timeout)
 
     async def owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
-        """The Services the Deployment of this uid owns, sorted by name."""
-        listed = await self.kube.list_services(
-            namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
-        )
+        """The Services the Deployment of this uid owns, sorted by name. Raises RequestError:
+        without them, the request as a whole cannot be answered."""
+        try:
+            listed = await self.kube.list_services(
+                namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
+            )
+        except KubeError as error:
+            raise request_error(error) from error
         items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
         mine = [item for item in items if owned_by(item, uid)]
         return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))
@@ -141,3 +124,15 @@ class LifecycleContext:
                 span, index, result.result if isinstance(result, ApplyResult) else result
             )
         return result
+
+
+class _Owner:
+    """The Deployment as an owner: its name and uid, whatever its selector says."""
+
+    def __init__(self, cluster: Services) -> None:
+        self._cluster = cluster
+
+    async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
+        raw = await self._cluster.read_deployment(namespace, name, timeout=timeout)
+        meta = raw.get("metadata") or {}
+        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})

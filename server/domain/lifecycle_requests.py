@@ -1,18 +1,12 @@
-"""What DeleteServices and ApplyServices ask, in domain terms, and the request-level refusal
-that only the lifecycle RPCs give."""
+"""What DeleteServices and ApplyServices ask, in domain terms."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.domain.exposer import RequestError
-from server.domain.grants import Grants
+from server.domain.rights import Rights
 from server.rules import RuleError, ServiceRule, ServiceType
-
-
-class NotPermitted(RequestError):
-    """The caller may not see all of what the request is about (PERMISSION_DENIED)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +16,8 @@ class DeleteRequest:
     names: Sequence[str]
     all: bool = False
     dry_run: bool = False
-    grants: Grants | None = None
+    # What the caller may do (server.auth decided); None: authorization is off.
+    grants: Rights | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +28,8 @@ class ApplyRequest:
     prune: bool = False
     force: bool = False
     dry_run: bool = False
-    grants: Grants | None = None
+    # What the caller may do (server.auth decided); None: authorization is off.
+    grants: Rights | None = None
 
 
 @dataclass(frozen=True, slots=True)

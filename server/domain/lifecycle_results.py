@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from server.domain.diff import FieldChange
-from server.domain.exposer import Outcome, RuleResult
+from server.domain.outcomes import Outcome, RuleResult
 from server.rules import PortRule, ServiceType
 
 # A pruned Service is not one of the request's rules (nor, with all, a deleted one one of its

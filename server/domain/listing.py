@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from server.domain.exposer import check_target
-from server.domain.grants import Grants, refusal
+from server.domain.errors import NotPermitted
+from server.domain.fanout import remaining
 from server.domain.lifecycle_context import LifecycleContext
-from server.domain.lifecycle_fanout import remaining
-from server.domain.lifecycle_requests import NotPermitted
 from server.domain.lifecycle_results import ExposedService
+from server.domain.requests import check_target
+from server.domain.rights import Rights
 from server.domain.service_view import exposed
 
 
@@ -18,11 +18,11 @@ async def list_owned(
     namespace: str,
     deployment: str,
     *,
-    grants: Grants | None = None,
+    grants: Rights | None = None,
     deadline: float | None = None,
 ) -> list[ExposedService]:
-    """The Services the Deployment owns, sorted by name. Raises RequestError or KubeError;
-    NotPermitted when some of them are of a type the caller may not list."""
+    """The Services the Deployment owns, sorted by name. Raises RequestError: NotPermitted
+    when some of them are of a type the caller may not list."""
     check_target(namespace, deployment)
     loop = asyncio.get_running_loop()
     owner = await context.read_deployment(namespace, deployment, remaining(loop, deadline))
@@ -31,7 +31,9 @@ async def list_owned(
         for service in await context.owned_services(namespace, owner.uid, remaining(loop, deadline))
     ]
     # Refused whole rather than answered in part: a partial list would read as the truth.
-    refusals = sorted({r for s in owned if (r := refusal(grants, "list", s.type))})
+    if grants is None:
+        return owned
+    refusals = sorted({r for s in owned if (r := grants.refusal("list", s.type))})
     if refusals:
         raise NotPermitted("; ".join(refusals))
     return owned

@@ -4,6 +4,7 @@ number of rules, and the rules themselves (parsed once, in slices)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from server.domain.cooperative import in_slices
 from server.domain.errors import BadRequest
@@ -18,7 +19,7 @@ from server.rules import (
 )
 from server.rules.brief import BRIEF_KEEP, STRING_LIMIT, length_marker
 
-EMPTY: str = "no rules: send at least one rule"
+EMPTY: Final = "no rules: send at least one rule"
 
 
 def check_target(namespace: str, deployment: str) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from server.domain.exposer import Outcome, RuleResult, Settings
 from server.domain.lifecycle_results import NOT_A_RULE, ExposedService
+from server.domain.outcomes import Outcome, RuleResult
+from server.domain.settings import Settings
 from server.manifests import RULE_ANNOTATION
 from server.rules import (
     MAX_RULE_LENGTH,

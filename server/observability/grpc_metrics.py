@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
@@ -29,7 +30,7 @@ from server.observability.metrics import (
     GRPC_MSG_SENT,
     GRPC_STARTED,
 )
-from server.wrapping import WrappingInterceptor
+from server.wrapping import Behavior, WrappingInterceptor, rebuilt
 
 # grpc_code values as Go's codes.Code.String() spells them: what dashboards filter on.
 GO_CODE_NAMES: Final[dict[grpc.StatusCode, str]] = {
@@ -52,7 +53,6 @@ GO_CODE_NAMES: Final[dict[grpc.StatusCode, str]] = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 
-Behavior = Callable[..., Any]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
@@ -147,24 +147,20 @@ def _counting(method: str, handler: Handler) -> Handler:
     """handler, with its calls and messages counted under method's labels."""
     service, _, name = method.lstrip("/").rpartition("/")
     metrics = _MethodMetrics((grpc_type(handler, method), service, name))
-    codec: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        behavior = _wrap(handler.stream_stream, metrics, request_streaming=True)
-        return grpc.stream_stream_rpc_method_handler(behavior, **codec)
-    if handler.request_streaming:
-        behavior = _wrap(handler.stream_unary, metrics, request_streaming=True, one_response=True)
-        return grpc.stream_unary_rpc_method_handler(behavior, **codec)
-    if handler.response_streaming:
-        behavior = _wrap(handler.unary_stream, metrics, request_streaming=False)
-        return grpc.unary_stream_rpc_method_handler(behavior, **codec)
-    return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, metrics), **codec)
+    if handler.request_streaming or handler.response_streaming:
+        counting = partial(
+            _wrap,
+            metrics=metrics,
+            request_streaming=handler.request_streaming,
+            one_response=not handler.response_streaming,
+        )
+    else:
+        counting = partial(_wrap_unary, metrics=metrics)
+    return rebuilt(handler, counting)
 
 
-def _wrap_unary(behavior: Behavior | None, metrics: _MethodMetrics) -> Behavior:
-    assert behavior is not None
+def _wrap_unary(behavior: Behavior, metrics: _MethodMetrics) -> Behavior:
+    """A wrapper of a handler of one request and one response."""
 
     async def unary(request: Any, context: Context) -> Any:
         metrics.started()
@@ -191,14 +187,13 @@ async def _counted(requests: AsyncIterator[Any], metrics: _MethodMetrics) -> Asy
 
 
 def _wrap(
-    behavior: Behavior | None,
+    behavior: Behavior,
     metrics: _MethodMetrics,
     *,
     request_streaming: bool,
-    one_response: bool = False,
+    one_response: bool,
 ) -> Behavior:
     """A wrapper of a streaming handler, of the same form (coroutine or async generator)."""
-    assert behavior is not None
 
     def begin(request: Any, context: Context) -> tuple[Any, _Context]:
         metrics.started()

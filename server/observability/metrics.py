@@ -32,8 +32,6 @@ from server.observability import cache_metrics  # noqa: F401  (registered with t
 from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
-    # Only a type: the Deployment cache (below the exposer) imports this module.
-    from server.domain.outcomes import Outcome
     from server.rules import ServiceType
 
 log = logging.getLogger("k8sailor.metrics")
@@ -131,13 +129,20 @@ UNKNOWN_TYPE: Final = "Unknown"  # a rule refused before its type was known
 RULE_METHODS: Final = frozenset({"CreateServices", "ApplyServices", "DeleteServices"})
 
 
+class _Named(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
 class RuleFate(Protocol):
-    """What a rule's count is keyed by: a RuleResult, or a DeleteResult of domain.lifecycle."""
+    """What a rule's count is keyed by: server.domain.outcomes.RuleOutcome (a rule's result,
+    or a Service's in the lifecycle RPCs) as far as counting reads it; structurally, since
+    observability does not import the domain: the outcome is read by its name."""
 
     @property
     def service_type(self) -> ServiceType | None: ...
     @property
-    def outcome(self) -> Outcome: ...
+    def outcome(self) -> _Named: ...
     @property
     def reason(self) -> str: ...
 
@@ -149,13 +154,6 @@ def rule_labels(result: RuleFate, method: str = "CreateServices") -> tuple[str, 
     return type_, result.outcome.value, reason, method if method in RULE_METHODS else OTHER
 
 
-# Label children by the values they are looked up with (service type, outcome, reason,
-# method): .labels() validates, joins and locks on every call, which costs more than the count
-# itself on the request path. Every part of the key is bounded (enums, and reasons folded
-# into RULE_REASONS before they are kept), so the dict is too.
-_RULE_COUNTERS: dict[tuple[ServiceType | None, Outcome, str, str], Counter] = {}
-
-
 class RuleCounter(Protocol):
     """What counts a request's rule results: count_rules, when metrics are on."""
 
@@ -165,14 +163,7 @@ class RuleCounter(Protocol):
 def count_rules(results: Iterable[RuleFate], method: str = "CreateServices") -> None:
     """Count a request's rule results (the servicers call this once per request)."""
     for result in results:
-        key = (result.service_type, result.outcome, result.reason, method)
-        counter = _RULE_COUNTERS.get(key)
-        if counter is None:
-            labels = rule_labels(result, method)
-            counter = RULES.labels(*labels)
-            if labels[2] != OTHER and labels[3] != OTHER:  # keep the key set bounded
-                _RULE_COUNTERS[key] = counter
-        counter.inc()
+        RULES.labels(*rule_labels(result, method)).inc()
 
 
 # --- the API server, as k8sailor sees it --------------------------------------------------------
@@ -227,7 +218,7 @@ class KubeCallMetrics:
     """server.kube's CallObserver, in Prometheus terms: one started/finished per attempt."""
 
     def __init__(self) -> None:
-        # As for _RULE_COUNTERS: keyed by the values Kube passes, bounded before use.
+        # Label children keyed by the values Kube passes, bounded before use.
         self._calls: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     def call_started(self, verb: str, resource: str) -> None:

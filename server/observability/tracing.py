@@ -1,9 +1,9 @@
 """OpenTelemetry tracing: a span per request, per rule and per API server call.
 
-The spans come from the instrumentations made for these libraries: the gRPC one's grpc.aio
-server interceptor (it honours the caller's traceparent) and the aiohttp-client one's trace
-config, given to server.kube's own session when server.app makes it (api_call_trace_config);
-the exposer starts the rule spans itself.
+The request's SERVER span comes from a grpc.aio interceptor of ours (it honours the caller's
+traceparent and says what the OpenTelemetry gRPC instrumentation says); the API call spans
+from the aiohttp-client instrumentation's trace config, given to server.kube's own session
+when server.app makes it (api_call_trace_config); the exposer starts the rule spans itself.
 
 Tracing is configured by the standard OTEL_* environment, read by the SDK and the OTLP
 exporter themselves (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER,
@@ -14,26 +14,30 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import unquote
 
 import aiohttp
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
-from opentelemetry.instrumentation.grpc.version import __version__ as grpc_instrumentation_version
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.wrapping import ServerInterceptor
+from server.wrapping import Behavior, ServerInterceptor, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:
-    from server.observability.grpc_metrics import Handler
+    from server.wrapping import Handler
+
+    Context = grpc.aio.ServicerContext[Any, Any]
 
 # Probes and tooling, not requests: a trace per kubelet health check would bury the real ones.
 UNTRACED_SERVICES: Final = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
@@ -105,67 +109,148 @@ def provider_from_env(environ: Mapping[str, str]) -> TracerProvider | None:
     return provider
 
 
-class _ServerInterceptor(OpenTelemetryAioServerInterceptor):
-    """The instrumentation's grpc.aio interceptor, for handlers that stream with
-    context.write() too.
+# What the SERVER span of a call says, in the names the OpenTelemetry gRPC instrumentation gives
+# them (semantic conventions 1.11: net.peer.*), so that what reads its spans reads ours.
+_SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.11.0"
+# The codes that make a SERVER span an error, as the conventions for gRPC say: the server's own
+# failures. NOT_FOUND or INVALID_ARGUMENT is an answer to the caller, not a fault of ours.
+_SERVER_ERRORS: Final = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_LOOPBACK: Final = ("127.0.0.1", "[::1]")
+# Ways a call stops without its handler returning or raising: the caller went away or its
+# deadline passed (gRPC cancels the handler's task), or its response stream was closed.
+_STOPPED: Final = (asyncio.CancelledError, GeneratorExit)
 
-    Its streaming wrapper iterates the handler with `async for`, which fails on a handler that
-    is a coroutine writing through context.write() - CreateServices and Health.Watch are such
-    handlers (open-telemetry/opentelemetry-python-contrib#3066). Such a handler is awaited
-    exactly as a unary one is, so it gets the unary wrapper: same span, same status handling.
+
+class _ServerInterceptor(WrappingInterceptor):
+    """A SERVER span around every call of a traced method, a child of the caller's traceparent
+    when it sends one, ended with the status the call ended with (abort, a code set, an
+    uncaught exception, cancellation or the deadline).
+
+    A wrapper keeps the form of the behaviour it wraps: grpc.aio runs a streaming handler by
+    that form, an async generator or a coroutine that writes with context.write()
+    (CreateServices and Health.Watch are the latter).
     """
 
     def __init__(self, tracer: trace.Tracer) -> None:
-        super().__init__(tracer, filter_=_traced)  # type: ignore[no-untyped-call]
-        # Each method's handler as the instrumentation wraps it, made once. It wraps the
-        # handler anew for every call (a handler tuple and three closures), and what it makes
-        # reads nothing of the call's details but the method's name. Bounded: only methods
-        # the server has a handler for get here.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        super().__init__()
+        self._tracer = tracer
 
-    async def intercept_service(  # type: ignore[override]  # the aio form, not grpc's
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not _traced(handler_call_details):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if method.startswith(_UNTRACED_PREFIXES):
             return handler
-        method: str = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler and is_instrumentation_enabled():
-            return known[1]
+        service, _, name = method.lstrip("/").partition("/")
+        spans = _Spans(
+            self._tracer, method, {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        )
+        return rebuilt(handler, spans.around)
 
-        async def same(_: grpc.HandlerCallDetails) -> Handler:
-            return handler
 
-        wrapped: Handler = await super().intercept_service(same, handler_call_details)  # type: ignore[no-untyped-call]
-        if wrapped is not handler:  # not suppressed (is_instrumentation_enabled)
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
+@dataclass(frozen=True)
+class _Spans:
+    """The spans of one method: its name and the attributes every call of it has."""
 
-    def _intercept_aio_server_stream(self, behavior: Any, handler_call_details: Any) -> Any:
-        if inspect.iscoroutinefunction(behavior):
-            return self._intercept_aio_server_unary(behavior, handler_call_details)  # type: ignore[no-untyped-call]
-        return super()._intercept_aio_server_stream(behavior, handler_call_details)  # type: ignore[no-untyped-call]
+    tracer: trace.Tracer
+    method: str  # "/k8sailor.v1.ExposureService/CreateServices", the span's name
+    attributes: Mapping[str, str]
+
+    def around(self, behavior: Behavior) -> Behavior:
+        """behavior, each call of it in a span; of the same form."""
+        if inspect.isasyncgenfunction(behavior):
+
+            async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+                with self._span(context):
+                    async for response in behavior(request, context):
+                        yield response
+
+            return generator
+
+        async def coroutine(request: Any, context: Context) -> Any:
+            with self._span(context):
+                return await behavior(request, context)
+
+        return coroutine
+
+    @contextmanager
+    def _span(self, context: Context) -> Iterator[None]:
+        metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
+        attributes: dict[str, str] = {**self.attributes, **_peer(context.peer())}
+        if "user-agent" in metadata:
+            attributes["rpc.user_agent"] = metadata["user-agent"]
+        with self.tracer.start_as_current_span(
+            self.method,
+            context=propagate.extract(metadata),  # the caller's traceparent, when it sent one
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            # Both are ours to decide (_end): an abort is a status, not an exception.
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except BaseException as error:
+                _end(span, context, error)
+                raise
+            _end(span, context, None)
+
+
+def _end(span: trace.Span, context: Context, error: BaseException | None) -> None:
+    """Say on span how the call ended: its status code, an error status for the server's own
+    failures, and the exception a handler failed with."""
+    code = _final_code(context, error)
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    # An abort is a status, not a failure; a stopped call is the caller's doing.
+    failed = None if isinstance(error, (grpc.aio.AbortError, *_STOPPED)) else error
+    if code in _SERVER_ERRORS:
+        uncaught = f"{type(failed).__name__}: {failed}" if failed is not None else ""
+        details = context.details() or uncaught or code.value[1]
+        span.set_status(Status(StatusCode.ERROR, f"{code}:{details}"))
+    if failed is not None:
+        span.record_exception(failed)
+
+
+def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status the caller gets."""
+    if isinstance(error, _STOPPED):
+        # Cancelled both when the caller goes away and when its deadline passes; the caller
+        # sees DEADLINE_EXCEEDED in the second case.
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = context.code()  # what abort() or set_code() set
+    if isinstance(code, grpc.StatusCode):
+        return code
+    # Nothing set: a handler that returned is OK, one that raised is UNKNOWN to the caller.
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+
+
+def _peer(peer: str) -> dict[str, str]:
+    """net.peer.ip and net.peer.port of a TCP caller, from gRPC's "ipv4:10.1.2.3:51234" or
+    "ipv6:%5B::1%5D:51234" (the first address, when it names several); net.peer.name for one
+    on loopback. Nothing for a Unix socket's caller."""
+    scheme, _, address = peer.partition(",")[0].partition(":")
+    ip, _, port = address.rpartition(":")
+    if scheme not in ("ipv4", "ipv6") or not ip:
+        return {}
+    ip = unquote(ip)
+    found = {"net.peer.ip": ip, "net.peer.port": port}
+    if ip in _LOOPBACK:
+        found["net.peer.name"] = "localhost"
+    return found
 
 
 def server_interceptor(provider: TracerProvider) -> ServerInterceptor:
-    """A SERVER span per RPC, a child of the caller's traceparent when it sends one."""
-    # The tracer the instrumentation's own aio_server_interceptor() would make.
-    tracer = trace.get_tracer(
-        "opentelemetry.instrumentation.grpc",
-        grpc_instrumentation_version,
-        provider,
-        schema_url="https://opentelemetry.io/schemas/1.11.0",
-    )
-    return _ServerInterceptor(tracer)
-
-
-def _traced(details: grpc.HandlerCallDetails) -> bool:
-    """The instrumentation's filter, as one string test: its own filters.service_name() splits
-    the method name anew for every call, a measurable part of a short request."""
-    return not details.method.startswith(_UNTRACED_PREFIXES)
+    """A SERVER span per RPC, a child of the caller's traceparent when it sends one; none for
+    UNTRACED_SERVICES."""
+    return _ServerInterceptor(provider.get_tracer("k8sailor.grpc", schema_url=_SCHEMA_URL))
 
 
 # The signals of a TraceConfig, by the name of the property that holds each (aiohttp's public

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from server.domain.exposer import Outcome, Settings
-from server.domain.grants import Grant, Grants, RightsUnknown
+from server.auth.rights import Grant, Grants, RightsUnknown
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
+from server.domain.outcomes import Outcome
+from server.domain.settings import Settings
 from server.kube import Kube
 from server.kube.errors import KubeNotFound
 from server.manifests import MANAGED_BY_LABEL

@@ -24,16 +24,6 @@ DOC = ROOT / "docs" / "architecture.md"
 PURE = ("server.rules", "server.manifests", "server.domain")
 IO_LIBRARIES = ("grpc", "aiohttp", "kubernetes_asyncio")
 
-# Imports that break the contract today, each being removed by the layout work of issue 23.
-# Temporary: the test also fails when a pair here no longer occurs, so this only shrinks, and
-# it must end empty. Entries are (importer, imported) modules, or a library for a pure layer.
-NOT_YET: set[tuple[str, str]] = {
-    # auth must not import the flows
-    ("server.auth.gate", "server.domain.grants"),
-    # observability must not import api, domain or kube
-    ("server.observability.metrics", "server.domain.outcomes"),
-}
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -181,15 +171,9 @@ def _is_pure(module: str) -> bool:
     return any(module == layer or module.startswith(layer + ".") for layer in PURE)
 
 
-def check(
-    rules: list[Rule],
-    known: set[str],
-    found: list[Import],
-    not_yet: set[tuple[str, str]] = NOT_YET,
-) -> list[str]:
+def check(rules: list[Rule], known: set[str], found: list[Import]) -> list[str]:
     """Every breach of the contract, as a sentence that says where and what to do."""
     problems = []
-    seen = {(imp.importer, imp.imported) for imp in found}
     for module in sorted(known):
         if layer_of(module, rules) is None:
             problems.append(f"{module} is in no layer of docs/architecture.md: add it to the list")
@@ -203,10 +187,10 @@ def check(
         where = f"{imp.importer} (line {imp.line}) imports {imp.imported}"
         top = imp.imported.split(".")[0]
         if top in IO_LIBRARIES:
-            if _is_pure(imp.importer) and (imp.importer, top) not in not_yet:
+            if _is_pure(imp.importer):
                 problems.append(f"{where}: {imp.importer} is pure (no {top})")
             continue
-        if top != "server" or pair in not_yet:
+        if top != "server":
             continue
         graph.setdefault(imp.importer, set()).add(imp.imported)
         source, target = layer_of(imp.importer, rules), layer_of(imp.imported, rules)
@@ -216,12 +200,6 @@ def check(
             problems.append(f"{where}: {source.layer} may not import {target.layer}")
     for circle in cycles(graph):
         problems.append("import circle: " + " → ".join(circle))
-    library_pairs = {(imp.importer, imp.imported.split(".")[0]) for imp in found}
-    for pair in sorted(not_yet - seen - library_pairs):
-        problems.append(
-            f"{pair[0]} no longer imports {pair[1]}: remove the pair from NOT_YET in "
-            "tests/unit/test_architecture.py (the list only shrinks)"
-        )
     return problems
 
 
@@ -295,10 +273,8 @@ def test_a_breach_of_each_kind_is_reported(contract: list[Rule]) -> None:
         Import("server.kube.client", "server.kube.limits", 3),  # a circle...
         Import("server.kube.limits", "server.kube.client", 4),  # ...inside one layer
     ]
-    stale = {("server.auth.gate", "server.domain.exposer")}  # allowlisted, no longer imported
-    problems = "\n".join(check(contract, known, found, not_yet=stale))
+    problems = "\n".join(check(contract, known, found))
     assert "server.rules may not import server.kube" in problems
     assert "server.rules is pure (no grpc)" in problems
     assert "server.stray is in no layer" in problems
     assert "import circle: server.kube.client → server.kube.limits → server.kube.client" in problems
-    assert "server.auth.gate no longer imports server.domain.exposer" in problems

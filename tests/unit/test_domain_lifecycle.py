@@ -10,12 +10,20 @@ from typing import Any
 
 import pytest
 
-from server.domain.exposer import DeploymentNotFound, Outcome, Settings
-from server.domain.grants import Grant, Grants
+from server.auth.rights import Grant, Grants
+from server.domain.errors import (
+    ClusterForbidden,
+    ClusterUnavailable,
+    DeploymentNotFound,
+    DeploymentUnusable,
+    NotPermitted,
+)
 from server.domain.lifecycle import Lifecycle
-from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, NotPermitted
+from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest
 from server.domain.lifecycle_results import DeleteResult
-from server.kube.errors import KubeConflict, KubeNotFound
+from server.domain.outcomes import Outcome
+from server.domain.settings import Settings
+from server.kube.errors import KubeConflict, KubeForbidden, KubeNotFound, KubeUnavailable
 from server.kube.ownership import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from server.rules import ServiceType
@@ -126,6 +134,37 @@ async def test_delete_all_deletes_what_is_owned_and_says_each_type(cluster: Fake
         ("web-nodeport", Outcome.DELETED, ServiceType.NODE_PORT),
     ]
     assert set(cluster.services) == {(NS, "theirs")}
+
+
+async def test_what_the_api_server_refuses_the_request_is_the_domains_own_error(
+    cluster: FakeCluster,
+) -> None:
+    cluster.fail["list_services"] = [KubeForbidden("services is forbidden", status=403)]
+    cluster.fail["read_deployment"] = [KubeUnavailable("API server unreachable", reason="x")]
+    lifecycle = Lifecycle(cluster, Settings())
+
+    with pytest.raises(
+        ClusterUnavailable, match='reading Deployment "web": API server unreachable'
+    ):
+        await lifecycle.list_owned(NS, "web")
+    with pytest.raises(ClusterForbidden, match="refused k8sailor: services is forbidden"):
+        await lifecycle.list_owned(NS, "web")
+
+
+async def test_what_a_deployment_owns_is_listed_and_deleted_whatever_its_selector(
+    cluster: FakeCluster,
+) -> None:
+    await made(cluster, "80:8088")
+    unusable = deployment()
+    unusable["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "Exists"}]}
+    cluster.add_deployment(unusable)
+
+    assert [s.name for s in await Lifecycle(cluster, Settings()).list_owned(NS, "web")] == ["web"]
+    [result] = await delete(cluster, ["web"])
+    assert result.outcome is Outcome.DELETED
+    request = ApplyRequest(namespace=NS, deployment="web", rules=["80:8088"])
+    with pytest.raises(DeploymentUnusable):
+        _ = [r async for r in Lifecycle(cluster, Settings()).apply(request)]
 
 
 async def test_a_missing_deployment_is_a_request_error(cluster: FakeCluster) -> None:

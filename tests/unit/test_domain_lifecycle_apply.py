@@ -10,12 +10,13 @@ from collections.abc import Collection, Mapping
 
 import pytest
 
+from server.auth.rights import Grant, Grants, RightsUnknown
 from server.domain.diff import FieldChange
-from server.domain.exposer import Outcome, Settings
-from server.domain.grants import Grant, Grants, RightsUnknown
 from server.domain.lifecycle import Lifecycle
 from server.domain.lifecycle_requests import ApplyRequest
 from server.domain.lifecycle_results import PRUNED_INDEX, ApplyResult
+from server.domain.outcomes import Outcome
+from server.domain.settings import Settings
 from server.kube.errors import KubeConflict
 from server.rules import ServiceType
 from tests.unit.lifecycle_fake import FakeCluster, deployment, foreign

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from server.domain.diff import FieldChange, diff_service
-from server.domain.field_managers import adopt_managed_fields, conflicting_managers
+from server.domain.field_managers import adopt_managed_fields
+from server.kube.errors import conflicting_managers
 
 
 def service(**spec: Any) -> dict[str, Any]:

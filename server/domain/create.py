@@ -19,44 +19,22 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from server.domain import pointing
+from server.domain.cluster import Reads, Services, read_deployment
 from server.domain.cooperative import in_slices
-from server.domain.errors import (
-    BadRequest,
-    DeploymentNotFound,
-    DeploymentUnusable,
-    RequestError,
-    request_error,
-)
 from server.domain.fanout import fan_out, give_up_before, remaining
 from server.domain.outcomes import Outcome, RuleResult
 from server.domain.requests import check_count, check_target, parse_rules, rule_texts
 from server.domain.rights import Rights
+from server.domain.service_view import rule_result
 from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
-from server.kube import Kube
-from server.kube.deployments import DeploymentSource, DirectReads
+from server.kube.deployments import DeploymentSource
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
 from server.kube.ownership import owned_by, same_service
-from server.manifests import Deployment, DeploymentError, iter_services
-from server.rules import PortRule, Protocol, RuleError, ServiceRule, ServiceType
+from server.manifests import iter_services
+from server.rules import RuleError, ServiceRule, ServiceType
 
 log = logging.getLogger(__name__)
-
-# What server.domain.lifecycle still imports from here, until it imports the modules they
-# moved to (server.domain.errors, outcomes, requests, settings, spans).
-__all__ = [
-    "BadRequest",
-    "DeploymentNotFound",
-    "DeploymentUnusable",
-    "ExposeRequest",
-    "Exposer",
-    "Outcome",
-    "RequestError",
-    "RuleResult",
-    "Settings",
-    "check_target",
-    "describe_rule_span",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +57,20 @@ class ExposeRequest:
 class Exposer:
     def __init__(
         self,
-        kube: Kube,
+        cluster: Services,
         settings: Settings,
         *,
         tracer: Tracer | None = None,
         deployments: DeploymentSource | None = None,
     ) -> None:
-        """tracer: where the span of each rule goes; None: no spans (tracing is off, and
-        costs nothing). deployments: where Deployments come from; a GET per request unless a
-        watch cache is given."""
-        self._kube = kube
+        """cluster: where Services are created (server.kube.Kube, or a fake). tracer: where
+        the span of each rule goes; None: no spans (tracing is off, and costs nothing).
+        deployments: where Deployments come from; a read per request unless a watch cache is
+        given."""
+        self._cluster = cluster
         self._settings = settings
         self._tracer = tracer
-        self._deployments = deployments or DirectReads(kube)
+        self._deployments = deployments or Reads(cluster)
 
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
@@ -156,7 +135,12 @@ class Exposer:
                 else rule
                 for index, rule in enumerate(parsed)
             ]
-        deployment = await self._read_deployment(request, remaining(loop, deadline))
+        deployment = await read_deployment(
+            self._deployments,
+            request.namespace,
+            request.deployment,
+            timeout=remaining(loop, deadline),
+        )
         # Errors found while building name field paths; those of rules written as text point
         # at the caller's own columns instead.
         written = [rule if isinstance(rule, str) else None for rule in request.rules]
@@ -198,22 +182,6 @@ class Exposer:
         ) as results:
             async for result in results:
                 yield result
-
-    async def _read_deployment(self, request: ExposeRequest, timeout: float | None) -> Deployment:
-        try:
-            return await self._deployments.get(
-                request.namespace, request.deployment, timeout=timeout
-            )
-        except KubeNotFound as error:
-            raise DeploymentNotFound(
-                f'Deployment "{request.deployment}" not found in namespace '
-                f'"{request.namespace}" ({error.message})'
-            ) from error
-        except KubeError as error:
-            doing = f'reading Deployment "{request.deployment}"'
-            raise request_error(error, doing) from error
-        except DeploymentError as error:
-            raise DeploymentUnusable(str(error)) from error
 
     def _settled(self, result: RuleResult) -> RuleResult:
         """A rule settled without an API call (invalid, denied), with its span."""
@@ -257,26 +225,26 @@ class Exposer:
         loop = asyncio.get_running_loop()
         try:
             try:
-                created = await self._kube.create_service(
+                created = await self._cluster.create_service(
                     request.namespace,
                     manifest,
                     dry_run=request.dry_run,
                     timeout=remaining(loop, deadline),
                 )
-                return _from_service(index, text, Outcome.CREATED, created)
+                return rule_result(index, text, Outcome.CREATED, created, None)
             except (KubeAlreadyExists, KubeInvalid) as refused:
                 # The name may be taken. Allocation is checked before names, so sending a
                 # NodePort rule again is refused as "port already allocated" (by our own
                 # Service) rather than AlreadyExists: either way, look at that Service.
                 try:
-                    existing = await self._kube.read_service(
+                    existing = await self._cluster.read_service(
                         request.namespace, name, timeout=remaining(loop, deadline)
                     )
                 except KubeNotFound:
                     raise refused from None
             uid = manifest["metadata"]["ownerReferences"][0]["uid"]
             if same_service(existing, manifest):
-                return _from_service(index, text, Outcome.UNCHANGED, existing)
+                return rule_result(index, text, Outcome.UNCHANGED, existing, None)
             if owned_by(existing, uid):
                 problem = (
                     f'Service "{name}" already exists for this Deployment with a different '
@@ -339,28 +307,3 @@ def _denied(
 
 def _type_of(rule: ServiceRule | RuleError) -> ServiceType | None:
     return rule.type if isinstance(rule, ServiceRule) else None
-
-
-def _from_service(
-    index: int, text: str, outcome: Outcome, service: Mapping[str, Any]
-) -> RuleResult:
-    spec = service.get("spec") or {}
-    ports = tuple(
-        PortRule(
-            port=int(port["port"]),
-            target_port=port.get("targetPort", port["port"]),
-            protocol=Protocol(port.get("protocol", "TCP")),
-            node_port=port.get("nodePort"),
-            app_protocol=port.get("appProtocol"),
-            name=port.get("name"),
-        )
-        for port in spec.get("ports") or ()
-    )
-    return RuleResult(
-        index=index,
-        rule=text,
-        outcome=outcome,
-        service_name=str(service.get("metadata", {}).get("name", "")),
-        cluster_ip=str(spec.get("clusterIP") or ""),
-        ports=ports,
-    )
