@@ -35,7 +35,7 @@ async def create(
     a server-side apply would merge into whatever was made since the read, and adopt it.
     Its fields are then made those of k8sailor's apply, as if the apply had created it."""
     loop = asyncio.get_running_loop()
-    created = await context.kube.create_service(
+    created = await context.cluster.create_service(
         request.namespace, manifest, dry_run=request.dry_run, timeout=remaining(loop, give_up_at)
     )
     if request.dry_run:
@@ -101,7 +101,7 @@ async def _apply_forcing_our_own(
     in dry runs, where _adopt cannot move them first)."""
     loop = asyncio.get_running_loop()
     try:
-        return await context.kube.apply_service(
+        return await context.cluster.apply_service(
             request.namespace,
             body,
             force=request.force,
@@ -111,7 +111,7 @@ async def _apply_forcing_our_own(
     except KubeConflict as error:
         if error.managers != (FIELD_MANAGER,):
             raise
-    return await context.kube.apply_service(
+    return await context.cluster.apply_service(
         request.namespace,
         body,
         force=True,
@@ -134,7 +134,7 @@ async def _adopt(
     if moved is None:
         return service
     loop = asyncio.get_running_loop()
-    return await context.kube.replace_managed_fields(
+    return await context.cluster.replace_managed_fields(
         namespace,
         service["metadata"]["name"],
         moved,

@@ -104,7 +104,7 @@ async def _delete_named(
     loop = asyncio.get_running_loop()
     try:
         try:
-            service = await context.kube.read_service(
+            service = await context.cluster.read_service(
                 request.namespace, name, timeout=remaining(loop, give_up_at)
             )
         except KubeNotFound:
@@ -172,7 +172,7 @@ async def _delete(
     try:
         # Preconditions: only the Service read is deleted, not another's made since under
         # its name, nor ours changed since into a type the caller may not delete.
-        await context.kube.delete_service(
+        await context.cluster.delete_service(
             namespace,
             name,
             uid=str(meta.get("uid", "")),

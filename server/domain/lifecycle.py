@@ -31,12 +31,12 @@ from server.domain.spans import NO_TRACING
 
 class Lifecycle:
     def __init__(
-        self, kube: LifecycleCluster, settings: Settings, *, tracer: Tracer | None = None
+        self, cluster: LifecycleCluster, settings: Settings, *, tracer: Tracer | None = None
     ) -> None:
-        """kube: the cluster (server.kube.Kube, or a fake in tests). tracer: where each rule's
-        (or Service's) span goes; None: the no-op tracer (tracing is off: spans.NO_TRACING),
-        as for the create flow."""
-        self._context = LifecycleContext(kube, settings, tracer or NO_TRACING)
+        """cluster: server.kube.Kube, or a fake in tests. tracer: where each rule's (or
+        Service's) span goes; None: the no-op tracer (tracing is off: spans.NO_TRACING). Both
+        as for the create flow (server.domain.create.Exposer)."""
+        self._context = LifecycleContext(cluster, settings, tracer or NO_TRACING)
 
     async def list_owned(
         self,

@@ -76,7 +76,7 @@ class LifecycleCluster(Services, Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LifecycleContext:
-    kube: LifecycleCluster
+    cluster: LifecycleCluster
     # settings.max_rules also bounds the names of one DeleteServices request.
     settings: Settings
     tracer: Tracer
@@ -92,14 +92,14 @@ class LifecycleContext:
         DeploymentUnusable), without it only its name and uid: listing or deleting what a
         Deployment owns must work even for one whose selector no Service could express.
         Raises RequestError, as the create flow's read does (server.domain.cluster)."""
-        source = Reads(self.kube) if to_expose else _Owner(self.kube)
+        source = Reads(self.cluster) if to_expose else _Owner(self.cluster)
         return await read_deployment(source, namespace, name, timeout=timeout)
 
     async def owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
         """The Services the Deployment of this uid owns, sorted by name. Raises RequestError:
         without them, the request as a whole cannot be answered."""
         try:
-            listed = await self.kube.list_services(
+            listed = await self.cluster.list_services(
                 namespace, label_selector=MANAGED_SELECTOR, timeout=timeout
             )
         except KubeError as error:
@@ -114,7 +114,7 @@ class LifecycleContext:
         """The Service as the API server has it now, or None when there is none."""
         loop = asyncio.get_running_loop()
         try:
-            return await self.kube.read_service(
+            return await self.cluster.read_service(
                 namespace, name, timeout=remaining(loop, give_up_at)
             )
         except KubeNotFound:
