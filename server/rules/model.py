@@ -67,6 +67,7 @@ NAME_SUFFIX: Final[dict[ServiceType, str]] = {
     ServiceType.EXTERNAL_NAME: "-external",
 }
 
+#: The rule type each text prefix selects (TYPE_PREFIX read backwards, ClusterIP's '' left out).
 PREFIX_TYPE: Final[dict[str, ServiceType]] = {v: k for k, v in TYPE_PREFIX.items() if v}
 
 #: The longest rule text accepted, checked before a rule is parsed. Far beyond what a person
@@ -76,7 +77,7 @@ MAX_RULE_LENGTH: Final = 16 * 1024
 #: The most ports one rule may have (text or structured), checked before the ports are read.
 MAX_PORTS: Final = 256
 
-# How a person reads each type in an error sentence.
+#: How a person reads each type in an error sentence.
 TYPE_WORDS: Final[dict[ServiceType, str]] = {
     ServiceType.CLUSTER_IP: "a ClusterIP rule",
     ServiceType.HEADLESS: "a headless (#) rule",
@@ -85,6 +86,7 @@ TYPE_WORDS: Final[dict[ServiceType, str]] = {
     ServiceType.EXTERNAL_NAME: "an ExternalName (@) rule",
 }
 
+#: The transports as text rules spell them (after '/', in lowercase).
 TRANSPORTS: Final[dict[str, Protocol]] = {
     "tcp": Protocol.TCP,
     "udp": Protocol.UDP,
@@ -96,7 +98,7 @@ _TRANSPORT_SUFFIX: Final[dict[Protocol, str]] = {
     Protocol.SCTP: "/sctp",
 }
 
-# Application protocols Kubernetes itself defines; the text form may leave off the prefix.
+#: Application protocols Kubernetes itself defines; the text form may leave off the prefix.
 K8S_APP_PROTOCOLS: Final[dict[str, str]] = {
     "h2c": "kubernetes.io/h2c",
     "ws": "kubernetes.io/ws",

@@ -22,8 +22,9 @@ _PORT_SPEC: Final = (
     rf"(?:\s*+/\s*+({_TOKEN})(?:\s*+/\s*+({_TOKEN}))?(?:\s*+/\s*+({_TOKEN}))?)?"
     rf"(?:\s*+\(\s*+({_TOKEN})\s*+\))?"
 )
-# Groups: 1-3 the ':'-separated numbers/names, 4-6 the '/'-separated protocol parts,
-# 7 the port name, 8 the ',' that ends the port (or '' at the end of the rule).
+#: One port and what ends it. Groups: 1-3 the ':'-separated numbers/names, 4-6 the
+#: '/'-separated protocol parts, 7 the port name, 8 the ',' that ends the port (or '' at the
+#: end of the rule).
 PORT_RE: Final = re.compile(_PORT_SPEC + r"\s*+(,|\Z)")
 _PORT_PREFIX_RE: Final = re.compile(_PORT_SPEC)
 _WS_RE: Final = re.compile(r"\s*+")
@@ -35,7 +36,9 @@ def skip_ws(text: str, pos: int) -> int:
     return m.end() if m is not None else pos
 
 
+#: One token, as PORT_RE reads them.
 TOKEN_RE: Final = re.compile(_TOKEN)
+#: The characters that structure a rule, which no token holds.
 STRUCTURE_CHARS: Final = frozenset(":/,()=#!^@")
 
 
