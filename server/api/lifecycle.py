@@ -29,7 +29,7 @@ from server.domain.requests import check_target
 from server.rules import ServiceType
 
 if TYPE_CHECKING:
-    from server.observability.metrics import RuleCounter, RuleFate
+    from server.observability.metrics import CountedResult, RuleCounter
 
 # The Service types a Service can have: what list and delete may meet.
 _EVERY_TYPE = frozenset(ServiceType)
@@ -146,6 +146,6 @@ class LifecycleServicer:
 
         await run(call, context, work, details, finish=count)
 
-    def _count(self, call: Call, fates: Collection[RuleFate]) -> None:
+    def _count(self, call: Call, fates: Collection[CountedResult]) -> None:
         if self._count_rules is not None:
             self._count_rules(fates, call.event)
