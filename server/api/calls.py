@@ -13,7 +13,6 @@ import grpc
 
 from server.api.requestlog import Call, Details, log_request
 from server.api.status import CANCELLED, EXPECTED, OK, Status, internal_error, status_for
-from server.domain.fanout import give_up_at as _give_up_at
 
 log = logging.getLogger("k8sailor.requests")
 
@@ -78,9 +77,3 @@ def caller_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None
     if seconds_left is None:
         return None
     return asyncio.get_running_loop().time() + seconds_left
-
-
-def give_up_at(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
-    """When to stop waiting for the API server, in loop.time() terms: early enough before the
-    caller's deadline that the results of what did not finish still reach it."""
-    return _give_up_at(asyncio.get_running_loop(), context.time_remaining())

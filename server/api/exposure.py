@@ -63,7 +63,7 @@ class ExposureServicer:
             parsed = await self._exposer.parse(domain)
             permissions = await self._permissions(call.caller, domain, parsed)
             ready = dataclasses.replace(domain, parsed=parsed, permissions=permissions)
-            expose = self._exposer.expose(ready, deadline=caller_deadline(context))
+            expose = self._exposer.expose(ready, caller_deadline=caller_deadline(context))
             await write_each(context, expose, convert.result_to_proto, results)
 
         def count() -> None:

@@ -17,7 +17,7 @@ import grpc
 
 from k8sailor.v1 import exposure_pb2 as pb
 from server.api import convert, edge
-from server.api.calls import give_up_at, run, write_each
+from server.api.calls import caller_deadline, run, write_each
 from server.api.requestlog import Call, Details, outcomes
 from server.api.status import Status
 from server.auth.gate import AccessControl
@@ -69,7 +69,10 @@ class LifecycleServicer:
             grants = await self._grants(call, _every("list"))
             listed.extend(
                 await self._lifecycle.list_owned(
-                    call.namespace, call.deployment, grants=grants, deadline=give_up_at(context)
+                    call.namespace,
+                    call.deployment,
+                    grants=grants,
+                    caller_deadline=caller_deadline(context),
                 )
             )
 
@@ -89,7 +92,7 @@ class LifecycleServicer:
             self._lifecycle.check_delete(domain)
             grants = await self._grants(call, _every("delete"))
             results = self._lifecycle.delete(
-                dataclasses.replace(domain, grants=grants), deadline=give_up_at(context)
+                dataclasses.replace(domain, grants=grants), caller_deadline=caller_deadline(context)
             )
             await write_each(context, results, convert.delete_result_to_proto, deleted)
 
@@ -121,7 +124,9 @@ class LifecycleServicer:
                 wanted |= _every("delete")
             grants = await self._grants(call, wanted)
             results = self._lifecycle.apply(
-                dataclasses.replace(domain, grants=grants), parsed, deadline=give_up_at(context)
+                dataclasses.replace(domain, grants=grants),
+                parsed,
+                caller_deadline=caller_deadline(context),
             )
             await write_each(context, results, convert.apply_result_to_proto, applied)
 

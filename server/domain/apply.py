@@ -56,7 +56,7 @@ async def apply(
     request: ApplyRequest,
     parsed: ParsedRules | None = None,
     *,
-    deadline: float | None = None,
+    give_up_at: float | None = None,
 ) -> AsyncGenerator[ApplyResult, None]:
     """One result per rule, then (with prune) one per pruned Service, as each is known.
     parsed: the request's rules as parse() returned them, when the caller has them already.
@@ -69,7 +69,7 @@ async def apply(
         check_apply(context, request)
     loop = asyncio.get_running_loop()
     owner = await context.read_deployment(
-        request.namespace, request.deployment, remaining(loop, deadline), to_expose=True
+        request.namespace, request.deployment, remaining(loop, give_up_at), to_expose=True
     )
     written = [rule if isinstance(rule, str) else None for rule in request.rules]
     manifests = await in_slices(
@@ -97,23 +97,23 @@ async def apply(
             jobs.append(context.in_span(index, _ready(ApplyResult(invalid))))
             continue
         job = _apply_one(
-            context, request, owner, index, parsed.texts[index], manifest, type_, deadline
+            context, request, owner, index, parsed.texts[index], manifest, type_, give_up_at
         )
         jobs.append(context.in_span(index, job))
     if prune:
         named = {m["metadata"]["name"] for m in manifests if not isinstance(m, RuleError)}
         services = await context.owned_services(
-            request.namespace, owner.uid, remaining(loop, deadline)
+            request.namespace, owner.uid, remaining(loop, give_up_at)
         )
         for service in services:
             if service["metadata"]["name"] not in named:
                 jobs.append(
                     context.in_span(
-                        PRUNED_INDEX, _prune(context, request, owner, service, deadline)
+                        PRUNED_INDEX, _prune(context, request, owner, service, give_up_at)
                     )
                 )
     # No give-up of its own: each API call's timeout is the time left (fanout.remaining), so
-    # every job ends with its result by the deadline.
+    # every job ends with its result by give_up_at.
     async for result in fan_out(jobs):
         yield result
 
@@ -130,7 +130,7 @@ async def _apply_one(
     text: str,
     manifest: dict[str, Any],
     type_: ServiceType | None,
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> ApplyResult:
     name: str = manifest["metadata"]["name"]
     namespace = request.namespace
@@ -151,7 +151,7 @@ async def _apply_one(
         # read, so that the answer says nothing of what is there.
         return refused(Outcome.DENIED, f"{may_not_create}; {may_not_update}", "Forbidden")
     try:
-        existing = await context.read_service(namespace, name, deadline)
+        existing = await context.read_service(namespace, name, give_up_at)
         created_unseen = False  # a create of ours may have been made, its answer lost
         for _ in range(APPLY_ROUNDS):
             if existing is None or not owned_by(existing, owner.uid):
@@ -168,7 +168,7 @@ async def _apply_one(
                         "NotOwned",
                     )
                 try:
-                    created = await create(context, request, manifest, deadline)
+                    created = await create(context, request, manifest, give_up_at)
                 except KubeAlreadyExists as error:
                     # Made since it was read: by someone else (the next round reports the
                     # conflict and leaves it alone), or by this very create.
@@ -176,13 +176,13 @@ async def _apply_one(
                 except KubeInvalid:
                     # A NodePort Service of our name that appeared since the read holds
                     # the node port: allocation is checked before names.
-                    existing = await context.read_service(namespace, name, deadline)
+                    existing = await context.read_service(namespace, name, give_up_at)
                     if existing is None:
                         raise
                     continue
                 else:
                     return ApplyResult(rule_result(index, text, Outcome.CREATED, created, type_))
-                existing = await context.read_service(namespace, name, deadline)
+                existing = await context.read_service(namespace, name, give_up_at)
                 continue
             refusal, unknown = await _change_refusal(
                 rights, name, service_type(existing), wanted, may_not_update
@@ -195,9 +195,9 @@ async def _apply_one(
             if problem is not None:
                 return refused(Outcome.INVALID, problem, "FieldImmutable")
             try:
-                before, applied = await apply_to(context, request, existing, manifest, deadline)
+                before, applied = await apply_to(context, request, existing, manifest, give_up_at)
             except Stale:
-                existing = await context.read_service(namespace, name, deadline)
+                existing = await context.read_service(namespace, name, give_up_at)
                 continue
             if created_unseen:
                 return ApplyResult(rule_result(index, text, Outcome.CREATED, applied, type_))
@@ -239,10 +239,10 @@ async def _prune(
     request: ApplyRequest,
     owner: Deployment,
     service: Mapping[str, Any],
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> ApplyResult:
     deleted = await delete_owned(
-        context, request.namespace, owner, service, request.dry_run, request.grants, deadline
+        context, request.namespace, owner, service, request.dry_run, request.grants, give_up_at
     )
     result = RuleResult(
         PRUNED_INDEX,

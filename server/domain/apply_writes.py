@@ -29,19 +29,19 @@ async def create(
     context: LifecycleContext,
     request: ApplyRequest,
     manifest: Mapping[str, Any],
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> Json:
     """Create the Service, never touching one that is there already (KubeAlreadyExists):
     a server-side apply would merge into whatever was made since the read, and adopt it.
     Its fields are then made those of k8sailor's apply, as if the apply had created it."""
     loop = asyncio.get_running_loop()
     created = await context.kube.create_service(
-        request.namespace, manifest, dry_run=request.dry_run, timeout=remaining(loop, deadline)
+        request.namespace, manifest, dry_run=request.dry_run, timeout=remaining(loop, give_up_at)
     )
     if request.dry_run:
         return created
     try:
-        return await _adopt(context, request.namespace, created, deadline)
+        return await _adopt(context, request.namespace, created, give_up_at)
     except KubeError as error:
         # Created all the same: the next apply moves the fields before it applies.
         log.warning(
@@ -56,20 +56,20 @@ async def apply_to(
     request: ApplyRequest,
     existing: Json,
     manifest: Mapping[str, Any],
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> tuple[Json, Json]:
     """Apply the manifest to exactly the Service read (one of ours): the Service before
     and after. Stale when it changed since the read."""
     meta = existing["metadata"]
     if not request.dry_run:
         try:
-            existing = await _adopt(context, request.namespace, existing, deadline)
+            existing = await _adopt(context, request.namespace, existing, give_up_at)
         except KubeNotFound as error:
             raise Stale from error
         except KubeInvalid:
             # The API server says only "rejected" when the patch's test of the
             # resourceVersion failed: see whether the Service changed.
-            now = await context.read_service(request.namespace, meta["name"], deadline)
+            now = await context.read_service(request.namespace, meta["name"], give_up_at)
             if now is None or now["metadata"].get("resourceVersion") != meta.get("resourceVersion"):
                 raise Stale from None
             raise
@@ -83,7 +83,7 @@ async def apply_to(
     }
     body = {**manifest, "metadata": {**manifest["metadata"], **preconditions}}
     try:
-        return existing, await _apply_forcing_our_own(context, request, body, deadline)
+        return existing, await _apply_forcing_our_own(context, request, body, give_up_at)
     except KubeConflict as error:
         if error.managers:
             raise
@@ -94,7 +94,7 @@ async def _apply_forcing_our_own(
     context: LifecycleContext,
     request: ApplyRequest,
     body: Mapping[str, Any],
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> Json:
     """Apply, taking over without force only the fields that k8sailor's own
     CreateServices set (a conflict with manager "k8sailor" is a conflict with ourselves:
@@ -106,7 +106,7 @@ async def _apply_forcing_our_own(
             body,
             force=request.force,
             dry_run=request.dry_run,
-            timeout=remaining(loop, deadline),
+            timeout=remaining(loop, give_up_at),
         )
     except KubeConflict as error:
         if error.managers != (FIELD_MANAGER,):
@@ -116,12 +116,12 @@ async def _apply_forcing_our_own(
         body,
         force=True,
         dry_run=request.dry_run,
-        timeout=remaining(loop, deadline),
+        timeout=remaining(loop, give_up_at),
     )
 
 
 async def _adopt(
-    context: LifecycleContext, namespace: str, service: Json, deadline: float | None
+    context: LifecycleContext, namespace: str, service: Json, give_up_at: float | None
 ) -> Json:
     """Make the fields that CreateServices set (manager k8sailor, operation Update) those
     of k8sailor's apply, as kubectl does when it moves from client- to server-side apply.
@@ -139,5 +139,5 @@ async def _adopt(
         service["metadata"]["name"],
         moved,
         resource_version=str(service["metadata"].get("resourceVersion", "")),
-        timeout=remaining(loop, deadline),
+        timeout=remaining(loop, give_up_at),
     )

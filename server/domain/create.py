@@ -85,9 +85,10 @@ class Exposer:
         return await parse_rules(request.rules, self._settings)
 
     async def expose(
-        self, request: ExposeRequest, *, deadline: float | None = None
+        self, request: ExposeRequest, *, caller_deadline: float | None = None
     ) -> AsyncGenerator[RuleResult, None]:
-        """Yield one result per rule as each is known. deadline is in loop.time() terms.
+        """Yield one result per rule as each is known. caller_deadline (the caller's,
+        in loop.time() terms) is when results stop being of use; the flow gives up a little before.
 
         Raises RequestError (before the first result) for request-level failures.
         Close the generator (contextlib.aclosing) to cancel what is still running.
@@ -139,7 +140,7 @@ class Exposer:
             self._deployments,
             request.namespace,
             request.deployment,
-            timeout=remaining(loop, deadline),
+            timeout=remaining(loop, caller_deadline),
         )
         # Errors found while building name field paths; those of rules written as text point
         # at the caller's own columns instead.
@@ -174,11 +175,11 @@ class Exposer:
 
         jobs = [
             self._rule(request, index, texts[index], written[index], manifest, types[index],
-                       deadline)
+                       caller_deadline)
             for index, manifest in creating
         ]  # fmt: skip
         async with contextlib.aclosing(
-            fan_out(jobs, give_up=give_up_before(deadline, started), late=late)
+            fan_out(jobs, give_up=give_up_before(caller_deadline, started), late=late)
         ) as results:
             async for result in results:
                 yield result
@@ -196,15 +197,19 @@ class Exposer:
         written: str | None,
         manifest: Mapping[str, Any],
         service_type: ServiceType | None,
-        deadline: float | None,
+        caller_deadline: float | None,
     ) -> RuleResult:
         """One rule's task: its Service created (or found) inside a span of its own, so the
         API calls it makes are that span's children."""
         if self._tracer is None:
-            result = await self._create(request, index, text, written, manifest, deadline=deadline)
+            result = await self._create(
+                request, index, text, written, manifest, caller_deadline=caller_deadline
+            )
             return replace(result, service_type=service_type)
         with self._tracer.start_as_current_span(RULE_SPAN) as span:
-            result = await self._create(request, index, text, written, manifest, deadline=deadline)
+            result = await self._create(
+                request, index, text, written, manifest, caller_deadline=caller_deadline
+            )
             result = replace(result, service_type=service_type)
             describe_rule_span(span, index, result)
         return result
@@ -217,7 +222,7 @@ class Exposer:
         written: str | None,
         manifest: Mapping[str, Any],
         *,
-        deadline: float | None,
+        caller_deadline: float | None,
     ) -> RuleResult:
         """Create the rule's Service; text is its canonical form, written the caller's own
         text when it came as text (refused fields then point at its columns)."""
@@ -229,7 +234,7 @@ class Exposer:
                     request.namespace,
                     manifest,
                     dry_run=request.dry_run,
-                    timeout=remaining(loop, deadline),
+                    timeout=remaining(loop, caller_deadline),
                 )
                 return rule_result(index, text, Outcome.CREATED, created, None)
             except (KubeAlreadyExists, KubeInvalid) as refused:
@@ -238,7 +243,7 @@ class Exposer:
                 # Service) rather than AlreadyExists: either way, look at that Service.
                 try:
                     existing = await self._cluster.read_service(
-                        request.namespace, name, timeout=remaining(loop, deadline)
+                        request.namespace, name, timeout=remaining(loop, caller_deadline)
                     )
                 except KubeNotFound:
                     raise refused from None

@@ -52,7 +52,7 @@ def check_delete(context: LifecycleContext, request: DeleteRequest) -> None:
 
 
 async def delete(
-    context: LifecycleContext, request: DeleteRequest, *, deadline: float | None = None
+    context: LifecycleContext, request: DeleteRequest, *, give_up_at: float | None = None
 ) -> AsyncGenerator[DeleteResult, None]:
     """One result per name (or per owned Service with all), as each is known.
 
@@ -61,12 +61,12 @@ async def delete(
     check_delete(context, request)
     loop = asyncio.get_running_loop()
     owner = await context.read_deployment(
-        request.namespace, request.deployment, remaining(loop, deadline)
+        request.namespace, request.deployment, remaining(loop, give_up_at)
     )
     jobs: list[Awaitable[DeleteResult]]
     if request.all:
         services = await context.owned_services(
-            request.namespace, owner.uid, remaining(loop, deadline)
+            request.namespace, owner.uid, remaining(loop, give_up_at)
         )
         jobs = [
             context.in_span(
@@ -78,18 +78,18 @@ async def delete(
                     service,
                     request.dry_run,
                     request.grants,
-                    deadline,
+                    give_up_at,
                 ),
             )
             for service in services
         ]
     else:
         jobs = [
-            context.in_span(index, _delete_named(context, request, owner, name, deadline))
+            context.in_span(index, _delete_named(context, request, owner, name, give_up_at))
             for index, name in enumerate(request.names)
         ]
     # No give-up of its own: each API call's timeout is the time left (fanout.remaining), so
-    # every job ends with its result by the deadline.
+    # every job ends with its result by give_up_at.
     async for result in fan_out(jobs):
         yield result
 
@@ -99,13 +99,13 @@ async def _delete_named(
     request: DeleteRequest,
     owner: Deployment,
     name: str,
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> DeleteResult:
     loop = asyncio.get_running_loop()
     try:
         try:
             service = await context.kube.read_service(
-                request.namespace, name, timeout=remaining(loop, deadline)
+                request.namespace, name, timeout=remaining(loop, give_up_at)
             )
         except KubeNotFound:
             return _not_owned(name, owner)
@@ -117,7 +117,7 @@ async def _delete_named(
     except KubeError as error:
         return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
     return await delete_owned(
-        context, request.namespace, owner, service, request.dry_run, request.grants, deadline
+        context, request.namespace, owner, service, request.dry_run, request.grants, give_up_at
     )
 
 
@@ -128,18 +128,18 @@ async def delete_owned(
     service: Mapping[str, Any],
     dry_run: bool,
     grants: Rights | None,
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> DeleteResult:
     """Delete one of the Deployment's Services, as it was read: what it is (its type, that
     it is ours) decides, so one that changed since (the delete's preconditions fail) is
     read again and decided anew."""
     name = str(service["metadata"]["name"])
     for _ in range(APPLY_ROUNDS):
-        result = await _delete(context, namespace, service, dry_run, grants, deadline)
+        result = await _delete(context, namespace, service, dry_run, grants, give_up_at)
         if result is not None:
             return replace(result, service_type=service_type(service))
         try:
-            fresh = await context.read_service(namespace, name, deadline)
+            fresh = await context.read_service(namespace, name, give_up_at)
         except KubeError as error:
             return DeleteResult(name, Outcome.FAILED, error.message, error.reason)
         if fresh is None or not owned_by(fresh, owner.uid):
@@ -160,7 +160,7 @@ async def _delete(
     service: Mapping[str, Any],
     dry_run: bool,
     grants: Rights | None,
-    deadline: float | None,
+    give_up_at: float | None,
 ) -> DeleteResult | None:
     """The delete's result, or None when the Service changed since it was read."""
     meta = service.get("metadata") or {}
@@ -178,7 +178,7 @@ async def _delete(
             uid=str(meta.get("uid", "")),
             resource_version=str(meta.get("resourceVersion", "")),
             dry_run=dry_run,
-            timeout=remaining(loop, deadline),
+            timeout=remaining(loop, give_up_at),
         )
     except KubeNotFound as error:
         if error.unanswered_before:

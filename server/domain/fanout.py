@@ -35,15 +35,6 @@ def give_up_before(deadline: float | None, started: float) -> float | None:
     return deadline - give_up_margin(deadline - started)
 
 
-def give_up_at(loop: asyncio.AbstractEventLoop, seconds_left: float | None) -> float | None:
-    """When a request with seconds_left until the caller's deadline, starting now, stops
-    waiting."""
-    if seconds_left is None:
-        return None
-    now = loop.time()
-    return give_up_before(now + seconds_left, now)
-
-
 async def fan_out(
     jobs: Sequence[Awaitable[T]],
     *,

@@ -14,12 +14,14 @@ own (k8sailor.rule, as CreateServices' rules do), so the API calls it makes are 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from server.domain import apply, delete, listing
+from server.domain.fanout import give_up_before
 from server.domain.lifecycle_context import LifecycleCluster, LifecycleContext
 from server.domain.lifecycle_requests import ApplyRequest, DeleteRequest, ParsedRules
 from server.domain.lifecycle_results import ApplyResult, DeleteResult, ExposedService
@@ -42,21 +44,25 @@ class Lifecycle:
         deployment: str,
         *,
         grants: Rights | None = None,
-        deadline: float | None = None,
+        caller_deadline: float | None = None,
     ) -> list[ExposedService]:
         """See server.domain.listing.list_owned."""
         return await listing.list_owned(
-            self._context, namespace, deployment, grants=grants, deadline=deadline
+            self._context,
+            namespace,
+            deployment,
+            grants=grants,
+            give_up_at=_give_up(caller_deadline),
         )
 
     def check_delete(self, request: DeleteRequest) -> None:
         delete.check_delete(self._context, request)
 
     def delete(
-        self, request: DeleteRequest, *, deadline: float | None = None
+        self, request: DeleteRequest, *, caller_deadline: float | None = None
     ) -> AsyncGenerator[DeleteResult, None]:
         """See server.domain.delete.delete."""
-        return delete.delete(self._context, request, deadline=deadline)
+        return delete.delete(self._context, request, give_up_at=_give_up(caller_deadline))
 
     def check_apply(self, request: ApplyRequest) -> None:
         apply.check_apply(self._context, request)
@@ -70,7 +76,14 @@ class Lifecycle:
         request: ApplyRequest,
         parsed: ParsedRules | None = None,
         *,
-        deadline: float | None = None,
+        caller_deadline: float | None = None,
     ) -> AsyncGenerator[ApplyResult, None]:
         """See server.domain.apply.apply."""
-        return apply.apply(self._context, request, parsed, deadline=deadline)
+        return apply.apply(self._context, request, parsed, give_up_at=_give_up(caller_deadline))
+
+
+def _give_up(caller_deadline: float | None) -> float | None:
+    """When a flow called now, with the caller's deadline (loop.time() terms), stops waiting
+    for the API server: early enough that the results of what did not finish reach the
+    caller (server.domain.fanout, the rule CreateServices follows too)."""
+    return give_up_before(caller_deadline, asyncio.get_running_loop().time())

@@ -107,11 +107,15 @@ class LifecycleContext:
         mine = [item for item in items if owned_by(item, uid)]
         return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))
 
-    async def read_service(self, namespace: str, name: str, deadline: float | None) -> Json | None:
+    async def read_service(
+        self, namespace: str, name: str, give_up_at: float | None
+    ) -> Json | None:
         """The Service as the API server has it now, or None when there is none."""
         loop = asyncio.get_running_loop()
         try:
-            return await self.kube.read_service(namespace, name, timeout=remaining(loop, deadline))
+            return await self.kube.read_service(
+                namespace, name, timeout=remaining(loop, give_up_at)
+            )
         except KubeNotFound:
             return None
 

@@ -19,16 +19,18 @@ async def list_owned(
     deployment: str,
     *,
     grants: Rights | None = None,
-    deadline: float | None = None,
+    give_up_at: float | None = None,
 ) -> list[ExposedService]:
     """The Services the Deployment owns, sorted by name. Raises RequestError: NotPermitted
     when some of them are of a type the caller may not list."""
     check_target(namespace, deployment)
     loop = asyncio.get_running_loop()
-    owner = await context.read_deployment(namespace, deployment, remaining(loop, deadline))
+    owner = await context.read_deployment(namespace, deployment, remaining(loop, give_up_at))
     owned = [
         exposed(service, context.rule_of(service))
-        for service in await context.owned_services(namespace, owner.uid, remaining(loop, deadline))
+        for service in await context.owned_services(
+            namespace, owner.uid, remaining(loop, give_up_at)
+        )
     ]
     # Refused whole rather than answered in part: a partial list would read as the truth.
     if grants is None:

@@ -109,7 +109,7 @@ async def expose(
 ) -> list[RuleResult]:
     exposer = Exposer(cluster, Settings())
     request = ExposeRequest("team", "web", list(rules), permissions=rights)
-    return [result async for result in exposer.expose(request, deadline=deadline)]
+    return [result async for result in exposer.expose(request, caller_deadline=deadline)]
 
 
 def by_index(results: list[RuleResult]) -> dict[int, tuple[Outcome, str]]:

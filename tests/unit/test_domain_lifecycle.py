@@ -269,7 +269,8 @@ async def test_every_name_gets_a_result_when_the_api_server_does_not_answer_in_t
 
     async with asyncio.timeout(5):  # a guard: a flow that waits forever fails, not hangs
         results = [
-            r async for r in Lifecycle(cluster, Settings()).delete(request, deadline=deadline)
+            r
+            async for r in Lifecycle(cluster, Settings()).delete(request, caller_deadline=deadline)
         ]
 
     assert sorted((r.service_name, r.outcome, r.reason) for r in results) == [

@@ -44,7 +44,9 @@ async def apply(
     **options: bool,
 ) -> list[ApplyResult]:
     request = ApplyRequest(NS, "web", list(rules), grants=grants, **options)
-    results = [r async for r in Lifecycle(cluster, Settings()).apply(request, deadline=deadline)]
+    results = [
+        r async for r in Lifecycle(cluster, Settings()).apply(request, caller_deadline=deadline)
+    ]
     return sorted(results, key=lambda r: r.result.index)
 
 
