@@ -25,13 +25,15 @@ from urllib.parse import unquote
 
 import aiohttp
 import grpc
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from server.rules.brief import brief
 from server.wrapping import Behavior, ServerInterceptor, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
 UNTRACED_SERVICES: Final = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 _UNTRACED_PREFIXES: Final = tuple(f"/{service}/" for service in UNTRACED_SERVICES)
 EXPORTERS: Final = ("otlp", "console", "none")
+# Only the caller's traceparent (and tracestate) is taken: the span starts before the edge
+# authenticates, and W3C baggage is the caller's to say, not something to carry on to the API
+# server's requests.
+_TRACE_CONTEXT: Final = TraceContextTextMapPropagator()
 
 
 class TracingConfigError(ValueError):
@@ -184,10 +190,11 @@ class _Spans:
         metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
         attributes: dict[str, str] = {**self.attributes, **_peer(context.peer())}
         if "user-agent" in metadata:
-            attributes["rpc.user_agent"] = metadata["user-agent"]
+            # Shown in brief: it is the caller's (up to gRPC's 8 KiB of metadata), unauthenticated.
+            attributes["rpc.user_agent"] = brief(str(metadata["user-agent"]))
         with self.tracer.start_as_current_span(
             self.method,
-            context=propagate.extract(metadata),  # the caller's traceparent, when it sent one
+            context=_TRACE_CONTEXT.extract(metadata),  # the caller's traceparent, if it sent one
             kind=SpanKind.SERVER,
             attributes=attributes,
             # Both are ours to decide (_end): an abort is a status, not an exception.
