@@ -25,13 +25,12 @@ from urllib.parse import unquote
 
 import aiohttp
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from server.rules.brief import brief
 from server.wrapping import Behavior, ServerInterceptor, WrappingInterceptor, rebuilt
@@ -45,10 +44,6 @@ if TYPE_CHECKING:
 UNTRACED_SERVICES: Final = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 _UNTRACED_PREFIXES: Final = tuple(f"/{service}/" for service in UNTRACED_SERVICES)
 EXPORTERS: Final = ("otlp", "console", "none")
-# Only the caller's traceparent (and tracestate) is taken: the span starts before the edge
-# authenticates, and W3C baggage is the caller's to say, not something to carry on to the API
-# server's requests.
-_TRACE_CONTEXT: Final = TraceContextTextMapPropagator()
 
 
 class TracingConfigError(ValueError):
@@ -194,7 +189,11 @@ class _Spans:
             attributes["rpc.user_agent"] = brief(str(metadata["user-agent"]))
         with self.tracer.start_as_current_span(
             self.method,
-            context=_TRACE_CONTEXT.extract(metadata),  # the caller's traceparent, if it sent one
+            # The caller's parent span, by the configured propagators (OTEL_PROPAGATORS: W3C by
+            # default, B3 where a mesh speaks it). Only the parent is taken: the context made
+            # current is built from ours, so a caller's baggage never reaches the handler or
+            # the API server's requests (tests/unit/test_server_spans.py holds that).
+            context=propagate.extract(metadata),
             kind=SpanKind.SERVER,
             attributes=attributes,
             # Both are ours to decide (_end): an abort is a status, not an exception.

@@ -308,7 +308,7 @@ async def test_a_long_user_agent_is_shown_in_brief_on_the_span() -> None:
     assert re.fullmatch(r"a{64}…\(\d{4} characters\)", shown)
 
 
-async def test_the_callers_baggage_is_not_taken_only_its_traceparent() -> None:
+async def test_the_callers_baggage_is_not_taken_only_its_parent_span() -> None:
     # Baggage in the handler's context would go on to the API server with each API call's
     # traceparent (the aiohttp-client spans inject the current context).
     metadata = (*TRACEPARENT, ("baggage", "tenant=other,secret=1"))
