@@ -32,8 +32,9 @@ from google.protobuf.message import DecodeError
 
 from server.api.identity_free import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS, Cap, bounded
 from server.api.reading import Context, read_by_edge, receive
+from server.api.status import status_for
 from server.api.wire import EXPOSURE_SERVICE, SHAPES, Refused, Shape, check, malformed
-from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
+from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.kube.fairness import Shares, new_share, use_share
@@ -57,18 +58,6 @@ def caller() -> Caller:
         return _caller.get()
     except LookupError:
         raise RuntimeError("caller() outside an RPC admitted by server.api.edge.Edge") from None
-
-
-def auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status for what identity and rights decided, here and in the servicers
-    (server.api.exposure.status_for asks this for every AuthError)."""
-    if isinstance(error, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED, str(error)
-    if isinstance(error, Forbidden):
-        return grpc.StatusCode.PERMISSION_DENIED, str(error)
-    if isinstance(error, AuthUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, str(error)
-    return grpc.StatusCode.INTERNAL, str(error)
 
 
 class Edge(WrappingInterceptor):
@@ -120,7 +109,8 @@ class Edge(WrappingInterceptor):
                 try:
                     who = await self._access.authenticate(context)
                 except AuthError as error:
-                    raise Refused(*auth_status(error)) from error
+                    status = status_for(error)
+                    raise Refused(status.code, status.message) from error
             _caller.set(who)
             # Whose turn this call's API calls take (server.kube.fairness), set here for every RPC:
             # a caller's requests share one turn, so opening more requests at once buys no
@@ -156,7 +146,8 @@ class Edge(WrappingInterceptor):
             try:
                 await access.authenticate(context)
             except AuthError as error:
-                await context.abort(*auth_status(error))
+                status = status_for(error)
+                await context.abort(status.code, status.message)
             async for response in behavior(requests, context):
                 yield response
 
