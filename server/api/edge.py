@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from server.api.identity_free import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS, Cap, bounded
@@ -39,7 +38,7 @@ from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.kube.fairness import Shares, new_share, use_share
 from server.observability.logs import Fields, trace_fields
-from server.wrapping import Behavior, WrappingInterceptor
+from server.wrapping import Behavior, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     from server.api.reading import Handler
@@ -138,24 +137,22 @@ class Edge(WrappingInterceptor):
         """A bidi stream (reflection) that starts only for a caller who authenticates, when
         authorization needs an identity (authenticate() asks for none otherwise)."""
         access = self._access
-        behavior: Behavior | None = handler.stream_stream
-        if access is None or behavior is None:
+        if access is None or handler.stream_stream is None:
             return handler
 
-        async def authenticated(requests: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                await access.authenticate(context)
-            except AuthError as error:
-                status = status_for(error)
-                await context.abort(status.code, status.message)
-            async for response in behavior(requests, context):
-                yield response
+        def authenticating(behavior: Behavior) -> Behavior:
+            async def authenticated(requests: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    await access.authenticate(context)
+                except AuthError as error:
+                    status = status_for(error)
+                    await context.abort(status.code, status.message)
+                async for response in behavior(requests, context):
+                    yield response
 
-        return grpc.stream_stream_rpc_method_handler(
-            authenticated,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return authenticated
+
+        return rebuilt(handler, authenticating)
 
 
 def _log_refusal(
