@@ -22,7 +22,6 @@ authenticate. On the wire nothing changes: a caller sends its one request messag
 from __future__ import annotations
 
 import contextvars
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -31,19 +30,17 @@ from google.protobuf.message import DecodeError
 
 from server.api.identity_free import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS, Cap, bounded
 from server.api.reading import Context, read_by_edge, receive
-from server.api.status import status_for
+from server.api.requestlog import Call, Details, log_request
+from server.api.status import Status, status_for
 from server.api.wire import EXPOSURE_SERVICE, SHAPES, Refused, Shape, check, malformed
 from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.kube.fairness import Shares, new_share, use_share
-from server.observability.logs import Fields, trace_fields
 from server.wrapping import Behavior, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     from server.api.reading import Handler
-
-log = logging.getLogger("k8sailor.requests")
 
 REFLECTION_PREFIX: Final = "/grpc.reflection."
 
@@ -164,18 +161,7 @@ def _log_refusal(
         who = _caller.get()
     except LookupError:
         who = ANONYMOUS
-    line = {
-        "event": method.rsplit("/", 1)[1],
-        "user": who.user,
-        "groups": list(who.groups),
-        "authn": who.method.value,
-        "namespace": "",
-        "deployment": "",
-        "status": refused.code.name,
-        "message": refused.message,
-        "ms": round((time.monotonic() - started) * 1000, 1),
-        "bytes": size,
-        "peer": context.peer(),
-        **trace_fields(),
-    }
-    log.info(Fields(line))
+    call = Call(method.rsplit("/", 1)[1], namespace="", deployment="", caller=who, started=started)
+    log_request(
+        call, Status(refused.code, refused.message), context.peer(), Details(became={"bytes": size})
+    )
