@@ -30,7 +30,7 @@ from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span, settled_span
 from server.kube.deployments import DeploymentSource, DirectReads
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
-from server.kube.ownership import owned_by, same_service
+from server.kube.services import owned_by, owner_uid, same_service
 from server.manifests import iter_services
 from server.rules import RuleError, ServiceRule, ServiceType
 
@@ -247,7 +247,7 @@ class Exposer:
                     )
                 except KubeNotFound:
                     raise refused from None
-            uid = manifest["metadata"]["ownerReferences"][0]["uid"]
+            uid = owner_uid(manifest)
             if same_service(existing, manifest):
                 return rule_result(index, text, Outcome.UNCHANGED, existing, None)
             if owned_by(existing, uid):

@@ -20,7 +20,7 @@ from server.domain.settings import Settings
 from server.domain.spans import RULE_SPAN, describe_rule_span
 from server.kube.deployments import DirectReads, OwnerReads
 from server.kube.errors import KubeError, KubeNotFound
-from server.kube.ownership import owned_by
+from server.kube.services import owned_items
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment
 
 Json = dict[str, Any]
@@ -104,9 +104,7 @@ class LifecycleContext:
             )
         except KubeError as error:
             raise request_error(error) from error
-        items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
-        mine = [item for item in items if owned_by(item, uid)]
-        return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))
+        return owned_items(listed, uid)
 
     async def read_service(
         self, namespace: str, name: str, give_up_at: float | None
