@@ -126,7 +126,7 @@ class ServerConfig:
         "adaptive",
         flag="concurrency-limit",
         help="adaptive: fewer API calls in flight while the API server's latency shows them "
-        "queueing there, up to --max-concurrency (see server/kube/fairness.py); fixed: always "
+        "queueing there, up to --max-concurrency (see server/kube/limits.py); fixed: always "
         "--max-concurrency",
         read=lambda text: text.strip().lower(),
         check=one_of(CONCURRENCY_LIMITS),
@@ -270,7 +270,7 @@ class ServerConfig:
 
     @property
     def settings(self) -> Settings:
-        """What the exposer needs of this configuration."""
+        """What the domain flows need of this configuration."""
         return Settings(
             max_rules=self.max_rules,
             node_ports=self.node_ports,

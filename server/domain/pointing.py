@@ -3,7 +3,7 @@
 The pure layers (server.rules, server.manifests) name the place of a problem found after
 parsing as a field path of the structured form ("ports[1].target_port"), and the API server
 names the fields it refused in its Status causes ("spec.ports[1].nodePort"). A rule the caller
-wrote as text is better served by the column of the token, so the exposer turns both into
+wrote as text is better served by the column of the token, so the domain flows turn both into
 columns here, and the pure layers never need the caller's raw text.
 """
 

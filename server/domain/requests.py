@@ -82,7 +82,7 @@ def rule_types(parsed: Iterable[ServiceRule | RuleError]) -> frozenset[ServiceTy
 def _quoted(name: str) -> str:
     """A name for a request-level error, bounded: the status message is sent back in a
     trailer, and a hostile request may send a name of megabytes."""
-    # The log lines' rule (server.observability.logs.brief), so an error and its line agree.
+    # The log lines' rule (server.rules.brief), so an error and its line agree.
     if len(name) <= STRING_LIMIT:
         return repr(name)
     return repr(name[:BRIEF_KEEP]) + length_marker(len(name))

@@ -10,7 +10,7 @@ and what an answer's status says of the API server's load (`load_signal`).
 
 The API server's whole metav1.Status is kept (reason, message, the causes with their field
 paths, retryAfterSeconds), as kopf's client errors keep it, so that a person reading a result
-sees what the cluster said, the retry logic sees when it may ask again, and the exposer can
+sees what the cluster said, the retry logic sees when it may ask again, and the domain flows can
 point a refused field at the rule's own text.
 """
 

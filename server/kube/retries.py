@@ -28,7 +28,7 @@ class RetryPolicy:
     Retried: 429, 503 and 504 (after Retry-After or details.retryAfterSeconds when the API
     server gives one), any other 5xx that gives one, and connections refused, reset or timed
     out before an answer. A create is safe to send again: one that finds its Service already
-    there is read and compared by the exposer.
+    there is read and compared by the create flow (server.domain.create).
 
     Tries are counted in time, not in number: an API server that restarts is gone for 10-60 s
     in real clusters, and a fixed number of quick attempts is spent in its first seconds (six
@@ -81,7 +81,7 @@ NO_RETRIES = RetryPolicy(max_retry_seconds=0)
 
 
 # The time a last attempt is left before the caller's deadline, at most: enough for an answer
-# from a healthy API server and for the rule's result to reach the caller. The exposer stops
+# from a healthy API server and for the rule's result to reach the caller. The create flow stops
 # waiting for rules at most half a second before the deadline; this ends the retrying first.
 _LAST_ATTEMPT_ROOM_S = 1.0
 # A kube-apiserver that was just unreachable (restarting) answers before all of its parts are

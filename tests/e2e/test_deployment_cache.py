@@ -135,44 +135,46 @@ async def test_concurrent_misses_for_one_deployment_share_one_read(
     api_client: client.ApiClient, namespace: str, deployment: dict[str, Any]
 ) -> None:
     kube = CountingKube(api_client)
-    cache = DeploymentCache(kube, ["kube-system"])  # not started: every lookup is a miss
-    found = await asyncio.gather(
-        *(cache.get(namespace, "web", timeout=30) for _ in range(20)),
-        cache.get(namespace, "nope", timeout=30),
-        return_exceptions=True,
-    )
-    assert kube.deployment_reads == 2
-    assert all(isinstance(one, Deployment) for one in found[:20])
-    assert {one.uid for one in found[:20] if isinstance(one, Deployment)} == {
-        deployment["metadata"]["uid"]
-    }
-    assert isinstance(found[20], KubeError)
-    # Misses later on read again: answers are not kept outside the watch.
-    await cache.get(namespace, "web", timeout=30)
-    assert kube.deployment_reads == 3
+    async with kube:
+        cache = DeploymentCache(kube, ["kube-system"])  # not started: every lookup is a miss
+        found = await asyncio.gather(
+            *(cache.get(namespace, "web", timeout=30) for _ in range(20)),
+            cache.get(namespace, "nope", timeout=30),
+            return_exceptions=True,
+        )
+        assert kube.deployment_reads == 2
+        assert all(isinstance(one, Deployment) for one in found[:20])
+        assert {one.uid for one in found[:20] if isinstance(one, Deployment)} == {
+            deployment["metadata"]["uid"]
+        }
+        assert isinstance(found[20], KubeError)
+        # Misses later on read again: answers are not kept outside the watch.
+        await cache.get(namespace, "web", timeout=30)
+        assert kube.deployment_reads == 3
 
 
 async def test_a_watch_the_api_server_ends_is_resumed_without_listing_again(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     settings = WatchSettings(watch_seconds=1)
-    cache = DeploymentCache(Kube(api_client, max_in_flight=4), [namespace], settings)
-    await cache.start()
-    try:
-        await asyncio.wait_for(cache.wait_synced(), SYNC_GUARD_S)
-        apps = client.AppsV1Api(api_client)
-        for index in range(3):
-            # Each wait outlasts a watch (1-2 s), so events arrive over resumed watches.
-            await asyncio.sleep(2.5)
-            name = f"d{index}"
-            made = objects.deployment(name, {"app": name})
-            await apps.create_namespaced_deployment(namespace, made)
-            await until(knows(cache, namespace, name))
-        assert cache.lists == 1
-        await apps.delete_namespaced_deployment("d0", namespace)
-        await until(lambda: cache.peek(namespace, "d0") is None and cache.synced)
-    finally:
-        await cache.stop()
+    async with Kube(api_client, max_in_flight=4) as kube:
+        cache = DeploymentCache(kube, [namespace], settings)
+        await cache.start()
+        try:
+            await asyncio.wait_for(cache.wait_synced(), SYNC_GUARD_S)
+            apps = client.AppsV1Api(api_client)
+            for index in range(3):
+                # Each wait outlasts a watch (1-2 s), so events arrive over resumed watches.
+                await asyncio.sleep(2.5)
+                name = f"d{index}"
+                made = objects.deployment(name, {"app": name})
+                await apps.create_namespaced_deployment(namespace, made)
+                await until(knows(cache, namespace, name))
+            assert cache.lists == 1
+            await apps.delete_namespaced_deployment("d0", namespace)
+            await until(lambda: cache.peek(namespace, "d0") is None and cache.synced)
+        finally:
+            await cache.stop()
 
 
 @asynccontextmanager

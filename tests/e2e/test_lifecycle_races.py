@@ -62,7 +62,8 @@ async def apply_once(
 ) -> tuple[ApplyResult, MeddledKube]:
     kube = MeddledKube(api_client, meddle)
     request = ApplyRequest(namespace=namespace, deployment="web", rules=[rule], **options)
-    results = [r async for r in Lifecycle(kube, Settings()).apply(request)]
+    async with kube:  # closed once the flow is done; its counts stay readable
+        results = [r async for r in Lifecycle(kube, Settings()).apply(request)]
     assert len(results) == 1, results
     return results[0], kube
 
@@ -175,7 +176,8 @@ async def delete_once(
 ) -> tuple[DeleteResult, MeddledKube]:
     kube = MeddledKube(api_client, meddle)
     request = DeleteRequest(namespace=namespace, deployment="web", names=["web"], grants=grants)
-    results = [r async for r in Lifecycle(kube, Settings()).delete(request)]
+    async with kube:  # closed once the flow is done; its counts stay readable
+        results = [r async for r in Lifecycle(kube, Settings()).delete(request)]
     assert len(results) == 1, results
     return results[0], kube
 
@@ -247,7 +249,8 @@ async def test_a_type_change_whose_rights_cannot_be_asked_fails_and_changes_noth
     )
     kube = MeddledKube(api_client, nothing)
     request = ApplyRequest(namespace=namespace, deployment="web", rules=["80:8088"], grants=grants)
-    (result,) = [r async for r in Lifecycle(kube, Settings()).apply(request)]
+    async with kube:
+        (result,) = [r async for r in Lifecycle(kube, Settings()).apply(request)]
 
     assert (result.result.outcome, result.result.reason) == (Outcome.FAILED, "AuthUnavailable")
     assert "could not be asked" in result.result.error

@@ -25,10 +25,16 @@ SETTINGS = WatchSettings(backoff=Backoff(first=0.01, most=0.02))
 GUARD_S = 30.0  # against a hang; nothing here waits on a clock otherwise
 
 
-def manifest(name: str, uid: str, version: str) -> dict[str, Any]:
-    body: dict[str, Any] = client.ApiClient().sanitize_for_serialization(
-        objects.deployment(name, {"app": name}, [("http", 8080, "TCP")])
-    )
+async def as_json(deployment: client.V1Deployment) -> dict[str, Any]:
+    """The Deployment as the API server sends it. ApiClient() opens an aiohttp session of its
+    own, even for a serializer: closed here."""
+    async with client.ApiClient() as serializer:
+        body: dict[str, Any] = serializer.sanitize_for_serialization(deployment)
+    return body
+
+
+async def manifest(name: str, uid: str, version: str) -> dict[str, Any]:
+    body = await as_json(objects.deployment(name, {"app": name}, [("http", 8080, "TCP")]))
     body["metadata"] |= {"namespace": "ns", "uid": uid, "resourceVersion": version}
     return body
 
@@ -77,7 +83,8 @@ async def script() -> AsyncIterator[tuple[Script, Kube]]:
     played = Script()
     async with api_client_for(played.handle) as api:
         try:
-            yield played, Kube(api, max_in_flight=4)
+            async with Kube(api, max_in_flight=4) as kube:
+                yield played, kube
         finally:
             played.released.set()
 
@@ -102,8 +109,8 @@ async def test_gone_in_the_stream_lists_again_and_watches_from_the_new_list(
 ) -> None:
     played, kube = script
     played.pages = [
-        page("10", manifest("old", "u-old", "9")),
-        page("20", manifest("new", "u-new", "19")),
+        page("10", await manifest("old", "u-old", "9")),
+        page("20", await manifest("new", "u-new", "19")),
     ]
     played.watches = [
         [event("ERROR", gone())],
@@ -139,10 +146,10 @@ async def test_events_change_the_cache_and_bookmarks_move_the_resume_point(
     script: tuple[Script, Kube],
 ) -> None:
     played, kube = script
-    played.pages = [page("10", manifest("web", "u1", "9"))]
+    played.pages = [page("10", await manifest("web", "u1", "9"))]
     first_watch = [
-        event("DELETED", manifest("web", "u1", "11")),
-        event("ADDED", manifest("web", "u2", "12")),
+        event("DELETED", await manifest("web", "u1", "11")),
+        event("ADDED", await manifest("web", "u2", "12")),
         event("BOOKMARK", {"metadata": {"resourceVersion": "40"}}),
     ]
     # The first stream ends (the API server's timeout): the next watch resumes from 40.
@@ -171,17 +178,17 @@ async def test_a_failing_list_is_tried_again_and_requests_are_not_answered_meanw
         await until(lambda: len(played.lists) >= 3)
         assert not cache.synced
         assert cache.peek("ns", "web") is None
-        played.pages = [failing, page("10", manifest("web", "u1", "9"))]
+        played.pages = [failing, page("10", await manifest("web", "u1", "9"))]
         await until(lambda: cache.synced)
         assert cache.peek("ns", "web") is not None
     finally:
         await cache.stop()
 
 
-def huge(name: str) -> bytes:
+async def huge(name: str) -> bytes:
     """A Deployment of about the most the API server stores (1.5 MiB of JSON), all named
     container ports, as a tenant with no k8sailor rights may create it (replicas 0)."""
-    body: dict[str, Any] = client.ApiClient().sanitize_for_serialization(
+    body = await as_json(
         objects.deployment(
             name, {"app": name}, [(f"p{i}", 1 + i % 65535, "TCP") for i in range(26_500)]
         )
@@ -212,7 +219,7 @@ async def test_a_list_of_huge_deployments_reads_pages_of_bounded_size() -> None:
     """The first list reads every Deployment, a page at a time: however big the Deployments
     (a tenant with no k8sailor rights decides that), a page stays within PAGE_BUDGET, well
     under the pod's 256 MiB (deploy/), and none of them is kept whole."""
-    items = [huge(f"d{i}") for i in range(12)]
+    items = [await huge(f"d{i}") for i in range(12)]
     assert 1.4 * 2**20 < len(items[0]) < 1.5 * 2**20
     limits: list[int] = []
     done = asyncio.Event()
@@ -233,8 +240,8 @@ async def test_a_list_of_huge_deployments_reads_pages_of_bounded_size() -> None:
         body = head[:-1] + b',"items":[' + b",".join(items[start:end]) + b"]}"
         return web.Response(body=body, content_type="application/json")
 
-    async with api_client_for(handle) as api:
-        cache = DeploymentCache(Kube(api, max_in_flight=4), ["ns"])
+    async with api_client_for(handle) as api, Kube(api, max_in_flight=4) as kube:
+        cache = DeploymentCache(kube, ["ns"])
         await cache.start()
         try:
             await asyncio.wait_for(cache.wait_synced(), GUARD_S)

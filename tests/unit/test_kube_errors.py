@@ -65,10 +65,9 @@ async def test_each_status_becomes_our_error_with_the_servers_words(
 ) -> None:
     server, api = fake
     server.routes["POST", SERVICES] = answer(code, reason, f"the server says {code}")
-    with pytest.raises(KubeError) as raised:
-        await Kube(api, max_in_flight=4, retry=NO_RETRIES).create_service(
-            "ns", {}, dry_run=False, timeout=5
-        )
+    async with Kube(api, max_in_flight=4, retry=NO_RETRIES) as kube:
+        with pytest.raises(KubeError) as raised:
+            await kube.create_service("ns", {}, dry_run=False, timeout=5)
     assert type(raised.value) is kind
     assert (raised.value.status, raised.value.reason) == (code, reason)
     assert raised.value.message.endswith(f"the server says {code}")
@@ -84,10 +83,9 @@ async def test_an_answer_without_a_status_body_keeps_the_text(
         return web.Response(status=502, text="bad gateway from a proxy")
 
     server.routes["POST", SERVICES] = plain
-    with pytest.raises(KubeServerError, match="HTTP 502: bad gateway from a proxy"):
-        await Kube(api, max_in_flight=4, retry=NO_RETRIES).create_service(
-            "ns", {}, dry_run=False, timeout=5
-        )
+    async with Kube(api, max_in_flight=4, retry=NO_RETRIES) as kube:
+        with pytest.raises(KubeServerError, match="HTTP 502: bad gateway from a proxy"):
+            await kube.create_service("ns", {}, dry_run=False, timeout=5)
 
 
 async def test_a_dropped_connection_is_unavailable(
@@ -95,8 +93,9 @@ async def test_a_dropped_connection_is_unavailable(
 ) -> None:
     server, api = fake
     server.routes["GET", DEPLOYMENT] = drop
-    with pytest.raises(KubeUnavailable, match="API server unreachable"):
-        await Kube(api, max_in_flight=4, retry=NO_RETRIES).read_deployment("ns", "web", timeout=5)
+    async with Kube(api, max_in_flight=4, retry=NO_RETRIES) as kube:
+        with pytest.raises(KubeUnavailable, match="API server unreachable"):
+            await kube.read_deployment("ns", "web", timeout=5)
 
 
 async def test_dry_run_is_sent_as_dry_run_all(
@@ -110,18 +109,20 @@ async def test_dry_run_is_sent_as_dry_run_all(
         return web.json_response(await request.json(), status=201)
 
     server.routes["POST", SERVICES] = created
-    kube = Kube(api, max_in_flight=4)
     manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}
-    assert await kube.create_service("ns", manifest, dry_run=True, timeout=5) == manifest
-    assert await kube.create_service("ns", manifest, dry_run=False, timeout=5) == manifest
+    async with Kube(api, max_in_flight=4) as kube:
+        assert await kube.create_service("ns", manifest, dry_run=True, timeout=5) == manifest
+        assert await kube.create_service("ns", manifest, dry_run=False, timeout=5) == manifest
     # Every write names k8sailor as its field manager, so that server-side apply knows them.
     assert seen == [{"dryRun": "All", "fieldManager": "k8sailor"}, {"fieldManager": "k8sailor"}]
 
 
 async def serve_deployment(request: web.Request) -> web.StreamResponse:
-    body = client.ApiClient().sanitize_for_serialization(
-        objects.deployment("web", {"app": "web"}, [("http", 8088, "TCP")])
-    )
+    # ApiClient() opens an aiohttp session of its own, even for a serializer: closed here.
+    async with client.ApiClient() as serializer:
+        body = serializer.sanitize_for_serialization(
+            objects.deployment("web", {"app": "web"}, [("http", 8088, "TCP")])
+        )
     body["metadata"].update(namespace="ns", uid="0b5a3e0c-0000-4000-8000-000000000001")
     return web.Response(text=json.dumps(body), content_type="application/json")
 
@@ -228,10 +229,10 @@ async def test_an_answer_larger_than_the_bound_is_refused_unread(
         return response
 
     server.routes["GET", DEPLOYMENT] = answer_huge
-    kube = Kube(api, max_in_flight=4, retry=NO_RETRIES, max_answer_bytes=4096)
-    with pytest.raises(KubeServerError, match="larger than the 4096 bytes") as raised:
-        await kube.read_deployment("ns", "web", timeout=5)
+    async with Kube(api, max_in_flight=4, retry=NO_RETRIES, max_answer_bytes=4096) as kube:
+        with pytest.raises(KubeServerError, match="larger than the 4096 bytes") as raised:
+            await kube.read_deployment("ns", "web", timeout=5)
     assert raised.value.reason == "AnswerTooLarge"
     # Within the bound, the same answer is read as usual.
-    roomy = Kube(api, max_in_flight=4, retry=NO_RETRIES, max_answer_bytes=len(huge))
-    assert await roomy.read_deployment("ns", "web", timeout=5) == json.loads(huge)
+    async with Kube(api, max_in_flight=4, retry=NO_RETRIES, max_answer_bytes=len(huge)) as roomy:
+        assert await roomy.read_deployment("ns", "web", timeout=5) == json.loads(huge)

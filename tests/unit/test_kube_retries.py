@@ -84,8 +84,8 @@ async def test_a_503_waits_as_long_as_retry_after_seconds_says(
     script = Script((503, {"retryAfterSeconds": 1}, {}))
     server.routes["POST", SERVICES] = script
     observer = RecordingObserver()
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=QUICK)
-    assert await kube.create_service("ns", manifest(), dry_run=False, timeout=10) == manifest()
+    async with Kube(api, max_in_flight=4, observer=observer, retry=QUICK) as kube:
+        assert await kube.create_service("ns", manifest(), dry_run=False, timeout=10) == manifest()
     assert observer.codes() == {"503": 1, "201": 1}
     assert observer.retry_reasons() == {"ServiceUnavailable": 1}
     assert script.arrivals[1] - script.arrivals[0] >= 1.0  # never sooner than asked
@@ -97,9 +97,9 @@ async def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
     server, api = fake
     server.routes["POST", SERVICES] = Script((429, {}, {"Retry-After": "30"}))
     observer = RecordingObserver()
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=QUICK)
-    with pytest.raises(KubeUnavailable) as raised:
-        await kube.create_service("ns", manifest(), dry_run=False, timeout=2)
+    async with Kube(api, max_in_flight=4, observer=observer, retry=QUICK) as kube:
+        with pytest.raises(KubeUnavailable) as raised:
+            await kube.create_service("ns", manifest(), dry_run=False, timeout=2)
     assert (raised.value.reason, raised.value.retry_after) == ("TooManyRequests", 30.0)
     assert observer.codes() == {"429": 1}
     assert observer.retried == []
@@ -113,9 +113,9 @@ async def test_retrying_is_bounded_by_the_retry_window(
     observer = RecordingObserver()
     # Pauses of 0.15-0.3 s: a second's window holds at most 6 of them, so 7 attempts.
     policy = RetryPolicy(max_retry_seconds=1.0, first_backoff=0.3, max_backoff=0.3)
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
-    with pytest.raises(KubeUnavailable, match="answer 503"):
-        await kube.create_service("ns", manifest(), dry_run=False, timeout=30)
+    async with Kube(api, max_in_flight=4, observer=observer, retry=policy) as kube:
+        with pytest.raises(KubeUnavailable, match="answer 503"):
+            await kube.create_service("ns", manifest(), dry_run=False, timeout=30)
     attempts = observer.codes()["503"]
     assert 2 <= attempts <= 7, attempts
     assert observer.codes() == {"503": attempts}
@@ -128,9 +128,9 @@ async def test_a_retry_after_beyond_the_retry_window_gives_up_at_once(
     server, api = fake
     server.routes["POST", SERVICES] = Script((429, {}, {"Retry-After": "30"}))
     observer = RecordingObserver()
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=QUICK)
-    with pytest.raises(KubeUnavailable) as raised:
-        await kube.create_service("ns", manifest(), dry_run=False, timeout=None)
+    async with Kube(api, max_in_flight=4, observer=observer, retry=QUICK) as kube:
+        with pytest.raises(KubeUnavailable) as raised:
+            await kube.create_service("ns", manifest(), dry_run=False, timeout=None)
     assert (raised.value.reason, raised.value.retry_after) == ("TooManyRequests", 30.0)
     assert observer.codes() == {"429": 1}
 
@@ -139,9 +139,9 @@ async def test_no_retries_is_one_attempt(fake: tuple[FakeApiServer, client.ApiCl
     server, api = fake
     server.routes["POST", SERVICES] = Script((503, {}, {}))
     observer = RecordingObserver()
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=NO_RETRIES)
-    with pytest.raises(KubeUnavailable):
-        await kube.create_service("ns", manifest(), dry_run=False, timeout=10)
+    async with Kube(api, max_in_flight=4, observer=observer, retry=NO_RETRIES) as kube:
+        with pytest.raises(KubeUnavailable):
+            await kube.create_service("ns", manifest(), dry_run=False, timeout=10)
     assert observer.codes() == {"503": 1}
     assert observer.retried == []
 
@@ -157,8 +157,7 @@ async def creating_while_down(
     observer = RecordingObserver()
     policy = RetryPolicy(max_retry_seconds=30, first_backoff=0.01, max_backoff=0.05)
     api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
-    async with api:
-        kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
+    async with api, Kube(api, max_in_flight=4, observer=observer, retry=policy) as kube:
         create = asyncio.create_task(
             kube.create_service("ns", manifest(), dry_run=False, timeout=30)
         )
@@ -222,18 +221,18 @@ async def test_waiting_for_a_slot_does_not_use_up_the_retry_window(
     # Pauses of 0.1-0.2 s: the slow call is sure to take the slot first; counting its wait
     # too, the retried call would be past its window after its second attempt.
     policy = RetryPolicy(max_retry_seconds=0.8, first_backoff=0.2, max_backoff=0.2)
-    kube = Kube(api, max_in_flight=1, retry=policy)  # one slot for both calls
-    retried = asyncio.create_task(
-        kube.create_service("ns", manifest("retried"), dry_run=False, timeout=30)
-    )
-    await first.wait()
-    # Queued at once behind the first attempt's slot: the slow call gets it next, while the
-    # retried one pauses, which then waits 1.5 s for it.
-    slow = asyncio.create_task(
-        kube.create_service("ns", manifest("slow"), dry_run=False, timeout=30)
-    )
-    assert await retried == manifest("retried")
-    await slow
+    async with Kube(api, max_in_flight=1, retry=policy) as kube:  # one slot for both calls
+        retried = asyncio.create_task(
+            kube.create_service("ns", manifest("retried"), dry_run=False, timeout=30)
+        )
+        await first.wait()
+        # Queued at once behind the first attempt's slot: the slow call gets it next, while the
+        # retried one pauses, which then waits 1.5 s for it.
+        slow = asyncio.create_task(
+            kube.create_service("ns", manifest("slow"), dry_run=False, timeout=30)
+        )
+        assert await retried == manifest("retried")
+        await slow
     assert arrivals == ["retried", "slow", "retried", "retried"]
 
 
@@ -248,9 +247,9 @@ async def test_a_500_is_retried_only_when_it_says_when(
     server, api = fake
     server.routes["POST", SERVICES] = Script((500, {}, headers), (500, {}, {}))
     observer = RecordingObserver()
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=QUICK)
-    with pytest.raises(KubeServerError):
-        await kube.create_service("ns", manifest(), dry_run=False, timeout=10)
+    async with Kube(api, max_in_flight=4, observer=observer, retry=QUICK) as kube:
+        with pytest.raises(KubeServerError):
+            await kube.create_service("ns", manifest(), dry_run=False, timeout=10)
     assert observer.codes() == {"500": attempts}
 
 
@@ -272,13 +271,13 @@ async def test_a_call_waiting_to_retry_does_not_hold_its_slot(
         return web.json_response(body, status=201)
 
     server.routes["POST", SERVICES] = create
-    kube = Kube(api, max_in_flight=1, retry=QUICK)  # one slot for both calls
-    throttled = asyncio.create_task(
-        kube.create_service("ns", manifest("throttled"), dry_run=False, timeout=10)
-    )
-    await first.wait()
-    await kube.create_service("ns", manifest("other"), dry_run=False, timeout=10)
-    await throttled
+    async with Kube(api, max_in_flight=1, retry=QUICK) as kube:  # one slot for both calls
+        throttled = asyncio.create_task(
+            kube.create_service("ns", manifest("throttled"), dry_run=False, timeout=10)
+        )
+        await first.wait()
+        await kube.create_service("ns", manifest("other"), dry_run=False, timeout=10)
+        await throttled
     # The other call went through while the throttled one waited out its second.
     assert arrivals == ["throttled", "other", "throttled"]
 
@@ -300,8 +299,8 @@ async def test_an_attempt_without_an_answer_is_abandoned_and_tried_again(
     server.routes["POST", SERVICES] = handler
     observer = RecordingObserver()
     policy = RetryPolicy(first_backoff=0.01, max_backoff=0.02, attempt_timeout=0.5)
-    kube = Kube(api, max_in_flight=4, observer=observer, retry=policy)
-    assert await kube.create_service("ns", manifest(), dry_run=False, timeout=20) == manifest()
+    async with Kube(api, max_in_flight=4, observer=observer, retry=policy) as kube:
+        assert await kube.create_service("ns", manifest(), dry_run=False, timeout=20) == manifest()
     assert [code for _, _, code in observer.finished] == ["timeout", "201"]
     assert observer.retry_reasons() == {"Timeout": 1}
 

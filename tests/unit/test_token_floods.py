@@ -81,6 +81,23 @@ async def fake() -> AsyncIterator[tuple[FakeApiServer, client.ApiClient]]:
         yield running
 
 
+# The Kubes a test made (kube_over), closed when it ends.
+_made: list[Kube] = []
+
+
+def kube_over(api: client.ApiClient, **options: Any) -> Kube:
+    kube = Kube(api, **options)
+    _made.append(kube)
+    return kube
+
+
+@pytest.fixture(autouse=True)
+async def _close_kubes() -> AsyncIterator[None]:
+    yield
+    while _made:
+        await _made.pop().close()
+
+
 def reviewer_over(
     fake: tuple[FakeApiServer, client.ApiClient],
     reviews: Reviews,
@@ -90,7 +107,9 @@ def reviewer_over(
     server, api = fake
     server.routes["POST", TOKEN_REVIEWS] = reviews
     reviews.let_go = server.released  # set at teardown too, whatever the test did
-    return TokenReviewer(Kube(api, max_in_flight=32, observer=observer), ["k8sailor"], **options)
+    return TokenReviewer(
+        kube_over(api, max_in_flight=32, observer=observer), ["k8sailor"], **options
+    )
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -342,7 +361,7 @@ async def test_an_answer_that_names_one_of_the_audiences_asked_is_the_caller(
     reviews = Reviews(audiences=["vault", "k8sailor"])
     server, api = fake
     server.routes["POST", TOKEN_REVIEWS] = reviews
-    reviewer = TokenReviewer(Kube(api, max_in_flight=4), ["other", "k8sailor"])
+    reviewer = TokenReviewer(kube_over(api, max_in_flight=4), ["other", "k8sailor"])
     caller = await reviewer.review(GOOD, OTHER)
     assert (caller.user, caller.method) == ("alice", Method.TOKEN)
 
@@ -359,7 +378,7 @@ async def test_reviews_take_their_connections_and_callers_turns_not_the_backgrou
         return web.json_response({**body, "status": {"allowed": True}}, status=201)
 
     server.routes["POST", ACCESS_REVIEWS] = allow
-    access = AccessReviewer(Kube(api, max_in_flight=4, observer=turns))
+    access = AccessReviewer(kube_over(api, max_in_flight=4, observer=turns))
     caller = await reviewer.review(GOOD, OTHER)
     await access.decide(caller, "team-a", "web", [ServiceType.CLUSTER_IP], "list")
 
