@@ -28,7 +28,7 @@ from server.domain.requests import check_target
 from server.rules import ServiceType
 
 if TYPE_CHECKING:
-    from server.observability.metrics import RuleCounter, RuleFate
+    from server.observability.metrics import CountedResult, RuleCounter
 
 # The Service types a Service can have: what list and delete may meet.
 _EVERY_TYPE = frozenset(ServiceType)
@@ -150,6 +150,6 @@ class LifecycleServicer:
             return None
         return await self._access.grants(call.caller, call.namespace, call.deployment, wanted)
 
-    def _count(self, call: Call, fates: Collection[RuleFate]) -> None:
+    def _count(self, call: Call, fates: Collection[CountedResult]) -> None:
         if self._count_rules is not None:
             self._count_rules(fates, call.event)

@@ -1,5 +1,6 @@
 """The HTTP server behind /metrics: prometheus_client's WSGI app, served by a bounded number of
-threads, each connection given a deadline.
+threads, each connection given a deadline. The metrics it serves are defined in
+server.observability.metrics; :func:`serve_metrics` starts it on --metrics-listen.
 
 prometheus_client's own server starts a thread per connection and never times one out, so
 every idle TCP connection to the port holds a thread for as long as its peer likes. Here:
@@ -17,14 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
+import re
 import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import WSGIApplication
+
+import prometheus_client
+
+from server.listening import ListenError
+
+# What is served: every metric is registered when its module is imported.
+from server.observability import metrics  # noqa: F401
 
 #: Connections served at once (a scrape takes a few milliseconds).
 WORKERS: Final = 4
@@ -140,3 +151,46 @@ def serve_wsgi(host: str, port: int, app: WSGIApplication) -> tuple[WSGIServer, 
     thread = threading.Thread(target=server.serve_forever, name="k8sailor-metrics", daemon=True)
     thread.start()
     return server, thread
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """/metrics being served: prometheus_client's WSGI app on the bounded server above, on
+    threads of its own, so a scrape never waits for the event loop and a busy event loop never
+    makes a scrape time out."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) as (host, port), or ValueError saying what is wrong."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT with a port 0-65535 (e.g. 0.0.0.0:9090)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)  # ValueError names the address
+    return host, int(port)
+
+
+def serve_metrics(address: str) -> MetricsEndpoint:
+    """Serve /metrics on address (HOST:PORT; port 0 picks a free one)."""
+    host, port = split_address(address)
+    try:
+        # Not prometheus_client.start_http_server: a thread per connection, never timed out.
+        server, thread = serve_wsgi(host, port, prometheus_client.make_wsgi_app())
+    except OSError as error:
+        raise ListenError(
+            f"cannot serve metrics on {address} (--metrics-listen): {error.strerror or error}"
+        ) from error
+    return MetricsEndpoint(server, thread)

@@ -1,4 +1,4 @@
-"""Every Prometheus metric k8sailor exports, the Kube call observer, and the /metrics endpoint.
+"""Every Prometheus metric k8sailor exports, and the Kube call observer that counts with them.
 
 The metrics live in prometheus_client's default registry, beside the process and Python
 metrics it collects by itself. They are module-level objects so that any module can count
@@ -6,7 +6,8 @@ with them by importing them: authentication imports its own from here (AUTHENTIC
 AUTHORIZATIONS) rather than defining metrics of its own, so the names and labels stay in one
 place and the README can list them all. The Deployment cache's are in cache_metrics (imported
 below, so they are registered whenever these are), counted by the observer server.app gives
-the cache: server.kube imports nothing of observability.
+the cache: server.kube imports nothing of observability. The HTTP server that serves them on
+/metrics is server.observability.endpoint.
 
 Every label value is bounded: Service types, outcomes, verbs, resources, codes and reasons
 come from short fixed lists, and anything else is counted as "Other". Namespaces, Deployment
@@ -15,21 +16,15 @@ names and callers never become labels: each new value would be a new time series
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
-from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from server.listening import ListenError
 from server.observability import cache_metrics  # noqa: F401  (registered with the rest)
-from server.observability.endpoint import serve_wsgi
 
 if TYPE_CHECKING:
     from server.rules import ServiceType
@@ -134,10 +129,11 @@ class _Named(Protocol):
     def value(self) -> str: ...
 
 
-class RuleFate(Protocol):
-    """What a rule's count is keyed by: server.domain.outcomes.RuleOutcome (a rule's result,
-    or a Service's in the lifecycle RPCs) as far as counting reads it; structurally, since
-    observability does not import the domain: the outcome is read by its name."""
+class CountedResult(Protocol):
+    """What count_rules reads of one result: its Service type, its outcome's name and its
+    reason. Declared here, structurally, because observability does not import the domain;
+    the domain's results (server.domain.outcomes.RuleOutcome: a rule's, or a Service's in the
+    lifecycle RPCs) fit it."""
 
     @property
     def service_type(self) -> ServiceType | None: ...
@@ -147,7 +143,7 @@ class RuleFate(Protocol):
     def reason(self) -> str: ...
 
 
-def rule_labels(result: RuleFate, method: str = "CreateServices") -> tuple[str, str, str, str]:
+def rule_labels(result: CountedResult, method: str = "CreateServices") -> tuple[str, str, str, str]:
     """The (type, outcome, reason, grpc_method) labels one rule result is counted under."""
     type_ = result.service_type.value if result.service_type is not None else UNKNOWN_TYPE
     reason = result.reason if result.reason in RULE_REASONS else OTHER
@@ -157,10 +153,12 @@ def rule_labels(result: RuleFate, method: str = "CreateServices") -> tuple[str, 
 class RuleCounter(Protocol):
     """What counts a request's rule results: count_rules, when metrics are on."""
 
-    def __call__(self, results: Iterable[RuleFate], method: str = "CreateServices") -> None: ...
+    def __call__(
+        self, results: Iterable[CountedResult], method: str = "CreateServices"
+    ) -> None: ...
 
 
-def count_rules(results: Iterable[RuleFate], method: str = "CreateServices") -> None:
+def count_rules(results: Iterable[CountedResult], method: str = "CreateServices") -> None:
     """Count a request's rule results (the servicers call this once per request)."""
     for result in results:
         RULES.labels(*rule_labels(result, method)).inc()
@@ -262,49 +260,3 @@ AUTHORIZATIONS: Final = Counter(
     'rules DENIED), "denied" (PERMISSION_DENIED), "error" (the API server could not be asked).',
     ("result",),
 )
-
-
-# --- the endpoint -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MetricsEndpoint:
-    """prometheus_client's WSGI app on a bounded server of threads of its own
-    (server.observability.endpoint): a scrape never waits for the event loop, and a busy
-    event loop never makes a scrape time out."""
-
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """HOST:PORT (or [IPv6]:PORT) as (host, port), or ValueError saying what is wrong."""
-    host, colon, port = address.rpartition(":")
-    if not colon or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
-        raise ValueError(f"{address!r} is not HOST:PORT with a port 0-65535 (e.g. 0.0.0.0:9090)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)  # ValueError names the address
-    return host, int(port)
-
-
-def serve_metrics(address: str) -> MetricsEndpoint:
-    """Serve /metrics on address (HOST:PORT; port 0 picks a free one)."""
-    host, port = split_address(address)
-    try:
-        # Not prometheus_client.start_http_server: a thread per connection, never timed out.
-        server, thread = serve_wsgi(host, port, prometheus_client.make_wsgi_app())
-    except OSError as error:
-        raise ListenError(
-            f"cannot serve metrics on {address} (--metrics-listen): {error.strerror or error}"
-        ) from error
-    return MetricsEndpoint(server, thread)

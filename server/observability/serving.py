@@ -15,13 +15,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 from opentelemetry.trace import Tracer
 
+from server.observability.endpoint import serve_metrics
 from server.observability.grpc_metrics import PrometheusServerInterceptor
-from server.observability.metrics import (
-    KubeCallMetrics,
-    RuleCounter,
-    count_rules,
-    serve_metrics,
-)
+from server.observability.metrics import KubeCallMetrics, RuleCounter, count_rules
 from server.wrapping import ServerInterceptor
 
 if TYPE_CHECKING:

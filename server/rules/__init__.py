@@ -36,9 +36,13 @@ The modules, each importing only those above it:
 - :mod:`.grammar`: :func:`parse_rule`, the text parser.
 - :mod:`.specs`: :func:`check_rule`, the same checks for rules built from structured specs;
   :func:`parse_any`, either one for a rule however it arrived.
+- :mod:`.brief`: long text shown in brief (its start and its length), for error sentences and
+  log lines alike; imported from the module itself, as it is not about rules.
 
-Other code imports the public names from this package; only tests reach into the modules
-for private helpers.
+Other code imports the names in ``__all__`` from this package. The modules share what they
+need of each other under public names (:func:`.model.quoted`, :func:`.ports.port_problem`,
+:data:`.syntax.PORT_RE`, ...) that stay out of ``__all__``: they are the package's own
+building blocks, not its interface. Only tests reach into a module for an underscored helper.
 """
 
 from server.rules.grammar import parse_rule

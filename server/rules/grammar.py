@@ -14,34 +14,34 @@ import re
 from typing import Final
 
 from server.rules.model import (
-    _PREFIX_TYPE,
-    _TRANSPORTS,
     DEFAULT_NODE_PORTS,
     MAX_PORTS,
     MAX_RULE_LENGTH,
+    PREFIX_TYPE,
+    TRANSPORTS,
     NodePortRange,
     PortRule,
     Protocol,
     RuleError,
     ServiceRule,
     ServiceType,
-    _near_transport,
-    _show,
+    near_transport,
+    quoted,
 )
 from server.rules.names import (
-    _external_name_problem,
-    _normalize_app_protocol,
     dns1035_label_problem,
+    external_name_problem,
+    normalize_app_protocol,
 )
-from server.rules.ports import _port_names_problem, _port_problem, _PortSet, _Problem
+from server.rules.ports import FieldProblem, PortSet, port_names_problem, port_problem
 from server.rules.syntax import (
-    _PORT_RE,
-    _STRUCTURE,
-    _TOKEN_RE,
-    _field_offset,
-    _skip_ws,
-    _syntax_error,
-    _text_error,
+    PORT_RE,
+    STRUCTURE_CHARS,
+    TOKEN_RE,
+    field_offset,
+    skip_ws,
+    syntax_error,
+    text_error,
 )
 from server.rules.targets import (
     DEFAULT_EXTERNAL_NAMES,
@@ -137,19 +137,19 @@ def _parse_unbounded(
     if eq >= 0:
         name = _parse_name(text, eq, index)
         pos = eq + 1
-    pos = _skip_ws(text, pos)
+    pos = skip_ws(text, pos)
     if pos == n:
         if name is None:
-            raise _text_error(index, text, 0, "the rule is empty")
-        raise _text_error(index, text, eq, "nothing follows '='; expected ports or '@host'")
-    rtype = _PREFIX_TYPE.get(text[pos])
+            raise text_error(index, text, 0, "the rule is empty")
+        raise text_error(index, text, eq, "nothing follows '='; expected ports or '@host'")
+    rtype = PREFIX_TYPE.get(text[pos])
     if rtype is None:
         rtype = ServiceType.CLUSTER_IP
     else:
         prefix_at = pos
-        pos = _skip_ws(text, pos + 1)
-        if pos < n and text[pos] in _PREFIX_TYPE:
-            raise _text_error(
+        pos = skip_ws(text, pos + 1)
+        if pos < n and text[pos] in PREFIX_TYPE:
+            raise text_error(
                 index,
                 text,
                 pos,
@@ -159,18 +159,18 @@ def _parse_unbounded(
         if rtype is ServiceType.EXTERNAL_NAME:
             return _parse_external_name(text, pos, prefix_at, index, name, external_names)
         if pos == n:
-            raise _text_error(
+            raise text_error(
                 index, text, prefix_at, f"nothing follows '{text[prefix_at]}'; expected a port"
             )
 
     ports: list[PortRule] = []
     matches: list[re.Match[str]] = []
-    seen: _PortSet | None = None
-    match = _PORT_RE.match
+    seen: PortSet | None = None
+    match = PORT_RE.match
     while True:
         m = match(text, pos)
         if m is None:
-            raise _syntax_error(text, pos, index)
+            raise syntax_error(text, pos, index)
         a, b, c, proto, app2, app3, port_name, end = m.groups()
         if c is not None:
             node_token: str | None = a
@@ -185,16 +185,16 @@ def _parse_unbounded(
         if node_token is not None:
             node = _number(node_token)
             if node is None:
-                raise _text_error(
-                    index, text, m.start(1), f"node port {_show(node_token)} is not a number"
+                raise text_error(
+                    index, text, m.start(1), f"node port {quoted(node_token)} is not a number"
                 )
         port = _number(port_token)
         if port is None:
-            raise _text_error(
+            raise text_error(
                 index,
                 text,
                 m.start(2 if c is not None else 1),
-                f"port {_show(port_token)} is not a number; "
+                f"port {quoted(port_token)} is not a number; "
                 "only the target port (after ':') may be a name",
             )
         target: int | str | None = _number(target_token)
@@ -204,14 +204,14 @@ def _parse_unbounded(
         protocol = Protocol.TCP
         app: str | None = None
         if proto is not None:
-            transport = _TRANSPORTS.get(proto.lower())
+            transport = TRANSPORTS.get(proto.lower())
             if transport is not None:
                 protocol = transport
                 if app2 is not None:
                     app = app2 if app3 is None else f"{app2}/{app3}"
             else:
                 if app3 is not None:
-                    raise _text_error(
+                    raise text_error(
                         index,
                         text,
                         m.start(6) - 1,
@@ -219,24 +219,24 @@ def _parse_unbounded(
                         "as in 53/udp or 80/grpc or 80/tcp/example.com/proto",
                     )
                 app = proto if app2 is None else f"{proto}/{app2}"
-                near = _near_transport(proto.lower())
+                near = near_transport(proto.lower())
                 if near is not None:
-                    raise _text_error(
+                    raise text_error(
                         index,
                         text,
                         m.start(4),
-                        f"unknown protocol {_show(proto)}; did you mean {near}? (to use it as "
+                        f"unknown protocol {quoted(proto)}; did you mean {near}? (to use it as "
                         f"an app protocol on TCP, write tcp/{app})",
                     )
             if app is not None:
-                app = _normalize_app_protocol(app)
+                app = normalize_app_protocol(app)
 
         p = PortRule(port, target, protocol, node, app, port_name)
-        problem = _port_problem(rtype, p, node_ports)
+        problem = port_problem(rtype, p, node_ports)
         if problem is None and (ports or end):
             # A second port is coming or already here: track clashes from the first one on.
             if seen is None:
-                seen = _PortSet()
+                seen = PortSet()
             problem = seen.add(p)
         if problem is not None:
             raise _token_error(index, text, m, problem)
@@ -248,23 +248,23 @@ def _parse_unbounded(
 
     rule = ServiceRule(rtype, tuple(ports), name)
     if seen is not None and seen.by_name:
-        clash = _port_names_problem(rule)
+        clash = port_names_problem(rule)
         if clash is not None:
             raise _token_error(index, text, matches[clash[0]], clash[1])
     return rule
 
 
-def _token_error(index: int, text: str, m: re.Match[str], problem: _Problem) -> RuleError:
+def _token_error(index: int, text: str, m: re.Match[str], problem: FieldProblem) -> RuleError:
     field, message = problem
-    offset = _field_offset(m, field)
+    offset = field_offset(m, field)
     huge = str(_HUGE)
     if huge in message:
         # Show the number as written: for 99999999999 the model only holds a stand-in.
-        token = _TOKEN_RE.match(text, offset)
+        token = TOKEN_RE.match(text, offset)
         if token is not None:
             written = token[0] if len(token[0]) <= 40 else token[0][:40] + "…"
             message = message.replace(huge, written)
-    return _text_error(index, text, offset, message)
+    return text_error(index, text, offset, message)
 
 
 def _parse_name(text: str, eq: int, index: int) -> str:
@@ -273,11 +273,11 @@ def _parse_name(text: str, eq: int, index: int) -> str:
     name = raw.strip()
     start = len(raw) - len(raw.lstrip())
     if not name:
-        raise _text_error(
+        raise text_error(
             index, text, eq, "nothing before '='; a Service name goes there, as in web=80:8080"
         )
-    if any(ch in _STRUCTURE for ch in name):
-        raise _text_error(
+    if any(ch in STRUCTURE_CHARS for ch in name):
+        raise text_error(
             index,
             text,
             eq,
@@ -285,11 +285,11 @@ def _parse_name(text: str, eq: int, index: int) -> str:
         )
     problem = dns1035_label_problem(name)
     if problem is not None:
-        raise _text_error(
+        raise text_error(
             index,
             text,
             start,
-            f"Service name {_show(name)} is not a valid DNS-1035 label: it {problem}",
+            f"Service name {quoted(name)} is not a valid DNS-1035 label: it {problem}",
         )
     return name
 
@@ -307,7 +307,7 @@ def _parse_external_name(
 ) -> ServiceRule:
     host = text[pos:].rstrip()
     if not host:
-        raise _text_error(
+        raise text_error(
             index,
             text,
             prefix_at,
@@ -317,18 +317,18 @@ def _parse_external_name(
     # a loopback name rather than one in the wrong case.
     refused = external_target_problem(host, policy)
     if refused is not None:
-        raise _text_error(index, text, pos, refused)
+        raise text_error(index, text, pos, refused)
     bad = _HOST_STRUCTURE_RE.search(host)
     if bad is not None:
         ch = bad[0]
-        what = "a port" if ch == ":" else ("ports" if ch == "," else _show(ch))
-        raise _text_error(
+        what = "a port" if ch == ":" else ("ports" if ch == "," else quoted(ch))
+        raise text_error(
             index,
             text,
             pos + bad.start(),
             f"an ExternalName rule takes a host name only, not {what}",
         )
-    problem = _external_name_problem(host)
+    problem = external_name_problem(host)
     if problem is not None:
-        raise _text_error(index, text, pos, problem)
+        raise text_error(index, text, pos, problem)
     return ServiceRule(ServiceType.EXTERNAL_NAME, (), name, host)

@@ -67,7 +67,8 @@ NAME_SUFFIX: Final[dict[ServiceType, str]] = {
     ServiceType.EXTERNAL_NAME: "-external",
 }
 
-_PREFIX_TYPE: Final[dict[str, ServiceType]] = {v: k for k, v in TYPE_PREFIX.items() if v}
+#: The rule type each text prefix selects (TYPE_PREFIX read backwards, ClusterIP's '' left out).
+PREFIX_TYPE: Final[dict[str, ServiceType]] = {v: k for k, v in TYPE_PREFIX.items() if v}
 
 #: The longest rule text accepted, checked before a rule is parsed. Far beyond what a person
 #: writes (a rule of 256 ports spelled out in full, names and app protocols included, fits),
@@ -76,8 +77,8 @@ MAX_RULE_LENGTH: Final = 16 * 1024
 #: The most ports one rule may have (text or structured), checked before the ports are read.
 MAX_PORTS: Final = 256
 
-# How a person reads each type in an error sentence.
-_TYPE_WORDS: Final[dict[ServiceType, str]] = {
+#: How a person reads each type in an error sentence.
+TYPE_WORDS: Final[dict[ServiceType, str]] = {
     ServiceType.CLUSTER_IP: "a ClusterIP rule",
     ServiceType.HEADLESS: "a headless (#) rule",
     ServiceType.NODE_PORT: "a NodePort (!) rule",
@@ -85,7 +86,8 @@ _TYPE_WORDS: Final[dict[ServiceType, str]] = {
     ServiceType.EXTERNAL_NAME: "an ExternalName (@) rule",
 }
 
-_TRANSPORTS: Final[dict[str, Protocol]] = {
+#: The transports as text rules spell them (after '/', in lowercase).
+TRANSPORTS: Final[dict[str, Protocol]] = {
     "tcp": Protocol.TCP,
     "udp": Protocol.UDP,
     "sctp": Protocol.SCTP,
@@ -96,13 +98,13 @@ _TRANSPORT_SUFFIX: Final[dict[Protocol, str]] = {
     Protocol.SCTP: "/sctp",
 }
 
-# Application protocols Kubernetes itself defines; the text form may leave off the prefix.
-_K8S_APP_PROTOCOLS: Final[dict[str, str]] = {
+#: Application protocols Kubernetes itself defines; the text form may leave off the prefix.
+K8S_APP_PROTOCOLS: Final[dict[str, str]] = {
     "h2c": "kubernetes.io/h2c",
     "ws": "kubernetes.io/ws",
     "wss": "kubernetes.io/wss",
 }
-_K8S_APP_SHORT: Final[dict[str, str]] = {v: k for k, v in _K8S_APP_PROTOCOLS.items()}
+_K8S_APP_SHORT: Final[dict[str, str]] = {v: k for k, v in K8S_APP_PROTOCOLS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +231,10 @@ class RuleError(Exception):
 
     def __str__(self) -> str:
         where = f", {self.where}" if self.where else ""
-        return f"rule {self.index} {_show(self.text, 200)}{where}: {self.message}"
+        return f"rule {self.index} {quoted(self.text, 200)}{where}: {self.message}"
 
 
-def _show(value: str, limit: int = 40) -> str:
+def quoted(value: str, limit: int = 40) -> str:
     """Quote a token for a message: escaped, and cut short if a caller sent something huge."""
     if len(value) > limit:
         value = value[:limit] + "…"
@@ -263,11 +265,11 @@ _NEAR_TRANSPORTS: Final[dict[str, str]] = {
     variant: transport
     for transport in ("sctp", "udp", "tcp")
     for variant in _one_edit_variants(transport, "abcdefghijklmnopqrstuvwxyz0123456789-_.")
-    if variant not in _TRANSPORTS
+    if variant not in TRANSPORTS
 }
 
 
-def _near_transport(word: str) -> str | None:
+def near_transport(word: str) -> str | None:
     """The transport that lowercase ``word`` is one typo away from (``upd`` -> ``udp``).
 
     Anything after '/' that is not a transport is read as an application protocol on TCP, so
@@ -282,7 +284,7 @@ def _render_protocol(protocol: Protocol, app: str | None) -> str:
         return _TRANSPORT_SUFFIX.get(protocol, f"/{str(protocol).lower()}")
     shown = _K8S_APP_SHORT.get(app, app)
     first = shown.partition("/")[0].lower()
-    if protocol is Protocol.TCP and first not in _TRANSPORTS and _near_transport(first) is None:
+    if protocol is Protocol.TCP and first not in TRANSPORTS and near_transport(first) is None:
         return f"/{shown}"
     # Spell the transport out when the app protocol alone would read as (a typo of) one.
     return f"/{str(protocol).lower()}/{shown}"

@@ -6,7 +6,7 @@ names), with the regexes and length limits of ``k8s.io/apimachinery/pkg/util/val
 so that a name accepted here is not refused later by the apiserver.
 
 Each ``*_problem`` function returns None when the value is valid, else the end of a sentence
-("... is not a valid X: it <reason>"); :func:`_external_name_problem` returns the whole
+("... is not a valid X: it <reason>"); :func:`external_name_problem` returns the whole
 sentence. Lengths are checked before regexes, and the regexes are possessive and cannot
 backtrack badly, so hostile input costs linear time.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from server.rules.model import _K8S_APP_PROTOCOLS, _show
+from server.rules.model import K8S_APP_PROTOCOLS, quoted
 
 _DNS1035_RE: Final = re.compile(r"[a-z](?:[-a-z0-9]*+(?<=[a-z0-9]))?")
 _DNS1123_LABEL_RE: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*+(?<=[a-z0-9]))?")
@@ -33,7 +33,7 @@ def _bad_char(value: str, allowed: frozenset[str]) -> str | None:
         if ch not in allowed:
             if "A" <= ch <= "Z":
                 return "must be lowercase"
-            return f"contains {_show(ch)}; only a-z, 0-9 and '-' are allowed"
+            return f"contains {quoted(ch)}; only a-z, 0-9 and '-' are allowed"
     return None
 
 
@@ -65,7 +65,7 @@ def _label_problem(value: str, *, first_letter: bool) -> str:
     return "must end with a letter or digit"
 
 
-def _iana_problem(value: str) -> str | None:
+def iana_service_name_problem(value: str) -> str | None:
     """Why ``value`` is not an IANA service name (a named port), or None."""
     if len(value) <= 15 and _IANA_RE.fullmatch(value):
         return None
@@ -96,11 +96,11 @@ def dns1123_subdomain_problem(value: str) -> str | None:
         if ch not in _SUBDOMAIN_CHARS:
             if "A" <= ch <= "Z":
                 return "must be lowercase"
-            return f"contains {_show(ch)}; only a-z, 0-9, '-' and '.' are allowed"
+            return f"contains {quoted(ch)}; only a-z, 0-9, '-' and '.' are allowed"
     return "must be dot-separated parts that start and end with a letter or digit"
 
 
-def _app_protocol_problem(value: str) -> str | None:
+def app_protocol_problem(value: str) -> str | None:
     """Why ``value`` is not a qualified name (what appProtocol must be), or None."""
     prefix, slash, name = value.rpartition("/")
     if slash:
@@ -123,17 +123,17 @@ def _app_protocol_problem(value: str) -> str | None:
     return None
 
 
-def _normalize_app_protocol(value: str) -> str:
+def normalize_app_protocol(value: str) -> str:
     """Unprefixed names are IANA service names, which are case-insensitive: store them in
     lowercase; Kubernetes' own short names gain their ``kubernetes.io/`` prefix. Prefixed
     names are kept as written."""
     if "/" in value:
         return value
     low = value.lower()
-    return _K8S_APP_PROTOCOLS.get(low, low)
+    return K8S_APP_PROTOCOLS.get(low, low)
 
 
-def _external_name_problem(host: str) -> str | None:
+def external_name_problem(host: str) -> str | None:
     """The whole sentence for a host that cannot be an ExternalName target, or None."""
     problem = dns1123_subdomain_problem(host)
     if problem is None:
@@ -142,4 +142,4 @@ def _external_name_problem(host: str) -> str | None:
         # The apiserver would take it, kubectl create service would not; the dot adds nothing
         # to a CNAME target, so refuse it plainly rather than store two spellings of one name.
         problem = f"must not end with '.'; write {host[:-1]}"
-    return f"external name {_show(host)} is not a lowercase DNS-1123 subdomain: it {problem}"
+    return f"external name {quoted(host)} is not a lowercase DNS-1123 subdomain: it {problem}"

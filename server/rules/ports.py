@@ -1,9 +1,9 @@
 """Port checks shared by text rules and structured specs, and the Service port names.
 
-:func:`_port_problem` checks one port on its own against its rule's type and the node port
-range; :class:`_PortSet` finds clashes between the ports of one rule as each is added;
+:func:`port_problem` checks one port on its own against its rule's type and the node port
+range; :class:`PortSet` finds clashes between the ports of one rule as each is added;
 :func:`port_names` derives the Service port names (kubectl's convention) and
-:func:`_port_names_problem` finds a derived name that clashes with an explicit one.
+:func:`port_names_problem` finds a derived name that clashes with an explicit one.
 
 Each check returns ``(field, message)`` for the first problem, fields named as in
 :class:`~server.rules.model.PortRule`, so that specs get ``ports[i].<field>`` paths and text
@@ -15,27 +15,31 @@ from __future__ import annotations
 from collections import Counter
 
 from server.rules.model import (
-    _TYPE_WORDS,
+    TYPE_WORDS,
     NodePortRange,
     PortRule,
     Protocol,
     ServiceRule,
     ServiceType,
-    _show,
+    quoted,
 )
-from server.rules.names import _app_protocol_problem, _iana_problem, dns1123_label_problem
+from server.rules.names import (
+    app_protocol_problem,
+    dns1123_label_problem,
+    iana_service_name_problem,
+)
 
-_Problem = tuple[str, str]
+FieldProblem = tuple[str, str]
 
 
-def _port_problem(rtype: ServiceType, p: PortRule, node_ports: NodePortRange) -> _Problem | None:
+def port_problem(rtype: ServiceType, p: PortRule, node_ports: NodePortRange) -> FieldProblem | None:
     """Problems of one port on its own, in the order its fields appear in text."""
     node = p.node_port
     if node is not None:
         if rtype is not ServiceType.NODE_PORT and rtype is not ServiceType.LOAD_BALANCER:
             return (
                 "node_port",
-                f"node port {node} is not allowed on {_TYPE_WORDS[rtype]}; "
+                f"node port {node} is not allowed on {TYPE_WORDS[rtype]}; "
                 "only NodePort (!) and LoadBalancer (^) rules have node ports",
             )
         if not node_ports.low <= node <= node_ports.high:
@@ -47,28 +51,28 @@ def _port_problem(rtype: ServiceType, p: PortRule, node_ports: NodePortRange) ->
         if not 1 <= target <= 65535:
             return ("target_port", f"target port {target} is outside 1-65535")
     else:
-        problem = _iana_problem(target)
+        problem = iana_service_name_problem(target)
         if problem is not None:
             return (
                 "target_port",
-                f"target port name {_show(target)} is not a valid IANA service name: it {problem}",
+                f"target port name {quoted(target)} is not a valid IANA service name: it {problem}",
             )
     app = p.app_protocol
     if app is not None:
-        problem = _app_protocol_problem(app)
+        problem = app_protocol_problem(app)
         if problem is not None:
-            return ("app_protocol", f"app protocol {_show(app)} is not valid: it {problem}")
+            return ("app_protocol", f"app protocol {quoted(app)} is not valid: it {problem}")
     if p.name is not None:
         problem = dns1123_label_problem(p.name)
         if problem is not None:
             return (
                 "name",
-                f"port name {_show(p.name)} is not a valid DNS-1123 label: it {problem}",
+                f"port name {quoted(p.name)} is not a valid DNS-1123 label: it {problem}",
             )
     return None
 
 
-class _PortSet:
+class PortSet:
     """What the earlier ports of one rule use, to find clashes as each port is added."""
 
     __slots__ = ("by_key", "by_name", "by_node")
@@ -78,7 +82,7 @@ class _PortSet:
         self.by_node: dict[int, PortRule] = {}
         self.by_name: dict[str, int] = {}
 
-    def add(self, p: PortRule) -> _Problem | None:
+    def add(self, p: PortRule) -> FieldProblem | None:
         key = (p.port, p.protocol)
         if key in self.by_key:
             return ("port", f"port {p.port}/{p.protocol} appears twice in this rule")
@@ -95,7 +99,7 @@ class _PortSet:
             self.by_node[node] = p
         if p.name is not None:
             if p.name in self.by_name:
-                return ("name", f"port name {_show(p.name)} appears twice in this rule")
+                return ("name", f"port name {quoted(p.name)} appears twice in this rule")
             self.by_name[p.name] = len(self.by_key)
         self.by_key[key] = len(self.by_key)
         return None
@@ -128,14 +132,14 @@ def port_names(rule: ServiceRule) -> tuple[str, ...]:
     )
 
 
-def _port_names_problem(rule: ServiceRule) -> tuple[int, _Problem] | None:
+def port_names_problem(rule: ServiceRule) -> tuple[int, FieldProblem] | None:
     """A derived port name that clashes with an explicit one (the only way names can clash)."""
     seen: dict[str, int] = {}
     for i, name in enumerate(port_names(rule)):
         if name in seen:
             return i, (
                 "name",
-                f"port name {_show(name)} is also the name of port {seen[name] + 1} of this "
+                f"port name {quoted(name)} is also the name of port {seen[name] + 1} of this "
                 "rule; give the ports distinct names",
             )
         seen[name] = i

@@ -13,24 +13,24 @@ from typing import Any
 
 from server.rules.grammar import parse_rule
 from server.rules.model import (
-    _TYPE_WORDS,
     DEFAULT_NODE_PORTS,
     MAX_PORTS,
     MAX_RULE_LENGTH,
+    TYPE_WORDS,
     NodePortRange,
     PortRule,
     Protocol,
     RuleError,
     ServiceRule,
     ServiceType,
-    _show,
+    quoted,
 )
 from server.rules.names import (
-    _external_name_problem,
-    _normalize_app_protocol,
     dns1035_label_problem,
+    external_name_problem,
+    normalize_app_protocol,
 )
-from server.rules.ports import _port_names_problem, _port_problem, _PortSet, _Problem
+from server.rules.ports import FieldProblem, PortSet, port_names_problem, port_problem
 from server.rules.targets import (
     DEFAULT_EXTERNAL_NAMES,
     ExternalNamePolicy,
@@ -56,7 +56,7 @@ def check_rule(
 
     rtype = rule.type
     if not isinstance(rtype, ServiceType):
-        raise fail("type", f"unknown Service type {_show(str(rtype))}")
+        raise fail("type", f"unknown Service type {quoted(str(rtype))}")
     if rule.name is not None:
         if not isinstance(rule.name, str):
             raise fail("name", "the Service name must be a string")
@@ -64,7 +64,7 @@ def check_rule(
         if problem is not None:
             raise fail(
                 "name",
-                f"Service name {_show(rule.name)} is not a valid DNS-1035 label: it {problem}",
+                f"Service name {quoted(rule.name)} is not a valid DNS-1035 label: it {problem}",
             )
     if rtype is ServiceType.EXTERNAL_NAME:
         if rule.ports:
@@ -75,16 +75,16 @@ def check_rule(
             raise fail("external_name", "the external name must be a string")
         problem = external_target_problem(
             rule.external_name, external_names
-        ) or _external_name_problem(rule.external_name)
+        ) or external_name_problem(rule.external_name)
         if problem is not None:
             raise fail("external_name", problem)
         return rule
     if rule.external_name is not None:
         raise fail(
-            "external_name", f"only an ExternalName rule has a host name, not {_TYPE_WORDS[rtype]}"
+            "external_name", f"only an ExternalName rule has a host name, not {TYPE_WORDS[rtype]}"
         )
     if not rule.ports:
-        raise fail("ports", f"{_TYPE_WORDS[rtype]} needs at least one port")
+        raise fail("ports", f"{TYPE_WORDS[rtype]} needs at least one port")
     if len(rule.ports) > MAX_PORTS:
         raise fail(
             f"ports[{MAX_PORTS}]",
@@ -94,23 +94,23 @@ def check_rule(
 
     ports: list[PortRule] = []
     changed = False
-    seen = _PortSet()
+    seen = PortSet()
     for i, p in enumerate(rule.ports):
         type_problem = _port_type_problem(p)
         if type_problem is not None:
             raise fail(f"ports[{i}].{type_problem[0]}", type_problem[1])
         if p.app_protocol is not None:
-            app = _normalize_app_protocol(p.app_protocol)
+            app = normalize_app_protocol(p.app_protocol)
             if app != p.app_protocol:
                 p = replace(p, app_protocol=app)
                 changed = True
-        port_problem = _port_problem(rtype, p, node_ports) or seen.add(p)
-        if port_problem is not None:
-            raise fail(f"ports[{i}].{port_problem[0]}", port_problem[1])
+        found = port_problem(rtype, p, node_ports) or seen.add(p)
+        if found is not None:
+            raise fail(f"ports[{i}].{found[0]}", found[1])
         ports.append(p)
     checked = replace(rule, ports=tuple(ports)) if changed else rule
     if seen.by_name:
-        clash = _port_names_problem(checked)
+        clash = port_names_problem(checked)
         if clash is not None:
             raise fail(f"ports[{clash[0]}].{clash[1][0]}", clash[1][1])
     return checked
@@ -120,18 +120,18 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _port_type_problem(p: Any) -> _Problem | None:
+def _port_type_problem(p: Any) -> FieldProblem | None:
     """Wrong Python types in a spec built by other code: reported, never a TypeError."""
     if not isinstance(p, PortRule):
         return ("port", "each port must be a PortRule")
     if not _is_int(p.port):
-        return ("port", f"port {_show(str(p.port))} is not a number")
+        return ("port", f"port {quoted(str(p.port))} is not a number")
     if not (_is_int(p.target_port) or isinstance(p.target_port, str)):
         return ("target_port", "the target port must be a number or a name")
     if not isinstance(p.protocol, Protocol):
-        return ("protocol", f"unknown protocol {_show(str(p.protocol))}; use TCP, UDP or SCTP")
+        return ("protocol", f"unknown protocol {quoted(str(p.protocol))}; use TCP, UDP or SCTP")
     if p.node_port is not None and not _is_int(p.node_port):
-        return ("node_port", f"node port {_show(str(p.node_port))} is not a number")
+        return ("node_port", f"node port {quoted(str(p.node_port))} is not a number")
     if p.app_protocol is not None and not isinstance(p.app_protocol, str):
         return ("app_protocol", "the app protocol must be a string")
     if p.name is not None and not isinstance(p.name, str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from server.rules.model import _PREFIX_TYPE, _TRANSPORTS, RuleError, _show
+from server.rules.model import PREFIX_TYPE, TRANSPORTS, RuleError, quoted
 
 # A token is anything but whitespace and the characters that structure a rule. Tokens are
 # read loosely and then checked one by one, so that errors can say what is wrong with them.
@@ -22,28 +22,31 @@ _PORT_SPEC: Final = (
     rf"(?:\s*+/\s*+({_TOKEN})(?:\s*+/\s*+({_TOKEN}))?(?:\s*+/\s*+({_TOKEN}))?)?"
     rf"(?:\s*+\(\s*+({_TOKEN})\s*+\))?"
 )
-# Groups: 1-3 the ':'-separated numbers/names, 4-6 the '/'-separated protocol parts,
-# 7 the port name, 8 the ',' that ends the port (or '' at the end of the rule).
-_PORT_RE: Final = re.compile(_PORT_SPEC + r"\s*+(,|\Z)")
+#: One port and what ends it. Groups: 1-3 the ':'-separated numbers/names, 4-6 the
+#: '/'-separated protocol parts, 7 the port name, 8 the ',' that ends the port (or '' at the
+#: end of the rule).
+PORT_RE: Final = re.compile(_PORT_SPEC + r"\s*+(,|\Z)")
 _PORT_PREFIX_RE: Final = re.compile(_PORT_SPEC)
 _WS_RE: Final = re.compile(r"\s*+")
 
 
-def _skip_ws(text: str, pos: int) -> int:
+def skip_ws(text: str, pos: int) -> int:
     """The first non-whitespace position at or after pos."""
     m = _WS_RE.match(text, pos)
     return m.end() if m is not None else pos
 
 
-_TOKEN_RE: Final = re.compile(_TOKEN)
-_STRUCTURE: Final = frozenset(":/,()=#!^@")
+#: One token, as PORT_RE reads them.
+TOKEN_RE: Final = re.compile(_TOKEN)
+#: The characters that structure a rule, which no token holds.
+STRUCTURE_CHARS: Final = frozenset(":/,()=#!^@")
 
 
-def _text_error(index: int, text: str, offset: int, message: str) -> RuleError:
+def text_error(index: int, text: str, offset: int, message: str) -> RuleError:
     return RuleError(index, text, f"column {offset + 1}", offset + 1, message)
 
 
-def _field_offset(m: re.Match[str], field: str) -> int:
+def field_offset(m: re.Match[str], field: str) -> int:
     """Offset in the rule text of the token that holds ``field`` of the port matched by m."""
     three = m.start(3) >= 0
     group = 1
@@ -55,31 +58,31 @@ def _field_offset(m: re.Match[str], field: str) -> int:
         group = 4
     elif field == "app_protocol":
         first = m[4]
-        group = 5 if first is not None and first.lower() in _TRANSPORTS else 4
+        group = 5 if first is not None and first.lower() in TRANSPORTS else 4
     elif field == "name":
         group = 7
     start = m.start(group)
     return start if start >= 0 else m.start(1)
 
 
-def _syntax_error(text: str, pos: int, index: int) -> RuleError:
+def syntax_error(text: str, pos: int, index: int) -> RuleError:
     """Explain why no port could be read at ``pos``: find the first character that does not
     fit and say what was expected there instead."""
     n = len(text)
     m = _PORT_PREFIX_RE.match(text, pos)
-    stop = _skip_ws(text, m.end() if m is not None else pos)
+    stop = skip_ws(text, m.end() if m is not None else pos)
     if stop >= n:
         # Only reachable with nothing at all where a port should be.
         before = text.rstrip()
         last = len(before) - 1
-        return _text_error(
+        return text_error(
             index, text, max(last, 0), f"nothing follows '{before[-1:]}'; expected a port"
         )
     ch = text[stop]
     if m is None and ch in ":/(":
-        return _text_error(index, text, stop, f"expected a port number before '{ch}'")
-    after = _skip_ws(text, stop + 1)
-    next_is_token = after < n and text[after] not in _STRUCTURE and not text[after].isspace()
+        return text_error(index, text, stop, f"expected a port number before '{ch}'")
+    after = skip_ws(text, stop + 1)
+    next_is_token = after < n and text[after] not in STRUCTURE_CHARS and not text[after].isspace()
     if ch == ":":
         if m is not None and next_is_token:
             message = "too many ':'; a port is [NODE_PORT:]PORT[:TARGET]"
@@ -101,22 +104,22 @@ def _syntax_error(text: str, pos: int, index: int) -> RuleError:
         message = "expected a port before ','"
     elif ch == "=":
         message = "unexpected '='; an explicit Service name goes first, as in web=!80:8080"
-    elif ch in _PREFIX_TYPE:
+    elif ch in PREFIX_TYPE:
         message = (
             f"unexpected '{ch}'; the type prefix goes once at the start of the rule "
             "and applies to all its ports"
         )
     else:
         # Two tokens with only whitespace between them.
-        token = _TOKEN_RE.match(text, stop)
+        token = TOKEN_RE.match(text, stop)
         word = token[0] if token is not None else ch
         if word.isdigit():
-            message = f"unexpected {_show(word)}; separate ports with ','"
-        elif word.lower() in _TRANSPORTS:
-            message = f"unexpected {_show(word)}; write the protocol after '/', as in 53/{word}"
+            message = f"unexpected {quoted(word)}; separate ports with ','"
+        elif word.lower() in TRANSPORTS:
+            message = f"unexpected {quoted(word)}; write the protocol after '/', as in 53/{word}"
         else:
-            message = f"unexpected {_show(word)}"
-    return _text_error(index, text, stop, message)
+            message = f"unexpected {quoted(word)}"
+    return text_error(index, text, stop, message)
 
 
 def locate(text: str, field: str) -> int | None:
@@ -136,10 +139,10 @@ def locate(text: str, field: str) -> int | None:
         pos = eq + 1
     elif field == "name":
         return None
-    pos = _skip_ws(text, pos)
-    if pos < n and text[pos] in _PREFIX_TYPE:
+    pos = skip_ws(text, pos)
+    if pos < n and text[pos] in PREFIX_TYPE:
         if text[pos] == "@":
-            pos = _skip_ws(text, pos + 1)
+            pos = skip_ws(text, pos + 1)
             return pos + 1 if field == "external_name" and pos < n else None
         pos += 1
     wanted, dot, port_field = field.partition("].")
@@ -150,11 +153,11 @@ def locate(text: str, field: str) -> int | None:
     except ValueError:
         return None
     for i in range(wanted_index + 1):
-        m = _PORT_RE.match(text, pos)
+        m = PORT_RE.match(text, pos)
         if m is None:
             return None
         if i == wanted_index:
-            return _field_offset(m, port_field) + 1
+            return field_offset(m, port_field) + 1
         if not m[8]:
             return None
         pos = m.end()

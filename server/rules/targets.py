@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from encodings.idna import nameprep
 from typing import Final
 
-from server.rules.model import _show
+from server.rules.model import quoted
 from server.rules.names import dns1123_subdomain_problem
 
 #: The cluster's DNS domain when the operator says nothing (kubelet's ``--cluster-domain``).
@@ -110,11 +110,11 @@ def domain_problem(domain: str) -> str | None:
     """Why a normalized domain cannot be a cluster domain or an allowed suffix, or None."""
     problem = dns1123_subdomain_problem(domain)
     if problem is not None:
-        return f"{_show(domain)} is not a lowercase DNS-1123 subdomain: it {problem}"
+        return f"{quoted(domain)} is not a lowercase DNS-1123 subdomain: it {problem}"
     last = domain.rpartition(".")[2]
     if not last[0].isalpha():
         return (
-            f"{_show(domain)} ends in a label that starts with a digit, which reads as an IP "
+            f"{quoted(domain)} ends in a label that starts with a digit, which reads as an IP "
             "address; IP addresses are never allowed as ExternalName targets"
         )
     return None
@@ -136,7 +136,7 @@ class ExternalNamePolicy:
         ):
             if domain != normalized_domain(domain):
                 raise ValueError(
-                    f"{what} {_show(domain)} must be written {_show(normalized_domain(domain))}"
+                    f"{what} {quoted(domain)} must be written {quoted(normalized_domain(domain))}"
                 )
             problem = domain_problem(domain)
             if problem is not None:
@@ -156,7 +156,7 @@ def external_target_problem(host: str, policy: ExternalNamePolicy) -> str | None
 
     Only the meaning of a name is judged here, of one that is a DNS-1123 subdomain once in
     lowercase and without its trailing dots (and of IPv6 addresses, which are not); whether it
-    is one as written is the syntax check's job (``names._external_name_problem``), which runs
+    is one as written is the syntax check's job (``names.external_name_problem``), which runs
     after this one, so that ``LOCALHOST`` is refused as a loopback name and not for its case.
     """
     if len(host) > _MAX_CHECKED:
@@ -167,7 +167,7 @@ def external_target_problem(host: str, policy: ExternalNamePolicy) -> str | None
     if dns1123_subdomain_problem(name) is not None:
         # Not a host name even in lowercase without its dot: the syntax check says why.
         return None
-    shown = _show(host)
+    shown = quoted(host)
     address = _address_problem(shown, name)
     if address is not None:
         return address
@@ -177,7 +177,7 @@ def external_target_problem(host: str, policy: ExternalNamePolicy) -> str | None
         if problem is not None:
             return f"external name {shown} {problem}"
         if decoded is not None:
-            address = _address_problem(f"{shown} (IDNA {_show(decoded)})", decoded)
+            address = _address_problem(f"{shown} (IDNA {quoted(decoded)})", decoded)
             if address is not None:
                 return address
     if policy.allows(name):
@@ -186,7 +186,7 @@ def external_target_problem(host: str, policy: ExternalNamePolicy) -> str | None
     for form in (name,) if decoded is None else (decoded, name):
         reason = _special_name(form, policy)
         if reason is not None:
-            seen = shown if form is name else f"{shown} (IDNA {_show(form)})"
+            seen = shown if form is name else f"{shown} (IDNA {quoted(form)})"
             return f"external name {seen} is {reason}{_ALLOW_HINT}"
     return None
 
@@ -246,7 +246,7 @@ def _address_problem(shown: str, name: str) -> str | None:
             f"{_NOT_AN_ADDRESS}"
         )
     return (
-        f"external name {shown} ends in the label {_show(last)}, which starts with a digit: "
+        f"external name {shown} ends in the label {quoted(last)}, which starts with a digit: "
         "no top-level domain does, and URL parsers read such names as IPv4 addresses"
         f"{_NOT_AN_ADDRESS}"
     )
@@ -301,7 +301,7 @@ def _address_with_colon(host: str, name: str) -> str | None:
         if address is not None:
             with_port = "" if candidate is name else ", with a port"
             return (
-                f"external name {_show(host)} is the IP address {address.compressed}"
+                f"external name {quoted(host)} is the IP address {address.compressed}"
                 f"{_kind(address)}{with_port}{_NOT_AN_ADDRESS}"
             )
     return None
@@ -343,20 +343,20 @@ def _idna_form(name: str) -> tuple[str | None, str | None]:
         try:
             text = label[4:].encode("ascii").decode("punycode")
         except (UnicodeError, ValueError, IndexError, OverflowError):
-            return None, f"has the label {_show(label)}, which is not valid punycode"
+            return None, f"has the label {quoted(label)}, which is not valid punycode"
         for dot in _IDNA_DOTS:
             text = text.replace(dot, ".")
         try:
             mapped = ".".join(nameprep(part) for part in text.split("."))
         except UnicodeError:
             return None, (
-                f"has the label {_show(label)}, which decodes to {_show(text)}: characters "
+                f"has the label {quoted(label)}, which decodes to {quoted(text)}: characters "
                 "IDNA prohibits"
             )
         if mapped.isascii():
             return None, (
-                f"has the label {_show(label)}, which IDNA reads as the plain ASCII "
-                f"{_show(mapped)}: an internationalized label must hold other characters"
+                f"has the label {quoted(label)}, which IDNA reads as the plain ASCII "
+                f"{quoted(mapped)}: an internationalized label must hold other characters"
             )
         decoded.append(mapped)
     return ".".join(decoded).lower().rstrip("."), None

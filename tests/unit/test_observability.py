@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
 from server.domain.outcomes import Outcome, RuleResult
+from server.observability.endpoint import split_address
 from server.observability.logs import Fields, JsonFormatter, configure, default_format
-from server.observability.metrics import KubeCallMetrics, rule_labels, split_address
+from server.observability.metrics import KubeCallMetrics, rule_labels
 from server.observability.tracing import TracingConfigError, provider_from_env
 from server.rules import ServiceType
 
