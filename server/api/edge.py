@@ -22,28 +22,25 @@ authenticate. On the wire nothing changes: a caller sends its one request messag
 from __future__ import annotations
 
 import contextvars
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from server.api.identity_free import MAX_HEALTH_WATCHES, MAX_IDENTITY_FREE_CALLS, Cap, bounded
 from server.api.reading import Context, read_by_edge, receive
+from server.api.requestlog import Call, Details, log_request
+from server.api.status import Status, status_for
 from server.api.wire import EXPOSURE_SERVICE, SHAPES, Refused, Shape, check, malformed
-from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
+from server.auth.errors import AuthError
 from server.auth.gate import AccessControl
 from server.auth.identity import ANONYMOUS, Caller
 from server.kube.fairness import Shares, new_share, use_share
-from server.observability.logs import Fields, trace_fields
-from server.wrapping import Behavior, WrappingInterceptor
+from server.wrapping import Behavior, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     from server.api.reading import Handler
-
-log = logging.getLogger("k8sailor.requests")
 
 REFLECTION_PREFIX: Final = "/grpc.reflection."
 
@@ -57,18 +54,6 @@ def caller() -> Caller:
         return _caller.get()
     except LookupError:
         raise RuntimeError("caller() outside an RPC admitted by server.api.edge.Edge") from None
-
-
-def auth_status(error: AuthError) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status for what identity and rights decided, here and in the servicers
-    (server.api.exposure.status_for asks this for every AuthError)."""
-    if isinstance(error, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED, str(error)
-    if isinstance(error, Forbidden):
-        return grpc.StatusCode.PERMISSION_DENIED, str(error)
-    if isinstance(error, AuthUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, str(error)
-    return grpc.StatusCode.INTERNAL, str(error)
 
 
 class Edge(WrappingInterceptor):
@@ -120,7 +105,8 @@ class Edge(WrappingInterceptor):
                 try:
                     who = await self._access.authenticate(context)
                 except AuthError as error:
-                    raise Refused(*auth_status(error)) from error
+                    status = status_for(error)
+                    raise Refused(status.code, status.message) from error
             _caller.set(who)
             # Whose turn this call's API calls take (server.kube.fairness), set here for every RPC:
             # a caller's requests share one turn, so opening more requests at once buys no
@@ -148,23 +134,22 @@ class Edge(WrappingInterceptor):
         """A bidi stream (reflection) that starts only for a caller who authenticates, when
         authorization needs an identity (authenticate() asks for none otherwise)."""
         access = self._access
-        behavior: Behavior | None = handler.stream_stream
-        if access is None or behavior is None:
+        if access is None or handler.stream_stream is None:
             return handler
 
-        async def authenticated(requests: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                await access.authenticate(context)
-            except AuthError as error:
-                await context.abort(*auth_status(error))
-            async for response in behavior(requests, context):
-                yield response
+        def authenticating(behavior: Behavior) -> Behavior:
+            async def authenticated(requests: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    await access.authenticate(context)
+                except AuthError as error:
+                    status = status_for(error)
+                    await context.abort(status.code, status.message)
+                async for response in behavior(requests, context):
+                    yield response
 
-        return grpc.stream_stream_rpc_method_handler(
-            authenticated,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return authenticated
+
+        return rebuilt(handler, authenticating)
 
 
 def _log_refusal(
@@ -176,18 +161,7 @@ def _log_refusal(
         who = _caller.get()
     except LookupError:
         who = ANONYMOUS
-    line = {
-        "event": method.rsplit("/", 1)[1],
-        "user": who.user,
-        "groups": list(who.groups),
-        "authn": who.method.value,
-        "namespace": "",
-        "deployment": "",
-        "status": refused.code.name,
-        "message": refused.message,
-        "ms": round((time.monotonic() - started) * 1000, 1),
-        "bytes": size,
-        "peer": context.peer(),
-        **trace_fields(),
-    }
-    log.info(Fields(line))
+    call = Call(method.rsplit("/", 1)[1], namespace="", deployment="", caller=who, started=started)
+    log_request(
+        call, Status(refused.code, refused.message), context.peer(), Details(became={"bytes": size})
+    )

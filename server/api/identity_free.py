@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 
 from server.api.reading import Context, read_by_edge, receive
 from server.api.wire import Refused, malformed
-from server.wrapping import Behavior, WrappingInterceptor
+from server.wrapping import Behavior, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:  # generic in grpc-stubs only
     from server.api.reading import Handler
@@ -99,7 +99,6 @@ def identity_free(handler: Handler, cap: Cap) -> Handler:
     once beyond cap.limit calls at once: its slot is taken before its request is read, and held
     until the call ends, so that callers who prove nothing hold at most cap.limit of the
     server's --max-concurrent-rpcs, however they send (or never send) their requests."""
-    serialize = handler.response_serializer
 
     async def enter(context: Context) -> None:
         if not cap.admit():
@@ -109,69 +108,51 @@ def identity_free(handler: Handler, cap: Cap) -> Handler:
                 "checks) at once on this port; try again shortly",
             )
 
-    if handler.response_streaming:
-        streaming: Behavior | None = handler.stream_stream
-        assert streaming is not None
-        if inspect.isasyncgenfunction(streaming):
+    def slotted(behavior: Behavior) -> Behavior:
+        if inspect.isasyncgenfunction(behavior):
 
             async def generator(requests: Any, context: Context) -> AsyncIterator[Any]:
                 await enter(context)
                 try:
-                    async for response in streaming(requests, context):
+                    async for response in behavior(requests, context):
                         yield response
                 finally:
                     cap.release()
 
-            return grpc.stream_stream_rpc_method_handler(
-                generator, request_deserializer=None, response_serializer=serialize
-            )
+            return generator
 
+        # One response, or a stream of them written with context.write().
         async def coroutine(requests: Any, context: Context) -> Any:
             await enter(context)
             try:
-                return await streaming(requests, context)
+                return await behavior(requests, context)
             finally:
                 cap.release()
 
-        return grpc.stream_stream_rpc_method_handler(
-            coroutine, request_deserializer=None, response_serializer=serialize
-        )
-    unary: Behavior | None = handler.stream_unary
-    assert unary is not None
+        return coroutine
 
-    async def single(requests: Any, context: Context) -> Any:
-        await enter(context)
-        try:
-            return await unary(requests, context)
-        finally:
-            cap.release()
-
-    return grpc.stream_unary_rpc_method_handler(
-        single, request_deserializer=None, response_serializer=serialize
-    )
+    return rebuilt(handler, slotted)
 
 
 def watch_capped(handler: Handler, cap: Cap) -> Handler:
     """The health Watch handler, refusing RESOURCE_EXHAUSTED beyond cap.limit streams at once
     (grpc_health's Watch writes through context.write: a coroutine)."""
-    watch: Behavior | None = handler.unary_stream
-    if watch is None:
+    if handler.unary_stream is None:
         return handler
 
-    async def capped(request: Any, context: Context) -> Any:
-        if not cap.admit():
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this server serves at most {cap.limit} health Watch streams at once; use "
-                "Check (as probes do), or watch again later",
-            )
-        try:
-            return await watch(request, context)
-        finally:
-            cap.release()
+    def capped(watch: Behavior) -> Behavior:
+        async def watching(request: Any, context: Context) -> Any:
+            if not cap.admit():
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this server serves at most {cap.limit} health Watch streams at once; use "
+                    "Check (as probes do), or watch again later",
+                )
+            try:
+                return await watch(request, context)
+            finally:
+                cap.release()
 
-    return grpc.unary_stream_rpc_method_handler(
-        capped,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+        return watching
+
+    return rebuilt(handler, capped)

@@ -1,7 +1,9 @@
 """The request log: one structured line per RPC, who asked for what and how it ended.
 
 It is the audit record: fields are added, never renamed or removed. Every RPC's line has the
-same fields; each RPC adds its own (Details) in their places among them.
+same fields; each RPC adds its own (Details) in their places among them. log_request writes
+every line: the servicers' (server.api.calls) and the edge's, for a call it refused before a
+servicer saw it (server.api.edge: the request's size, "bytes", where its results would be).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The gRPC status for a request-level failure: the one table from our errors to status codes.
 
 The domain raises its own RequestErrors (it has read every Kubernetes answer already) and auth
-its AuthErrors; server.api.edge.auth_status is the table for the caller's identity and rights,
-which the edge also uses before a request is decoded. Anything else is a bug of ours."""
+its AuthErrors (the caller's identity and rights, which the edge also maps before a request is
+decoded). Anything else is a bug of ours."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Final
 
 import grpc
 
-from server.api import edge
-from server.auth.errors import AuthError
+from server.auth.errors import AuthError, AuthUnavailable, Forbidden, Unauthenticated
 from server.domain.errors import (
     BadRequest,
     ClusterFailed,
@@ -41,7 +40,10 @@ OK: Final = Status(grpc.StatusCode.OK)
 CANCELLED: Final = Status(grpc.StatusCode.CANCELLED, "the caller went away")
 
 # First match wins: a subclass before its base.
-_CODES: Final[tuple[tuple[type[RequestError], grpc.StatusCode], ...]] = (
+_CODES: Final[tuple[tuple[type[RequestError | AuthError], grpc.StatusCode], ...]] = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (Forbidden, grpc.StatusCode.PERMISSION_DENIED),  # the caller may not (authorization)
+    (AuthUnavailable, grpc.StatusCode.UNAVAILABLE),  # the reviews could not answer
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (DeploymentNotFound, grpc.StatusCode.NOT_FOUND),
     (DeploymentUnusable, grpc.StatusCode.FAILED_PRECONDITION),
@@ -57,9 +59,8 @@ EXPECTED: Final = (RequestError, AuthError)
 
 
 def status_for(error: RequestError | AuthError) -> Status:
-    """The status for a request-level failure, its message the error's own sentence."""
-    if isinstance(error, AuthError):
-        return Status(*edge.auth_status(error))
+    """The status for a request-level failure, its message the error's own sentence: for the
+    servicers, and for the edge when authentication fails before a request is read."""
     for kind, code in _CODES:
         if isinstance(error, kind):
             return Status(code, str(error))

@@ -27,9 +27,9 @@ from server.domain.lifecycle_results import PRUNED_INDEX, ApplyResult
 from server.domain.outcomes import Outcome, RuleResult
 from server.domain.requests import EMPTY, check_count, check_target, parse_rules, rule_texts
 from server.domain.rights import Rights
-from server.domain.service_view import headless, rule_result, service_type
+from server.domain.service_view import rule_result
 from server.kube.errors import KubeAlreadyExists, KubeConflict, KubeError, KubeInvalid
-from server.kube.ownership import owned_by
+from server.kube.services import headless, owned_by, service_type
 from server.manifests import Deployment, iter_services
 from server.rules import RuleError, ServiceRule, ServiceType
 

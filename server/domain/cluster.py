@@ -1,6 +1,7 @@
 """What the create flow needs of the cluster, as a narrow protocol (Services) that server.kube's
 Kube fits (app.py passes it, with its Deployment cache) and unit tests fake; and the Deployment
-read once per request, its failures turned into request errors.
+read once per request (from a server.kube.deployments source), its failures turned into
+request errors.
 
 Every method raises server.kube.errors' KubeError kinds for what the API server answered."""
 
@@ -11,19 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from server.domain.errors import DeploymentNotFound, DeploymentUnusable, request_error
-from server.kube.deployments import DeploymentSource
+from server.kube.deployments import DeploymentReader, DeploymentSource
 from server.kube.errors import KubeError, KubeNotFound
 from server.manifests import Deployment, DeploymentError
 
 Json = dict[str, Any]
 
 
-class Services(typing.Protocol):
-    """The Services (and the Deployment, when no cache reads it) of the cluster."""
-
-    async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
-        """The Deployment as the API server has it (camelCase JSON)."""
-        ...
+class Services(DeploymentReader, typing.Protocol):
+    """The Services (and the Deployment, when no cache reads it: DeploymentReader) of the
+    cluster."""
 
     async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json: ...
 
@@ -33,19 +31,6 @@ class Services(typing.Protocol):
         """The Service as created (node ports and cluster IP filled in); with dry_run, as it
         would be."""
         ...
-
-
-class Reads:
-    """A read of the Deployment for every request (`--deployment-cache=off`): the
-    DeploymentSource (server.kube.deployments, whose DeploymentCache is the other) of a cluster
-    that is only Services."""
-
-    def __init__(self, cluster: Services) -> None:
-        self._cluster = cluster
-
-    async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
-        raw = await self._cluster.read_deployment(namespace, name, timeout=timeout)
-        return Deployment.from_manifest(raw)
 
 
 async def read_deployment(

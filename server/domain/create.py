@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from server.domain import pointing
-from server.domain.cluster import Reads, Services, read_deployment
+from server.domain.cluster import Services, read_deployment
 from server.domain.cooperative import in_slices
 from server.domain.fanout import fan_out, give_up_before, remaining
 from server.domain.outcomes import Outcome, RuleResult
@@ -28,9 +28,9 @@ from server.domain.rights import Rights
 from server.domain.service_view import rule_result
 from server.domain.settings import Settings
 from server.domain.spans import NO_TRACING, in_rule_span, settled_span
-from server.kube.deployments import DeploymentSource
+from server.kube.deployments import DeploymentSource, DirectReads
 from server.kube.errors import KubeAlreadyExists, KubeError, KubeInvalid, KubeNotFound
-from server.kube.ownership import owned_by, same_service
+from server.kube.services import owned_by, owner_uid, same_service
 from server.manifests import iter_services
 from server.rules import RuleError, ServiceRule, ServiceType
 
@@ -70,7 +70,7 @@ class Exposer:
         self._cluster = cluster
         self._settings = settings
         self._tracer = tracer or NO_TRACING
-        self._deployments = deployments or Reads(cluster)
+        self._deployments = deployments or DirectReads(cluster)
 
     def check(self, request: ExposeRequest) -> None:
         """Refuse, before any I/O, a request that cannot be right whatever the cluster says."""
@@ -250,7 +250,7 @@ class Exposer:
                     )
                 except KubeNotFound:
                     raise refused from None
-            uid = manifest["metadata"]["ownerReferences"][0]["uid"]
+            uid = owner_uid(manifest)
             if same_service(existing, manifest):
                 return rule_result(index, text, Outcome.UNCHANGED, existing, None)
             if owned_by(existing, uid):

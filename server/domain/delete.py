@@ -21,9 +21,8 @@ from server.domain.lifecycle_results import PRUNED_INDEX, DeleteResult
 from server.domain.outcomes import Outcome
 from server.domain.requests import check_count, check_target
 from server.domain.rights import Rights
-from server.domain.service_view import service_type
 from server.kube.errors import KubeConflict, KubeError, KubeNotFound
-from server.kube.ownership import owned_by
+from server.kube.services import owned_by, service_type
 from server.manifests import Deployment
 from server.rules import dns1035_label_problem
 

@@ -2,7 +2,7 @@
 
 No gRPC in sight, like domain.create. A Service is the Deployment's (ours to list, change and
 delete) when it carries k8sailor's managed-by label and an ownerReference to the Deployment's
-current uid (server.kube.ownership); anything else of the same name is left untouched and
+current uid (server.kube.services); anything else of the same name is left untouched and
 reported as a CONFLICT.
 
 Each flow lives in a module of its own (server.domain.listing, .delete, .apply); this class is

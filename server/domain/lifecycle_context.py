@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 
-from server.domain.cluster import Reads, Services, read_deployment
+from server.domain.cluster import Services, read_deployment
 from server.domain.errors import request_error
 from server.domain.fanout import remaining
 from server.domain.lifecycle_results import ApplyResult, DeleteResult
@@ -19,8 +19,9 @@ from server.domain.outcomes import RuleOutcome
 from server.domain.service_view import rule_of
 from server.domain.settings import Settings
 from server.domain.spans import in_rule_span
+from server.kube.deployments import DirectReads, OwnerReads
 from server.kube.errors import KubeError, KubeNotFound
-from server.kube.ownership import owned_by
+from server.kube.services import owned_items
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Deployment
 
 Json = dict[str, Any]
@@ -92,7 +93,7 @@ class LifecycleContext:
         DeploymentUnusable), without it only its name and uid: listing or deleting what a
         Deployment owns must work even for one whose selector no Service could express.
         Raises RequestError, as the create flow's read does (server.domain.cluster)."""
-        source = Reads(self.cluster) if to_expose else _Owner(self.cluster)
+        source = DirectReads(self.cluster) if to_expose else OwnerReads(self.cluster)
         return await read_deployment(source, namespace, name, timeout=timeout)
 
     async def owned_services(self, namespace: str, uid: str, timeout: float | None) -> list[Json]:
@@ -104,9 +105,7 @@ class LifecycleContext:
             )
         except KubeError as error:
             raise request_error(error) from error
-        items = [item for item in listed.get("items") or [] if isinstance(item, dict)]
-        mine = [item for item in items if owned_by(item, uid)]
-        return sorted(mine, key=lambda item: str(item["metadata"].get("name", "")))
+        return owned_items(listed, uid)
 
     async def read_service(
         self, namespace: str, name: str, give_up_at: float | None
@@ -127,15 +126,3 @@ class LifecycleContext:
 
 def _outcome(result: ApplyResult | DeleteResult) -> RuleOutcome:
     return result.result if isinstance(result, ApplyResult) else result
-
-
-class _Owner:
-    """The Deployment as an owner: its name and uid, whatever its selector says."""
-
-    def __init__(self, cluster: Services) -> None:
-        self._cluster = cluster
-
-    async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
-        raw = await self._cluster.read_deployment(namespace, name, timeout=timeout)
-        meta = raw.get("metadata") or {}
-        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})

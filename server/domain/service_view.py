@@ -1,5 +1,6 @@
-"""What a Service read from the cluster says, for the lifecycle answers: its type, its ports,
-and the rule it was made from (only when that still reads as one)."""
+"""What a Service read from the cluster says to the lifecycle answers: the rule it was made
+from (only when that still reads as one), and the results built from it. What the Service's
+body holds is read by server.kube.services."""
 
 from __future__ import annotations
 
@@ -9,15 +10,8 @@ from typing import Any
 from server.domain.lifecycle_results import NOT_A_RULE, ExposedService
 from server.domain.outcomes import Outcome, RuleResult
 from server.domain.settings import Settings
-from server.manifests import RULE_ANNOTATION
-from server.rules import (
-    MAX_RULE_LENGTH,
-    PortRule,
-    Protocol,
-    RuleError,
-    ServiceType,
-    parse_rule,
-)
+from server.kube.services import cluster_ip, name_of, ports, rule_annotation, service_type
+from server.rules import MAX_RULE_LENGTH, RuleError, ServiceType, parse_rule
 
 
 def rule_of(service: Mapping[str, Any], settings: Settings) -> str:
@@ -25,7 +19,7 @@ def rule_of(service: Mapping[str, Any], settings: Settings) -> str:
     canonical rule: anyone with patch rights on Services may set it to any text (up to
     256 KiB, escape sequences included), which would go into every answer. "" when the
     annotation is gone, NOT_A_RULE when it is something else."""
-    text = _annotation(service)
+    text = rule_annotation(service)
     if not text:
         return ""
     if len(text) > MAX_RULE_LENGTH:
@@ -37,43 +31,12 @@ def rule_of(service: Mapping[str, Any], settings: Settings) -> str:
     return text if rule.canonical() == text else NOT_A_RULE
 
 
-def _annotation(service: Mapping[str, Any]) -> str:
-    annotations = (service.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(RULE_ANNOTATION, ""))
-
-
-def headless(service: Mapping[str, Any]) -> bool:
-    return (service.get("spec") or {}).get("clusterIP") == "None"
-
-
-def service_type(service: Mapping[str, Any]) -> ServiceType:
-    spec = service.get("spec") or {}
-    kind = spec.get("type") or "ClusterIP"
-    if kind == "ClusterIP" and headless(service):
-        return ServiceType.HEADLESS
-    return ServiceType(kind)
-
-
-def ports(service: Mapping[str, Any]) -> tuple[PortRule, ...]:
-    return tuple(
-        PortRule(
-            port=int(port["port"]),
-            target_port=port.get("targetPort", port["port"]),
-            protocol=Protocol(port.get("protocol", "TCP")),
-            node_port=port.get("nodePort"),
-            app_protocol=port.get("appProtocol"),
-            name=port.get("name"),
-        )
-        for port in (service.get("spec") or {}).get("ports") or ()
-    )
-
-
 def exposed(service: Mapping[str, Any], rule: str) -> ExposedService:
     return ExposedService(
-        name=str(service["metadata"]["name"]),
+        name=name_of(service),
         type=service_type(service),
         rule=rule,
-        cluster_ip=str((service.get("spec") or {}).get("clusterIP") or ""),
+        cluster_ip=cluster_ip(service),
         ports=ports(service),
     )
 
@@ -89,8 +52,8 @@ def rule_result(
         index=index,
         rule=text,
         outcome=outcome,
-        service_name=str(service["metadata"]["name"]),
-        cluster_ip=str((service.get("spec") or {}).get("clusterIP") or ""),
+        service_name=name_of(service),
+        cluster_ip=cluster_ip(service),
         ports=ports(service),
         service_type=type_,
     )

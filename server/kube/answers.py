@@ -71,19 +71,30 @@ async def events(stream: aiohttp.StreamReader) -> AsyncGenerator[Json, None]:
 
 
 async def _lines(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    """Newline-separated records of a stream, none longer than limit bytes."""
+    """Newline-separated records of a stream, none longer than limit bytes.
+
+    Each line is measured before it is sliced out or decoded, so that a line which a chunk
+    completes is refused as surely as one still unfinished; only the new bytes are searched
+    for a newline, so a long line costs linear time however it is chunked.
+    """
     pending = bytearray()
     async for chunk in stream.iter_any():
+        searched = len(pending)  # pending holds no newline (the loop below consumed them)
         pending += chunk
-        while True:
-            end = pending.find(b"\n")
-            if end < 0:
-                break
-            line = bytes(pending[:end])
-            del pending[: end + 1]
+        start = 0
+        while (end := pending.find(b"\n", max(start, searched))) >= 0:
+            if end - start > limit:
+                raise _event_too_large(limit)
+            line = bytes(pending[start:end])
+            start = end + 1
             if line.strip():
                 yield line
+        del pending[:start]
         if len(pending) > limit:
-            raise KubeError(f"a watch event is larger than {limit} bytes; the watch was dropped")
+            raise _event_too_large(limit)
     if pending.strip():
         yield bytes(pending)
+
+
+def _event_too_large(limit: int) -> KubeError:
+    return KubeError(f"a watch event is larger than {limit} bytes; the watch was dropped")

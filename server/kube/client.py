@@ -109,11 +109,11 @@ class Kube:
         return self._slots.limit
 
     async def read_deployment(self, namespace: str, name: str, *, timeout: float | None) -> Json:
-        path = paths.deployments(namespace, name)
+        path = paths.deployment(namespace, name)
         return await self._call("get", "deployments", "GET", path, timeout=timeout)
 
     async def read_service(self, namespace: str, name: str, *, timeout: float | None) -> Json:
-        path = paths.services(namespace, name)
+        path = paths.service(namespace, name)
         return await self._call("get", "services", "GET", path, timeout=timeout)
 
     async def create_service(
@@ -166,7 +166,7 @@ class Kube:
             "delete",
             "services",
             "DELETE",
-            paths.services(namespace, name),
+            paths.service(namespace, name),
             body=options,
             dry_run=dry_run,
             timeout=timeout,
@@ -187,7 +187,7 @@ class Kube:
             "patch",
             "services",
             "PATCH",
-            paths.services(namespace, manifest["metadata"]["name"]),
+            paths.service(namespace, manifest["metadata"]["name"]),
             query=[
                 *paths.dry_run(dry_run),
                 ("fieldManager", FIELD_MANAGER),
@@ -219,7 +219,7 @@ class Kube:
             "patch",
             "services",
             "PATCH",
-            paths.services(namespace, name),
+            paths.service(namespace, name),
             body=patch,
             content_type="application/json-patch+json",
             timeout=timeout,

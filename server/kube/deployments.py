@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.kube.client import Kube
 from server.kube.errors import from_transport
@@ -46,8 +46,10 @@ from server.manifests import Deployment
 __all__ = [
     "Backoff",
     "DeploymentCache",
+    "DeploymentReader",
     "DeploymentSource",
     "DirectReads",
+    "OwnerReads",
     "WatchSettings",
 ]
 
@@ -65,16 +67,40 @@ class DeploymentSource(Protocol):
         ...
 
 
+class DeploymentReader(Protocol):
+    """Where a Deployment is read from: server.kube's Kube, or a fake of the cluster."""
+
+    async def read_deployment(
+        self, namespace: str, name: str, *, timeout: float | None
+    ) -> dict[str, Any]:
+        """The Deployment as the API server has it (camelCase JSON)."""
+        ...
+
+
 class DirectReads:
     """A GET for every request (`--deployment-cache=off`)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: DeploymentReader) -> None:
         self._kube = kube
 
     async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
         return Deployment.from_manifest(
             await self._kube.read_deployment(namespace, name, timeout=timeout)
         )
+
+
+class OwnerReads:
+    """A GET of the Deployment as an owner: its name and uid, whatever its selector says
+    (listing or deleting what a Deployment owns must work even for one whose selector no
+    Service could express); the selector and ports are left empty."""
+
+    def __init__(self, kube: DeploymentReader) -> None:
+        self._kube = kube
+
+    async def get(self, namespace: str, name: str, *, timeout: float | None) -> Deployment:
+        raw = await self._kube.read_deployment(namespace, name, timeout=timeout)
+        meta = raw.get("metadata") or {}
+        return Deployment(str(meta.get("name", name)), namespace, str(meta.get("uid", "")), {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from server.rules.brief import brief
 from server.wrapping import Behavior, ServerInterceptor, WrappingInterceptor, rebuilt
 
 if TYPE_CHECKING:
@@ -184,10 +185,15 @@ class _Spans:
         metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
         attributes: dict[str, str] = {**self.attributes, **_peer(context.peer())}
         if "user-agent" in metadata:
-            attributes["rpc.user_agent"] = metadata["user-agent"]
+            # Shown in brief: it is the caller's (up to gRPC's 8 KiB of metadata), unauthenticated.
+            attributes["rpc.user_agent"] = brief(str(metadata["user-agent"]))
         with self.tracer.start_as_current_span(
             self.method,
-            context=propagate.extract(metadata),  # the caller's traceparent, when it sent one
+            # The caller's parent span, by the configured propagators (OTEL_PROPAGATORS: W3C by
+            # default, B3 where a mesh speaks it). Only the parent is taken: the context made
+            # current is built from ours, so a caller's baggage never reaches the handler or
+            # the API server's requests (tests/unit/test_server_spans.py holds that).
+            context=propagate.extract(metadata),
             kind=SpanKind.SERVER,
             attributes=attributes,
             # Both are ours to decide (_end): an abort is a status, not an exception.

@@ -212,3 +212,18 @@ def test_a_create_line_has_the_fields_in_the_order_the_readme_gives(
         "event", "user", "groups", "authn", "denied", "namespace", "deployment", "rules",
         "dry_run", "status", "message", "ms", "outcomes", "results", "peer",
     ]  # fmt: skip
+
+
+def test_a_line_the_edge_writes_for_a_refusal_has_its_fields_in_their_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "k8sailor.requests")
+    call = Call("ListServices", "", "", ANONYMOUS)
+    status = Status(grpc.StatusCode.INVALID_ARGUMENT, "too big")
+    log_request(call, status, "ipv4:127.0.0.1:1234", Details(became={"bytes": 70_000}))
+    [line] = _lines(caplog)
+    assert list(line) == [
+        "event", "user", "groups", "authn", "namespace", "deployment", "status", "message", "ms",
+        "bytes", "peer",
+    ]  # fmt: skip
+    assert (line["message"], line["bytes"]) == ("too big", 70_000)

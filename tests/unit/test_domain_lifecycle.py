@@ -24,7 +24,7 @@ from server.domain.lifecycle_results import DeleteResult
 from server.domain.outcomes import Outcome
 from server.domain.settings import Settings
 from server.kube.errors import KubeConflict, KubeForbidden, KubeNotFound, KubeUnavailable
-from server.kube.ownership import owned_by
+from server.kube.services import owned_by
 from server.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from server.rules import ServiceType
 from tests.unit.lifecycle_fake import UID, FakeCluster, deployment, foreign

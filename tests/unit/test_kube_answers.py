@@ -1,12 +1,15 @@
-"""What server.kube.errors reads of an answer, once, into the typed errors' attributes."""
+"""What server.kube reads of an answer, once: the typed errors' attributes, watch events."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from typing import cast
 
 import aiohttp
 import pytest
 
+from server.kube.answers import MAX_EVENT_BYTES, Json, events
 from server.kube.errors import (
     KubeConflict,
     KubeError,
@@ -95,3 +98,48 @@ def test_only_a_failure_to_connect_at_all_cannot_have_applied() -> None:
 )
 def test_what_an_answer_says_of_the_api_servers_load(code: int | None, signal: LoadSignal) -> None:
     assert load_signal(code) is signal
+
+
+class Chunks:
+    """A stream that gives the chunks it was made with, as aiohttp's iter_any does."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+
+
+def event_of(size: int) -> bytes:
+    """A watch event of exactly size bytes, valid JSON."""
+    head, tail = b'{"type": "ADDED", "object": {"pad": "', b'"}}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+async def read_events(*chunks: bytes) -> list[Json]:
+    return [event async for event in events(cast(aiohttp.StreamReader, Chunks(*chunks)))]
+
+
+async def test_a_watch_event_a_chunk_completes_is_refused_when_over_the_bound() -> None:
+    # 3 MiB - 1 bytes unfinished (under the bound), then 2 MiB ending the line: a 5 MiB
+    # event, which must be refused before it is decoded, as an unfinished one is.
+    line = event_of(5 * 1024 * 1024)
+    first = MAX_EVENT_BYTES - 1
+    with pytest.raises(KubeError, match=f"larger than {MAX_EVENT_BYTES} bytes"):
+        await read_events(line[:first], line[first:] + b"\n")
+    with pytest.raises(KubeError, match=f"larger than {MAX_EVENT_BYTES} bytes"):
+        await read_events(b"\n" + event_of(MAX_EVENT_BYTES + 1) + b"\n")
+
+
+async def test_watch_events_up_to_the_bound_are_read_however_they_are_chunked() -> None:
+    small, largest = event_of(100), event_of(MAX_EVENT_BYTES)
+    stream = small + b"\n\n" + largest + b"\n" + small
+    assert len(await read_events(stream)) == 3
+    cut = [stream[i : i + 700_000] for i in range(0, len(stream), 700_000)]
+    decoded = await read_events(*cut)
+    assert [event["object"]["pad"][:3] for event in decoded] == ["xxx"] * 3
+    assert await read_events(*(bytes([b]) for b in small + b"\n" + small)) == [
+        json.loads(small),
+        json.loads(small),
+    ]

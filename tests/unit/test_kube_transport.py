@@ -1,11 +1,16 @@
 """k8sailor's own session to the API server (server.kube.transport): what it sends, that a
 lost answer is Kube's to retry and never aiohttp's, and that the tracing hooks given to it act
-only while a sampled span is current."""
+only while a sampled span is current, and that the Configuration's TLS settings decide which
+server certificates it accepts."""
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
@@ -17,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from server.kube.errors import KubeUnavailable
 from server.kube.transport import AnswerLost, Transport
 from server.observability.tracing import api_call_trace_config
+from tests.pki import CertificateAuthority
 from tests.unit.fakeapi import api_client_for, drop
 
 
@@ -108,7 +114,50 @@ async def test_the_trace_config_makes_spans_only_under_a_recording_span() -> Non
     assert sorted(span.name for span in exporter.get_finished_spans()) == ["GET", "request"]
 
 
-def test_the_configuration_decides_tls() -> None:
-    configuration = client.Configuration(host="https://127.0.0.1:6443")
-    configuration.verify_ssl = False
-    Transport(configuration)  # no certificate needed when verification is off
+@pytest.fixture
+async def https_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """An HTTPS server on 127.0.0.1 with a certificate of a throwaway CA that nothing trusts
+    by default: its URL, and the CA's certificate file."""
+    authority = CertificateAuthority("test-apiserver-ca")
+    cert, key = authority.issue(common_name="apiserver", server=True).write(tmp_path, "server")
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(authority.pem)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
+    await site.start()
+    try:
+        yield f"https://127.0.0.1:{runner.addresses[0][1]}", ca_file
+    finally:
+        await runner.cleanup()
+
+
+async def _status(configuration: client.Configuration) -> int:
+    transport = Transport(configuration)
+    try:
+        async with await transport.request("GET", "/version", timeout=5) as response:
+            return response.status
+    finally:
+        await transport.close()
+
+
+async def test_the_configuration_decides_tls(https_server: tuple[str, Path]) -> None:
+    """The server's certificate is checked against the Configuration's CA file, and not at all
+    with verify_ssl off; without either, a certificate of an unknown CA is refused."""
+    url, ca_file = https_server
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await _status(client.Configuration(host=url))
+    trusting = client.Configuration(host=url)
+    trusting.ssl_ca_cert = str(ca_file)
+    assert await _status(trusting) == 200
+    unchecked = client.Configuration(host=url)
+    unchecked.verify_ssl = False
+    assert await _status(unchecked) == 200

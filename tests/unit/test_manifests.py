@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.domain import pointing
-from server.kube.ownership import owned_by, same_service
+from server.kube.services import owned_by, same_service
 from server.manifests import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,

@@ -5,11 +5,14 @@ traceparent, and the status a call ends with (returned, aborted, raised, cancell
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import baggage
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -259,3 +262,60 @@ async def test_health_checks_make_no_span(
     assert await call(channel, "Unary", b"after") == b"after"
     [span] = await finished(exporter)
     assert span.name == f"/{SERVICE}/Unary"
+
+
+async def baggage_seen(request: bytes, context: Context) -> bytes:
+    """The W3C baggage the handler runs under, as "k=v" lines."""
+    return "\n".join(f"{k}={v}" for k, v in sorted(baggage.get_all().items())).encode()
+
+
+@asynccontextmanager
+async def serving(*options: tuple[str, Any]) -> AsyncIterator[tuple[Any, InMemorySpanExporter]]:
+    """A traced server with the Unary and Baggage methods, and a unary call to one of them
+    through a channel made with options."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = grpc.aio.server(interceptors=[server_interceptor(provider)])
+    handlers = {
+        "Unary": unary_handler,
+        "Baggage": grpc.unary_unary_rpc_method_handler(baggage_seen),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+
+            async def unary_call(method: str, request: bytes, **kwargs: Any) -> Any:
+                return await channel.unary_unary(f"/{SERVICE}/{method}", None, None)(
+                    request, **kwargs
+                )
+
+            yield unary_call, exporter
+    finally:
+        await server.stop(None)
+
+
+async def test_a_long_user_agent_is_shown_in_brief_on_the_span() -> None:
+    agent = "a" * 4000
+    async with serving(("grpc.primary_user_agent", agent)) as (unary_call, exporter):
+        assert await unary_call("Unary", b"hi") == b"hi"
+        [span] = await finished(exporter)
+    # The caller's agent is ours then grpc's own ("aaa… grpc-python-asyncio/1.x ..."): the
+    # span keeps its start and how long it was, as log lines show long strings.
+    shown = str((span.attributes or {})["rpc.user_agent"])
+    assert re.fullmatch(r"a{64}…\(\d{4} characters\)", shown)
+
+
+async def test_the_callers_baggage_is_not_taken_only_its_parent_span() -> None:
+    # Baggage in the handler's context would go on to the API server with each API call's
+    # traceparent (the aiohttp-client spans inject the current context).
+    metadata = (*TRACEPARENT, ("baggage", "tenant=other,secret=1"))
+    async with serving() as (unary_call, exporter):
+        assert await unary_call("Baggage", b"", metadata=metadata) == b""
+        [span] = await finished(exporter)
+    assert span.context is not None
+    assert span.context.trace_id == TRACE_ID
+    assert span.parent is not None
+    assert span.parent.span_id == SPAN_ID
