@@ -1,4 +1,5 @@
-"""The pure parts of server.domain.lifecycle: the field diff, conflict managers, managedFields."""
+"""The pure parts of the lifecycle flows: the field diff (server.domain.diff), conflict managers
+(server.kube.errors) and folding managedFields (server.domain.field_managers)."""
 
 from __future__ import annotations
 
