@@ -4,6 +4,7 @@ its message. No gRPC calls, no status codes and no logging here: only the two vo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from google.protobuf import text_format
 
@@ -198,17 +199,22 @@ def port_to_proto(port: PortRule) -> pb.ServicePort:
     return message
 
 
+def _rule_result_fields(result: RuleResult) -> dict[str, Any]:
+    """The fields a rule's result has in both CreateServices' and ApplyServices' answers."""
+    return {
+        "index": result.index,
+        "rule": result.rule,
+        "outcome": _OUTCOMES[result.outcome],
+        "service_name": result.service_name,
+        "cluster_ip": result.cluster_ip,
+        "ports": [port_to_proto(port) for port in result.ports],
+        "error": result.error,
+        "reason": result.reason,
+    }
+
+
 def result_to_proto(result: RuleResult) -> pb.CreateServicesResponse:
-    return pb.CreateServicesResponse(
-        index=result.index,
-        rule=result.rule,
-        outcome=_OUTCOMES[result.outcome],
-        service_name=result.service_name,
-        cluster_ip=result.cluster_ip,
-        ports=[port_to_proto(port) for port in result.ports],
-        error=result.error,
-        reason=result.reason,
-    )
+    return pb.CreateServicesResponse(**_rule_result_fields(result))
 
 
 def exposed_to_proto(service: ExposedService) -> pb.ExposedService:
@@ -235,16 +241,8 @@ def delete_result_to_proto(result: DeleteResult) -> pb.DeleteServicesResponse:
 
 
 def apply_result_to_proto(applied: ApplyResult) -> pb.ApplyServicesResponse:
-    result = applied.result
     return pb.ApplyServicesResponse(
-        index=result.index,
-        rule=result.rule,
-        outcome=_OUTCOMES[result.outcome],
-        service_name=result.service_name,
-        cluster_ip=result.cluster_ip,
-        ports=[port_to_proto(port) for port in result.ports],
-        error=result.error,
-        reason=result.reason,
+        **_rule_result_fields(applied.result),
         changes=[
             pb.FieldChange(path=change.path, before=change.before, after=change.after)
             for change in applied.changes
