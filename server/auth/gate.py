@@ -50,8 +50,9 @@ NONE_ALLOWED = "do none of what this request asks"
 
 
 class AccessControl:
-    def __init__(self, kube: Kube, settings: AuthSettings, *, shares: Shares | None = None) -> None:
-        """shares: the callers' turns for API call slots, the edge's too (one per caller)."""
+    def __init__(self, kube: Kube, settings: AuthSettings, *, shares: Shares) -> None:
+        """shares: the callers' turns for API call slots, the same Shares the edge sets (one
+        per caller: a Shares of its own here would give each caller two turns)."""
         self._required = settings.mode is Authorization.RBAC
         self._tls = settings.tls
         self._mutual = settings.client_ca_file is not None

@@ -14,6 +14,7 @@ from server.auth.gate import AccessControl
 from server.auth.identity import Caller, Method
 from server.auth.settings import Authorization, AuthSettings
 from server.kube import Kube
+from server.kube.fairness import Shares
 from server.rules import ServiceType
 
 ALICE = Caller("alice", (), Method.CERTIFICATE)
@@ -42,7 +43,7 @@ class TableReviewer:
 
 def control(allowed: set[tuple[str, ServiceType]], *, rbac: bool = True) -> AccessControl:
     mode = Authorization.RBAC if rbac else Authorization.NONE
-    access = AccessControl(cast(Kube, None), AuthSettings(authorization=mode))
+    access = AccessControl(cast(Kube, None), AuthSettings(authorization=mode), shares=Shares())
     access.access = cast(Any, TableReviewer(allowed))
     return access
 
